@@ -1,0 +1,614 @@
+"""``schedules.toml`` → frozen dataclasses, with every problem located in one pass.
+
+Layout::
+
+    [chronod]            # daemon settings: store URL, lease, namespace, workers, drain_timeout, history
+    [defaults]           # any job key that makes sense for many jobs (timezone, queue, retries, …)
+    [jobs.NAME]          # one table per job: exactly one schedule kind, exactly one of command/call
+
+Syntax errors are reported as ``FILE:LINE:COL: message``; semantic ones as
+``FILE: jobs.NAME.key: reason (got VALUE)``. :func:`load_config` raises :class:`ConfigError` holding all
+of them; it never returns a partially valid config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar, cast
+
+from chronod.durations import parse_duration
+from chronod.errors import ConfigError, ConfigIssue, ScheduleError
+from chronod.schedules import IntervalSchedule, Schedule, WindowedSchedule
+from chronod.schedules.cron import CronSchedule
+from chronod.schedules.interval import EPOCH
+from chronod.schedules.solar import SolarSchedule
+from chronod.tz import UTC, UnknownZone, Zone, get_zone
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+Catchup = Literal["none", "latest", "all"]
+Overlap = Literal["skip", "queue", "allow"]
+JSONValue = Any
+
+DEFAULT_CONFIG = "schedules.toml"
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+CALL_TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+DEPRESSIONS = {"civil": 6.0, "nautical": 12.0, "astronomical": 18.0}
+SOLAR_EVENTS = ("sunrise", "sunset", "noon", "dawn", "dusk")
+SCHEDULE_KINDS = ("every", "cron", "solar")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonConfig:
+    """``[chronod]``: how the daemon and workers run; none of it affects which slots exist."""
+
+    store: str | None = None
+    lease: timedelta = timedelta(seconds=10)
+    namespace: str = "chronod"
+    workers: int | None = None  # None: one per CPU
+    drain_timeout: timedelta = timedelta(seconds=30)
+    history: int = 100
+    web_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobConfig:
+    """One ``[jobs.NAME]`` table with defaults applied and the schedule already built."""
+
+    name: str
+    schedule: Schedule
+    timezone: str
+    description: str = ""
+    command: str | tuple[str, ...] | None = None
+    call: str | None = None
+    args: tuple[JSONValue, ...] = ()
+    kwargs: Mapping[str, JSONValue] = field(default_factory=lambda: MappingProxyType({}))
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    cwd: str | None = None
+    queue: str = "default"
+    timeout: timedelta = timedelta(hours=1)
+    retries: int = 0
+    retry_delay: timedelta = timedelta(seconds=30)
+    kill_grace: timedelta = timedelta(seconds=10)
+    grace: timedelta = timedelta(seconds=60)
+    catchup: Catchup = "none"
+    catchup_limit: int = 100
+    overlap: Overlap = "skip"
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the schedule (which slots exist); an edit that changes it resets job state."""
+        return self.schedule.fingerprint
+
+    @property
+    def digest(self) -> str:
+        """Identity of what a worker would execute; carried by queue messages (config drift guard)."""
+        text = json.dumps(self.execution(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def execution(self) -> dict[str, JSONValue]:
+        """The fields that decide what a run executes and how; the source of :attr:`digest`."""
+        command = list(self.command) if isinstance(self.command, tuple) else self.command
+        return {
+            "command": command,
+            "call": self.call,
+            "args": list(self.args),
+            "kwargs": dict(self.kwargs),
+            "env": dict(self.env),
+            "cwd": self.cwd,
+            "timeout_us": _micros(self.timeout),
+            "kill_grace_us": _micros(self.kill_grace),
+        }
+
+    @property
+    def kind(self) -> str:
+        """``interval``, ``cron`` or ``solar``."""
+        return str(self.schedule.canonical()["kind"])
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    path: Path
+    daemon: DaemonConfig
+    jobs: Mapping[str, JobConfig]
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+def _micros(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """``--config``, else ``$CHRONOD_CONFIG``, else ``./schedules.toml``."""
+    chosen = explicit or os.environ.get("CHRONOD_CONFIG") or DEFAULT_CONFIG
+    return Path(chosen)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate ``path``; raise :class:`ConfigError` listing every problem found."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError([ConfigIssue(file=str(file), where="1:1", message=f"cannot read: {reason}",
+                                       syntax=True)]) from None
+    return parse_config(raw, file)
+
+
+def parse_config(raw: bytes, file: Path) -> Config:
+    name = str(file)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigIssue(file=name, where=f"{line}:1", message="not valid UTF-8",
+                                       syntax=True)]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_issue(name, raw, exc)]) from None
+    reader = _Reader(name)
+    config = reader.config(data, file)
+    if reader.issues:
+        # A bad [defaults] value is found once per job that inherits it; report it once.
+        raise ConfigError(list(dict.fromkeys(reader.issues)))
+    return config
+
+
+_LOCATION = re.compile(r"^(?P<msg>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$")
+
+
+def _syntax_issue(file: str, raw: bytes, exc: Exception) -> ConfigIssue:
+    text = str(exc)
+    match = _LOCATION.match(text)
+    if match is None:
+        return ConfigIssue(file=file, where="1:1", message=text, syntax=True)
+    if match.group("line") is None:  # "at end of document": point at the last line
+        lines = raw.decode("utf-8", "replace").splitlines() or [""]
+        where = f"{len(lines)}:{len(lines[-1]) + 1}"
+    else:
+        where = f"{match.group('line')}:{match.group('col')}"
+    return ConfigIssue(file=file, where=where, message=match.group("msg"), syntax=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation. _Reader collects issues instead of raising so that one pass reports all of them.
+
+_T = TypeVar("_T")
+_MISSING: Any = object()
+
+DAEMON_KEYS = ("store", "lease", "namespace", "workers", "drain_timeout", "history", "web_token")
+# Keys that may be given once in [defaults] for every job.
+DEFAULTABLE_KEYS = (
+    "timezone", "queue", "timeout", "retries", "retry_delay", "kill_grace", "grace", "catchup",
+    "catchup_limit", "overlap", "env", "cwd", "latitude", "longitude", "elevation", "depression",
+)
+JOB_ONLY_KEYS = (
+    "description", "every", "anchor", "cron", "solar", "offset", "start", "end",
+    "command", "call", "args", "kwargs",
+)
+JOB_KEYS = JOB_ONLY_KEYS + DEFAULTABLE_KEYS
+SOLAR_KEYS = ("latitude", "longitude", "elevation", "depression", "offset")
+
+
+class _Reader:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.issues: list[ConfigIssue] = []
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def error(self, where: str, reason: str, value: Any = _MISSING) -> None:
+        if value is not _MISSING:
+            reason = f"{reason} (got {_show(value)})"
+        self.issues.append(ConfigIssue(file=self.file, where=where, message=reason))
+
+    def unknown_keys(self, table: Mapping[str, Any], prefix: str, known: tuple[str, ...]) -> None:
+        for key in table:
+            if key in known:
+                continue
+            hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            extra = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(known)}"
+            self.error(f"{prefix}{key}", f"unknown key{extra}")
+
+    def table(self, value: Any, where: str) -> dict[str, Any]:
+        if value is _MISSING:
+            return {}
+        if not isinstance(value, dict):
+            self.error(where, "expected a table", value)
+            return {}
+        return value
+
+    # -- typed getters: return None (after recording an issue) on a bad value -----------------------
+
+    def get(self, where: str, value: Any, parse: Callable[[Any], _T]) -> _T | None:
+        try:
+            return parse(value)
+        except (ValueError, TypeError, ScheduleError) as exc:
+            self.error(where, str(exc), value)
+            return None
+
+    # -- sections ----------------------------------------------------------------------------------
+
+    def config(self, data: dict[str, Any], file: Path) -> Config:
+        self.unknown_keys(data, "", ("chronod", "defaults", "jobs"))
+        daemon = self.daemon(self.table(data.get("chronod", _MISSING), "chronod"))
+        defaults = self.table(data.get("defaults", _MISSING), "defaults")
+        self.unknown_keys(defaults, "defaults.", DEFAULTABLE_KEYS)
+        jobs_table = self.table(data.get("jobs", _MISSING), "jobs")
+        if not jobs_table and "jobs" not in data:
+            self.error("jobs", "no jobs defined; add a [jobs.NAME] table")
+        jobs: dict[str, JobConfig] = {}
+        for name, body in jobs_table.items():
+            where = f"jobs.{name}"
+            if not JOB_NAME.match(name):
+                self.error(where, "a job name uses letters, digits, '_', '.', '-' (at most 100)", name)
+                continue
+            job = self.job(name, self.table(body, where), defaults)
+            if job is not None:
+                jobs[name] = job
+        return Config(path=file, daemon=daemon, jobs=MappingProxyType(jobs))
+
+    def daemon(self, table: dict[str, Any]) -> DaemonConfig:
+        self.unknown_keys(table, "chronod.", DAEMON_KEYS)
+        values: dict[str, Any] = {}
+        parsers: dict[str, Callable[[Any], Any]] = {
+            "store": _string,
+            "lease": _duration_at_least(timedelta(seconds=2)),
+            "namespace": _matching(NAMESPACE, "letters, digits, '_', '.', ':', '-'"),
+            "workers": _int_range(0, 1024),
+            "drain_timeout": _duration_at_least(timedelta()),
+            "history": _int_range(1, 100_000),
+            "web_token": _string,
+        }
+        for key, parse in parsers.items():
+            if key in table:
+                parsed = self.get(f"chronod.{key}", table[key], parse)
+                if parsed is not None:
+                    values[key] = parsed
+        return DaemonConfig(**values)
+
+    def job(self, name: str, body: dict[str, Any], defaults: dict[str, Any]) -> JobConfig | None:
+        prefix = f"jobs.{name}."
+        self.unknown_keys(body, prefix, JOB_KEYS)
+        before = len(self.issues)
+
+        def where(key: str) -> str:
+            return f"{prefix}{key}" if key in body else f"defaults.{key}"
+
+        def pick(key: str) -> Any:
+            return body.get(key, defaults.get(key, _MISSING))
+
+        zone = self.zone(where("timezone") if "timezone" in body or "timezone" in defaults
+                         else prefix + "timezone", pick("timezone"))
+        schedule = self.schedule(name, body, pick, where, zone)
+        values: dict[str, Any] = {}
+        self.execution(name, body, values)
+        simple: dict[str, Callable[[Any], Any]] = {
+            "description": _string,
+            "queue": _matching(QUEUE_NAME, "letters, digits, '_', '.', '-'"),
+            "timeout": _duration_at_least(timedelta(seconds=1)),
+            "retries": _int_range(0, 100),
+            "retry_delay": _duration_at_least(timedelta()),
+            "kill_grace": _duration_at_least(timedelta()),
+            "grace": _duration_at_least(timedelta()),
+            "catchup": _choice(("none", "latest", "all")),
+            "catchup_limit": _int_range(1, 100_000),
+            "overlap": _choice(("skip", "queue", "allow")),
+            "env": _env,
+            "cwd": _string,
+        }
+        for key, parse in simple.items():
+            value = pick(key)
+            if value is not _MISSING:
+                parsed = self.get(where(key), value, parse)
+                if parsed is not None:
+                    values[key] = parsed
+        if len(self.issues) > before or schedule is None or zone is None:
+            return None
+        return JobConfig(name=name, schedule=schedule, timezone=zone.name, **values)
+
+    def zone(self, where: str, value: Any) -> Zone | None:
+        if value is _MISSING:
+            self.error(where, "required: set 'timezone' on the job or in [defaults] "
+                       "(the server's local time is never used)")
+            return None
+        if not isinstance(value, str):
+            self.error(where, "expected an IANA zone name like 'Europe/Berlin'", value)
+            return None
+        try:
+            return get_zone(value)
+        except UnknownZone:
+            hint = difflib.get_close_matches(value, _zone_names(), n=1, cutoff=0.7)
+            reason = "unknown time zone" + (f"; did you mean '{hint[0]}'?" if hint else "")
+            self.error(where, reason, value)
+            return None
+
+    def schedule(
+        self,
+        name: str,
+        body: dict[str, Any],
+        pick: Callable[[str], Any],
+        where: Callable[[str], str],
+        zone: Zone | None,
+    ) -> Schedule | None:
+        prefix = f"jobs.{name}"
+        kinds = [kind for kind in SCHEDULE_KINDS if kind in body]
+        if len(kinds) != 1:
+            found = " and ".join(kinds) if kinds else "none"
+            self.error(prefix, f"needs exactly one schedule: 'every', 'cron' or 'solar' (found {found})")
+            return None
+        kind = kinds[0]
+        misplaced = [k for k in SOLAR_KEYS if k in body and kind != "solar"]
+        misplaced += ["anchor"] if "anchor" in body and kind != "every" else []
+        for key in misplaced:
+            self.error(f"{prefix}.{key}", f"only applies to {'every' if key == 'anchor' else 'solar'} "
+                                          f"schedules, this job uses '{kind}'")
+        if zone is None:
+            return None
+        start = self.instant(where("start"), pick("start"), zone)
+        end = self.instant(where("end"), pick("end"), zone)
+        if start is not None and end is not None and end < start:
+            self.error(f"{prefix}.end", "ends before 'start'", body.get("end"))
+        built: Schedule | None
+        if kind == "every":
+            built = self.interval(prefix, body, zone)
+        elif kind == "cron":
+            built = self.get(f"{prefix}.cron", body["cron"], lambda v: CronSchedule(_string(v), zone))
+        else:
+            built = self.solar(prefix, pick, where, zone)
+        if built is None:
+            return None
+        if start is None and end is None:
+            return built
+        return WindowedSchedule(built, start, end)
+
+    def interval(self, prefix: str, body: dict[str, Any], zone: Zone) -> Schedule | None:
+        every = self.get(f"{prefix}.every", body["every"], _duration_at_least(timedelta(seconds=1)))
+        anchor = EPOCH
+        if "anchor" in body:
+            anchor = self.instant(f"{prefix}.anchor", body["anchor"], zone) or EPOCH
+        if every is None:
+            return None
+        return self.get(f"{prefix}.every", body["every"], lambda _: IntervalSchedule(every, zone, anchor))
+
+    def solar(
+        self, prefix: str, pick: Callable[[str], Any], where: Callable[[str], str], zone: Zone
+    ) -> Schedule | None:
+        event = self.get(f"{prefix}.solar", pick("solar"), _choice(SOLAR_EVENTS))
+        coords: dict[str, float | None] = {}
+        for key, low, high in (("latitude", -90.0, 90.0), ("longitude", -180.0, 180.0)):
+            value = pick(key)
+            if value is _MISSING:
+                self.error(f"{prefix}.{key}", "required for solar schedules (on the job or in [defaults])")
+                coords[key] = None
+            else:
+                coords[key] = self.get(where(key), value, _float_range(low, high))
+        elevation = 0.0
+        if pick("elevation") is not _MISSING:
+            elevation = self.get(where("elevation"), pick("elevation"), _float_range(-500.0, 9000.0)) or 0.0
+        depression = DEPRESSIONS["civil"]
+        if pick("depression") is not _MISSING:
+            depression = self.get(where("depression"), pick("depression"), _depression) or depression
+        offset = timedelta()
+        if pick("offset") is not _MISSING:
+            offset = self.get(where("offset"), pick("offset"), _signed_duration) or offset
+        lat, lon = coords["latitude"], coords["longitude"]
+        if event is None or lat is None or lon is None:
+            return None
+        return self.get(
+            f"{prefix}.solar",
+            event,
+            lambda ev: SolarSchedule(event=ev, latitude=lat, longitude=lon, zone=zone,
+                                     elevation=elevation, depression=depression, offset=offset),
+        )
+
+    def instant(self, where: str, value: Any, zone: Zone) -> datetime | None:
+        if value is _MISSING:
+            return None
+        return self.get(where, value, lambda v: parse_instant(v, zone))
+
+    def execution(self, name: str, body: dict[str, Any], values: dict[str, Any]) -> None:
+        prefix = f"jobs.{name}."
+        targets = [key for key in ("command", "call") if key in body]
+        if len(targets) != 1:
+            found = " and ".join(targets) if targets else "neither"
+            self.error(f"jobs.{name}", f"needs exactly one of 'command' or 'call' (found {found})")
+        if "command" in body:
+            command = self.get(prefix + "command", body["command"], _command)
+            if command is not None:
+                values["command"] = command
+        if "call" in body:
+            call = self.get(prefix + "call", body["call"],
+                            _matching(CALL_TARGET, "'package.module:function'"))
+            if call is not None:
+                values["call"] = call
+        for key in ("args", "kwargs"):
+            if key in body and "call" not in body:
+                self.error(prefix + key, "only applies to 'call' jobs")
+        if "args" in body:
+            args = self.get(prefix + "args", body["args"], _json_list)
+            if args is not None:
+                values["args"] = args
+        if "kwargs" in body:
+            kwargs = self.get(prefix + "kwargs", body["kwargs"], _json_table)
+            if kwargs is not None:
+                values["kwargs"] = kwargs
+
+
+# --------------------------------------------------------------------------------------------------
+# Value parsers: each raises ValueError/TypeError with the reason shown to the user.
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _zone_names() -> list[str]:
+    from chronod.tz import zone_names
+
+    return zone_names()
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.match(value):
+            raise ValueError(f"expected {what}")
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> str:
+        if value not in options:
+            raise ValueError("expected one of " + ", ".join(f"'{o}'" for o in options))
+        return cast(str, value)
+
+    return parse
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise ValueError(f"expected a number from {low:g} to {high:g}")
+        return float(value)
+
+    return parse
+
+
+def _duration(value: Any) -> timedelta:
+    if not isinstance(value, str):
+        raise TypeError('expected a duration string like "90s", "15m", "1h30m" or "1d"')
+    return parse_duration(value)
+
+
+def _duration_at_least(minimum: timedelta) -> Callable[[Any], timedelta]:
+    def parse(value: Any) -> timedelta:
+        parsed = _duration(value)
+        if parsed < minimum:
+            raise ValueError(f"must be at least {minimum.total_seconds():g}s")
+        return parsed
+
+    return parse
+
+
+def _signed_duration(value: Any) -> timedelta:
+    if not isinstance(value, str):
+        raise TypeError('expected a signed duration like "-30m" or "+1h"')
+    return parse_duration(value, signed=True)
+
+
+def _depression(value: Any) -> float:
+    if isinstance(value, str):
+        if value not in DEPRESSIONS:
+            raise ValueError("expected 'civil', 'nautical', 'astronomical' or degrees below the horizon")
+        return DEPRESSIONS[value]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 90:
+        raise ValueError("expected 'civil', 'nautical', 'astronomical' or degrees from 0 to 90")
+    return float(value)
+
+
+def _env(value: Any) -> Mapping[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise TypeError("expected a table of string values")
+    return MappingProxyType(dict(value))
+
+
+def _command(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("command is empty")
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise TypeError("expected a string (run by /bin/sh -c) or a non-empty array of strings (argv)")
+
+
+def _json_list(value: Any) -> tuple[JSONValue, ...]:
+    if not isinstance(value, list):
+        raise TypeError("expected an array")
+    _require_json(value)
+    return tuple(value)
+
+
+def _json_table(value: Any) -> Mapping[str, JSONValue]:
+    if not isinstance(value, dict):
+        raise TypeError("expected a table")
+    _require_json(value)
+    return MappingProxyType(dict(value))
+
+
+def _require_json(value: Any) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ValueError("must be JSON-serializable (no dates, times or NaN)") from None
+
+
+def parse_instant(value: Any, zone: Zone) -> datetime:
+    """An ISO 8601 instant; without an offset it is wall time in the job's zone (DST rule applied)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                value = date.fromisoformat(value)
+            except ValueError:
+                raise ValueError("expected an ISO 8601 date or date-time") from None
+    if isinstance(value, time):
+        raise TypeError("expected a date or date-time, not a time of day")
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, time())
+    if not isinstance(value, datetime):
+        raise TypeError("expected an ISO 8601 date or date-time")
+    if value.tzinfo is not None:
+        return value.astimezone(UTC)
+    resolution = zone.resolve(value)
+    if resolution.instants:
+        return resolution.instants[0]
+    assert resolution.gap_end is not None
+    return resolution.gap_end

@@ -1,0 +1,53 @@
+"""Durations as written in ``schedules.toml``: ``"90s"``, ``"15m"``, ``"1h30m"``, ``"1d"``, ``"-30m"``.
+
+Units are d, h, m, s and ms, largest first, each at most once. A duration is elapsed time: it is never
+stretched or shrunk by DST.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_UNITS: tuple[tuple[str, timedelta], ...] = (
+    ("d", timedelta(days=1)),
+    ("h", timedelta(hours=1)),
+    ("m", timedelta(minutes=1)),
+    ("s", timedelta(seconds=1)),
+    ("ms", timedelta(milliseconds=1)),
+)
+_PATTERN = re.compile(r"^([+-]?)(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def parse_duration(text: str, *, signed: bool = False) -> timedelta:
+    """Parse ``text``; raise :class:`ValueError` with a user-facing reason when it is not a duration.
+
+    ``signed`` admits a leading ``+``/``-`` (solar offsets); otherwise a sign is an error.
+    """
+    match = _PATTERN.match(text.strip().replace(" ", ""))
+    if match is None or not any(match.groups()[1:]):
+        raise ValueError('expected a duration like "90s", "15m", "1h30m" or "1d"')
+    sign, *parts = match.groups()
+    if sign and not signed:
+        raise ValueError("a duration cannot be negative or signed here")
+    total = timedelta()
+    for (_, unit), part in zip(_UNITS, parts, strict=True):
+        if part is not None:
+            total += int(part) * unit
+    return -total if sign == "-" else total
+
+
+def format_duration(delta: timedelta, *, parts: int = 2) -> str:
+    """Render ``delta`` compactly with its ``parts`` largest units: ``3d 4h``, ``1h30m`` → ``1h 30m``."""
+    negative = delta < timedelta()
+    remaining = abs(delta)
+    out: list[str] = []
+    for name, unit in _UNITS[:-1]:
+        count, remaining = divmod(remaining, unit)
+        if count:
+            out.append(f"{count}{name}")
+    if not out:
+        millis = remaining // timedelta(milliseconds=1)
+        out.append(f"{millis}ms" if millis else "0s")
+    text = " ".join(out[:parts])
+    return f"-{text}" if negative else text

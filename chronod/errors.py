@@ -1,0 +1,84 @@
+"""The one exception hierarchy of chronod.
+
+Every error a user can cause or meet derives from :class:`ChronodError` and carries the exit code the
+CLI maps it to. Only subclasses of :class:`TransientError` are ever retried (see :mod:`chronod.retry`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class ChronodError(Exception):
+    """Base of every error chronod raises on purpose; ``str(err)`` is one clear line."""
+
+    exit_code: int = EXIT_FAILURE
+
+
+class UsageError(ChronodError):
+    """The command line asked for something impossible (unknown job, bad ``--after`` …)."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigIssue:
+    """One located problem in a config file.
+
+    ``where`` is ``LINE:COL`` for syntax errors and a dotted key path (``jobs.digest.cron``) for
+    semantic ones; :meth:`format` renders the two shapes promised by ``chronod check``.
+    """
+
+    file: str
+    where: str
+    message: str
+    syntax: bool = False
+
+    def format(self) -> str:
+        if self.syntax:
+            return f"{self.file}:{self.where}: {self.message}"
+        return f"{self.file}: {self.where}: {self.message}"
+
+
+class ConfigError(ChronodError):
+    """The config file is unreadable or invalid; holds every issue found in one pass."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = tuple(issues)
+        first = issues[0].format() if issues else "invalid configuration"
+        more = f" (and {len(issues) - 1} more; run 'chronod check')" if len(issues) > 1 else ""
+        super().__init__(first + more)
+
+
+class ScheduleError(ChronodError):
+    """A schedule definition that cannot be evaluated (raised while building it from config)."""
+
+    exit_code = EXIT_USAGE
+
+
+class StoreError(ChronodError):
+    """The state store refused or failed an operation."""
+
+
+class TransientError(StoreError):
+    """A failure worth retrying (connection refused, timeout, ``SQLITE_BUSY`` past the timeout)."""
+
+
+class StoreUnavailable(TransientError):
+    """The store cannot be reached right now."""
+
+
+class StoreConfigError(StoreError):
+    """The store URL is malformed or names an unsupported scheme."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotLeader(StoreError):
+    """A leader-only write was refused because the caller's lease (token, epoch) is not current."""

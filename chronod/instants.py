@@ -1,0 +1,45 @@
+"""UTC instants as chronod writes them, and slot ids.
+
+A slot is (job name, scheduled UTC instant); its id is ``NAME@YYYY-MM-DDTHH:MM:SSZ`` with fractional
+seconds only when they are not zero. The same text form is used in the store, messages and JSON output.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from chronod.tz import UTC
+
+
+def format_utc(instant: datetime) -> str:
+    """``2026-11-27T14:30:00Z`` (``.250000`` appended only when there are microseconds)."""
+    utc = instant.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_utc(text: str) -> datetime:
+    """Inverse of :func:`format_utc`; also accepts any ISO 8601 instant with an offset."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return value.astimezone(UTC)
+
+
+def slot_id(job: str, instant: datetime) -> str:
+    return f"{job}@{format_utc(instant)}"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def to_micros(instant: datetime) -> int:
+    """Exact integer microseconds since the Unix epoch (how the stores keep instants)."""
+    return (instant - _EPOCH) // _MICRO
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)

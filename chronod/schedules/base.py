@@ -1,0 +1,72 @@
+"""The interface every schedule kind implements.
+
+A schedule is a pure function of (definition, instant): given an instant it names the first fire
+strictly after it. Nothing here reads a clock or a store. Instants in and out are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chronod.tz import Zone
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """One scheduled instant, with a note for humans when the rules moved or dropped something.
+
+    Notes are the ones ``chronod next`` prints: a fire moved out of a DST gap, a repeated hour that was
+    not re-run, solar days without the event.
+    """
+
+    at: datetime
+    note: str | None = None
+
+
+class Schedule(ABC):
+    """Slots of one job: ``next_fire(t)`` is the first fire strictly after ``t``, or None if none.
+
+    Implementations must be deterministic and side-effect free; ``fingerprint`` must change exactly
+    when the set of instants the schedule produces could change (kind, fields, zone, window), and must
+    not depend on anything else (command, queue, retries …).
+    """
+
+    zone: Zone
+
+    @abstractmethod
+    def next_fire(self, after: datetime) -> Fire | None:
+        """First fire strictly after ``after`` (aware), or None when the schedule has ended."""
+
+    @abstractmethod
+    def canonical(self) -> dict[str, Any]:
+        """Normalized definition (JSON-able) from which the fingerprint is computed."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The schedule in words, e.g. ``at 17:30 every Friday``."""
+
+    def next_after(self, after: datetime) -> datetime | None:
+        fire = self.next_fire(after)
+        return None if fire is None else fire.at
+
+    def fires(self, after: datetime) -> Iterator[Fire]:
+        """All fires strictly after ``after``, in order (possibly infinite)."""
+        current = after
+        while (fire := self.next_fire(current)) is not None:
+            yield fire
+            current = fire.at
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.canonical())
+
+
+def fingerprint_of(canonical: dict[str, Any]) -> str:
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

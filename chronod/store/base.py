@@ -1,0 +1,439 @@
+"""The store contract. These docstrings are the specification; SQLite and Redis implement it thinly.
+
+Vocabulary
+----------
+*store time*
+    The store's clock (Redis ``TIME``; the host clock for SQLite). Every "now" below is store time,
+    read inside the same atomic step that uses it. Callers never pass "now".
+*lease*
+    Leadership: a random ``token`` plus an ``epoch`` that grows by one at every acquisition. Every
+    leader write (``sync_jobs``, ``retire_jobs``, ``dispatch``, ``advance``) verifies token, epoch
+    and expiry inside its own atomic step and is refused with :class:`Fenced` otherwise; a paused or
+    partitioned ex-leader therefore cannot write, whatever its own clock says.
+*watermark*
+    Per job: no slot at or before it is ever dispatched. It only moves forward: to each slot decided
+    (dispatched, skipped, missed, paused) and to the load instant when a definition is new or edited.
+*guard*
+    Per slot ``(job, slot)``: written by the dispatch that decided the slot; a second dispatch of the
+    same slot is refused as :attr:`DispatchStatus.DUPLICATE`. Guards live at least
+    ``max(24 h, 2 periods)`` (``SlotDispatch.guard_ttl``); past that the watermark alone protects.
+*run*
+    One execution request: a scheduled slot or a manual trigger. ``run_id`` is the slot id
+    (``NAME@2026-11-27T14:30:00Z``) for scheduled runs and ``NAME@<store time>~manual`` for manual ones;
+    it is stable across attempts, so jobs use it as their idempotency key.
+*attempt*
+    One claim of a run by a worker, identified by a fresh ``token`` (the attempt lease). Heartbeats
+    extend it; a run whose attempt lease expired is reclaimed (next attempt, or ``lost`` when none is
+    left). Writes with a token that is not the run's current one are refused: a stale worker's late
+    result never counts.
+
+Run states
+----------
+``queued`` (in its queue, ready at ``not_before``) → ``running`` (claimed) → a terminal outcome, or back
+to ``queued`` with a later ``not_before`` for a retry. ``waiting`` (overlap ``queue``: held until the
+job's active run ends, then ``queued``). Terminal outcomes are :class:`Outcome` values; a terminal run
+leaves the live set and is kept in the job's history (the newest ``history`` entries per job).
+
+Atomicity and retries
+---------------------
+Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE`` transaction),
+except the batch methods, whose items are each atomic. Every method is safe to repeat after a timeout
+with the same arguments: a repeat returns the same answer or a refusal that means "already done"
+(``DUPLICATE`` for dispatch, ``FinishStatus.ACCEPTED`` for finish, the same claim for claim).
+Connection failures raise :class:`~chronod.errors.StoreUnavailable` (transient); nothing else is
+retried.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Literal
+
+from chronod.errors import NotLeader
+
+Overlap = Literal["skip", "queue", "allow"]
+
+
+class Fenced(NotLeader):
+    """The lease presented is not the current one (wrong token or epoch, or expired)."""
+
+
+class Outcome(str, Enum):
+    """Terminal outcome of a run (and of each history entry)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed-out"
+    LOST = "lost"
+    SKIPPED = "skipped"
+    MISSED = "missed"
+    CONFIG_MISMATCH = "config-mismatch"
+
+
+class RunState(str, Enum):
+    QUEUED = "queued"
+    WAITING = "waiting"
+    RUNNING = "running"
+
+
+class DispatchStatus(str, Enum):
+    QUEUED = "queued"  # run created and put on its queue
+    WAITING = "waiting"  # overlap=queue and an earlier run is active: held, queued when it ends
+    SKIPPED = "skipped"  # overlap=skip and an earlier run is active: recorded as skipped
+    PAUSED = "paused"  # the job is paused: slot consumed, nothing recorded
+    DUPLICATE = "duplicate"  # the slot's guard exists: dispatched before (maybe by this very call)
+    STALE = "stale"  # slot <= watermark: decided before, or before the definition was loaded
+    EARLY = "early"  # slot is after store time: not due yet
+    UNKNOWN_JOB = "unknown-job"  # no job state (sync_jobs first) or fingerprint mismatch
+
+
+class FinishStatus(str, Enum):
+    ACCEPTED = "accepted"  # recorded (or recorded before by the same attempt)
+    RETRY = "retry"  # recorded as an attempt; the run is queued again at retry_at
+    STALE = "stale"  # the token is not the run's current attempt: result discarded
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    token: str = field(repr=False)
+    epoch: int
+    node: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaderInfo:
+    node: str
+    epoch: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSync:
+    """One job as the leader loaded it: see :meth:`Store.sync_jobs`."""
+
+    name: str
+    fingerprint: str
+    next_due: datetime | None  # first slot strictly after the load instant
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobState:
+    name: str
+    fingerprint: str  # "" once retired (removed from the config)
+    watermark: datetime | None
+    last_slot: datetime | None  # scheduled instant of the last dispatched slot
+    next_due: datetime | None
+    paused: bool = False
+    last_outcome: Outcome | None = None
+    last_outcome_at: datetime | None = None
+    last_success_at: datetime | None = None
+    active: int = 0  # runs of this job that are queued, waiting or running
+    missed: int = 0  # slots missed since the state was created (counter)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlotDispatch:
+    """One slot the leader wants to run: see :meth:`Store.dispatch`."""
+
+    job: str
+    fingerprint: str
+    slot: datetime
+    next_due: datetime | None  # the job's next slot after this one
+    queue: str
+    digest: str  # JobConfig.digest: workers refuse a run whose digest differs from their own
+    overlap: Overlap
+    max_attempts: int
+    guard_ttl: timedelta
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatchResult:
+    status: DispatchStatus
+    run_id: str | None = None
+    dispatched_at: datetime | None = None  # store time of the decision (lateness = this - slot)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """A run: live (state is a :class:`RunState`) or a history entry (state is an :class:`Outcome`)."""
+
+    run_id: str
+    job: str
+    slot: datetime
+    manual: bool
+    state: RunState | Outcome
+    queue: str
+    digest: str
+    epoch: int  # epoch of the leader that dispatched it (0 for manual runs)
+    attempt: int  # attempts started so far (0 until first claimed)
+    max_attempts: int
+    created_at: datetime
+    not_before: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A run handed to one worker for one attempt; ``token`` must accompany heartbeat and finish."""
+
+    run: RunRecord
+    token: str = field(repr=False)
+    attempt: int
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptResult:
+    """What a worker reports at the end of an attempt."""
+
+    outcome: Outcome  # SUCCEEDED, FAILED, TIMED_OUT or CONFIG_MISMATCH
+    exit_code: int | None = None
+    output: str = ""  # tail, at most OUTPUT_TAIL bytes of UTF-8
+    error: str | None = None
+    retry_at: datetime | None = None  # for FAILED/TIMED_OUT with attempts left: when to try again
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerInfo:
+    worker: str  # "host:pid"
+    queues: tuple[str, ...]
+    seen_at: datetime
+    running: int
+    concurrency: int
+
+
+OUTPUT_TAIL = 64 * 1024
+
+
+class Store(ABC):
+    """Durable state and coordination for chronod. One instance per process (open it after fork)."""
+
+    # -- clock -------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def now(self) -> datetime:
+        """Store time (aware UTC). Redis: ``TIME``. SQLite: the host clock."""
+
+    # -- leader lease ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def acquire_lease(self, node: str, token: str, ttl: timedelta) -> Lease | None:
+        """Become leader if nobody holds an unexpired lease.
+
+        On success the epoch counter is incremented and the new lease (``token``, new epoch, ``node``,
+        expiry = now + ttl) is stored and returned. If the current holder already has this ``token``
+        (a repeated call), the existing lease is returned unchanged. Otherwise returns None.
+        """
+
+    @abstractmethod
+    def renew_lease(self, lease: Lease, ttl: timedelta) -> Lease | None:
+        """Extend ``lease`` to now + ttl if it is still the current, unexpired lease; else None.
+
+        An expired lease is never revived, even if nobody else took over: the holder must acquire
+        again (and get a new epoch), so a paused ex-leader can never resume with its old epoch.
+        """
+
+    @abstractmethod
+    def release_lease(self, lease: Lease) -> None:
+        """Give up ``lease`` now (standbys may acquire at once). No-op if it is not current."""
+
+    @abstractmethod
+    def leader(self) -> LeaderInfo | None:
+        """The current unexpired lease holder, if any."""
+
+    # -- job state (leader writes are fenced) ----------------------------------------------------
+
+    @abstractmethod
+    def sync_jobs(self, lease: Lease, jobs: Sequence[JobSync], loaded_at: datetime) -> list[JobState]:
+        """Reconcile stored job state with the loaded config; return the states, in input order.
+
+        Per job, atomically: absent → created with ``fingerprint``, ``watermark = loaded_at``,
+        ``next_due``. Fingerprint differs (edited, or retired and re-added) → fingerprint replaced,
+        ``watermark = max(watermark, loaded_at)``, ``next_due`` replaced; paused flag and outcome
+        fields kept. Same fingerprint → unchanged (the leader then catches up from the watermark).
+        Raises :class:`Fenced` (writing nothing) if ``lease`` is not current.
+        """
+
+    @abstractmethod
+    def retire_jobs(self, lease: Lease, keep: Sequence[str]) -> list[str]:
+        """Clear the fingerprint of every job not named in ``keep``; return their names.
+
+        A retired job that is configured again is treated as new (no catch-up for its absence).
+        Its history is kept. Raises :class:`Fenced` if ``lease`` is not current.
+        """
+
+    @abstractmethod
+    def job_states(self) -> dict[str, JobState]:
+        """All stored job states by name (including retired ones)."""
+
+    @abstractmethod
+    def set_paused(self, job: str, paused: bool) -> JobState:
+        """Pause or resume ``job`` (an operator action, not fenced; persists across restarts).
+
+        While paused, dispatch consumes due slots without running them (``PAUSED``). Resuming moves
+        the watermark to at least now, so nothing from the paused period runs afterwards. A job
+        without state gets one (empty fingerprint) so a pause can precede its first load.
+        """
+
+    # -- dispatch (leader) -----------------------------------------------------------------------
+
+    @abstractmethod
+    def dispatch(self, lease: Lease, items: Sequence[SlotDispatch]) -> list[DispatchResult]:
+        """Decide each slot once; one atomic step per item, results in input order.
+
+        Per item, in this order: lease not current → raise :class:`Fenced` (this item and all later
+        ones are not applied); no job state or fingerprint differs → ``UNKNOWN_JOB``; slot after store
+        time → ``EARLY``; guard exists → ``DUPLICATE``; slot <= watermark → ``STALE``. Otherwise the
+        guard is written (expiring after ``guard_ttl``), watermark and ``next_due`` are set and:
+
+        * paused job → ``PAUSED`` (nothing else recorded);
+        * an active run of the job exists and overlap is ``skip`` → ``SKIPPED``: a history entry with
+          outcome ``skipped``;
+        * an active run exists and overlap is ``queue`` → ``WAITING``: the run is created ``waiting``;
+        * otherwise → ``QUEUED``: the run is created ``queued`` (``not_before`` = slot) and its message
+          appended to ``queue``; ``last_slot`` = slot.
+
+        ``last_slot`` is set for QUEUED and WAITING. The run records ``epoch`` = the lease's epoch.
+        """
+
+    @abstractmethod
+    def advance(
+        self,
+        lease: Lease,
+        job: str,
+        fingerprint: str,
+        missed: Sequence[datetime],
+        missed_count: int,
+        next_due: datetime | None,
+    ) -> JobState:
+        """Record slots the leader will not run (late beyond ``grace`` under ``catchup``).
+
+        Atomically: each slot in ``missed`` that is after the watermark gets a history entry with
+        outcome ``missed``; the job's missed counter grows by ``missed_count`` (which may exceed
+        ``len(missed)`` when the leader summarised a long outage); watermark = max(watermark,
+        newest of ``missed``); ``next_due`` replaced. Fenced and fingerprint-checked like dispatch
+        (a fingerprint mismatch changes nothing and returns the stored state).
+        """
+
+    # -- manual runs -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def enqueue_manual(
+        self, job: str, queue: str, digest: str, overlap: Overlap, max_attempts: int
+    ) -> RunRecord:
+        """Queue a manual run of ``job`` now, through the normal queue; not fenced.
+
+        It consumes no slot (watermark, ``last_slot`` and guards untouched) and has its own run id.
+        Overlap: ``allow`` → queued; ``skip`` and ``queue`` → waits behind an active run (an operator
+        who asks for a run gets one).
+        """
+
+    # -- workers -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def claim(
+        self, worker: str, queues: Sequence[str], token: str, ttl: timedelta, wait: float
+    ) -> Claim | None:
+        """Start the next attempt of the oldest ready run in ``queues``; None if none within ``wait``.
+
+        Ready: state ``queued`` and ``not_before`` <= now; oldest by ``not_before`` then creation. The
+        run becomes ``running`` with ``attempt + 1``, this ``token``, ``worker`` and an attempt lease
+        expiring at now + ``ttl``. Before looking, runs whose attempt lease expired are reclaimed
+        (:meth:`reap`). ``wait`` bounds how long to block for a run (0: don't block).
+        """
+
+    @abstractmethod
+    def heartbeat(self, run_id: str, token: str, ttl: timedelta) -> bool:
+        """Extend the attempt lease to now + ``ttl``; False if ``token`` is not current (stop work)."""
+
+    @abstractmethod
+    def finish(self, run_id: str, token: str, result: AttemptResult) -> FinishStatus:
+        """Record the end of an attempt.
+
+        Token not the current attempt's (reclaimed, or never claimed) → ``STALE``, nothing written
+        (but a repeat of an accepted finish with the same token → ``ACCEPTED``). Outcome FAILED or
+        TIMED_OUT with ``retry_at`` and attempts left → a history entry for the attempt, run back to
+        ``queued`` with ``not_before = retry_at`` → ``RETRY``. Otherwise the run ends: a history entry
+        with the outcome, the job's last outcome fields updated (``last_success_at`` on success),
+        the run leaves the live set, and the job's oldest ``waiting`` run (if any) becomes ``queued``
+        → ``ACCEPTED``.
+        """
+
+    @abstractmethod
+    def hand_back(self, run_id: str, token: str) -> bool:
+        """Return a claimed run to its queue without spending an attempt (graceful shutdown).
+
+        Only with the current token; the attempt counter goes back by one. False if stale.
+        """
+
+    @abstractmethod
+    def reap(self) -> list[str]:
+        """Reclaim runs whose attempt lease expired (their worker died or stalled).
+
+        Each becomes ``queued`` again (ready now) if attempts are left, else ends ``lost`` (history,
+        last outcome, waiting successor released as in :meth:`finish`). Its token is cleared, so the
+        old worker's heartbeat and finish are refused. Returns the run ids reaped.
+        """
+
+    @abstractmethod
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Record that a worker process is alive (called every few seconds); entries expire."""
+
+    @abstractmethod
+    def workers(self) -> list[WorkerInfo]:
+        """Workers seen recently (within a minute), newest first."""
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def run(self, run_id: str) -> RunRecord | None:
+        """The live run, or else its newest history entry, or None."""
+
+    @abstractmethod
+    def live_runs(self, job: str | None = None) -> list[RunRecord]:
+        """Queued, waiting and running runs (of ``job``), oldest first."""
+
+    @abstractmethod
+    def history(self, job: str, limit: int) -> list[RunRecord]:
+        """The newest ``limit`` history entries of ``job``, newest first."""
+
+    @abstractmethod
+    def queue_depths(self) -> dict[str, int]:
+        """Runs in state ``queued`` per queue name (including those not yet ready)."""
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. The store must not be used afterwards."""
+
+    def describe(self) -> str:
+        """Where the store is, without credentials (safe to log)."""
+        return type(self).__name__
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def redacted(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy of ``info`` without secret-looking keys (for logs and status output)."""
+    return {k: ("***" if "pass" in k.lower() or "token" in k.lower() else v) for k, v in info.items()}

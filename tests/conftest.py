@@ -1,0 +1,56 @@
+"""Shared fixtures.
+
+``store`` is one fixture parametrized over both implementations and built lazily: the Redis server
+is only started when a Redis-parametrized test runs, so a missing redis-server never skips the
+SQLite half (and fails instead of skipping when CHRONOD_REQUIRE_REDIS=1).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from chronod.store.base import Store
+from tests.redis_server import RedisServer
+
+settings.register_profile(
+    "chronod", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("chronod")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_store(kind: str, request: pytest.FixtureRequest, directory: Path, history: int = 100) -> Store:
+    if kind == "sqlite":
+        from chronod.store.sqlite import SQLiteStore
+
+        return SQLiteStore(directory / "state.db", history=history)
+    from chronod.store.redis import RedisStore
+
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.client().flushall()
+    # A fresh namespace per test as well, so a leftover key can never pass for this test's state.
+    return RedisStore.from_url(server.url, namespace=f"t{uuid.uuid4().hex[:12]}", history=history)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(store_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    built = make_store(store_kind, request, tmp_path)
+    yield built
+    built.close()
