@@ -1,8 +1,8 @@
 """The one clock seam.
 
-Loops take ``now`` from a :class:`Clock` and sleep through it; tests pass a :class:`ManualClock` and
-drive time instead of waiting for it. Wall time is only ever an aware UTC instant; durations to wait are
-measured on the monotonic clock so a wall-clock jump can neither stall nor hurry a loop.
+Loops take ``now`` from a :class:`Clock` and sleep through it; tests pass a :class:`ManualClock`
+and drive time instead of waiting for it. Wall time is only ever an aware UTC instant; durations to
+wait are measured on the monotonic clock so a wall-clock jump can neither stall nor hurry a loop.
 """
 
 from __future__ import annotations

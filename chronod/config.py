@@ -2,12 +2,13 @@
 
 Layout::
 
-    [chronod]            # daemon settings: store URL, lease, namespace, workers, drain_timeout, history
+    [chronod]            # daemon settings: store, lease, namespace, workers, drain_timeout, …
     [defaults]           # any job key that makes sense for many jobs (timezone, queue, retries, …)
     [jobs.NAME]          # one table per job: exactly one schedule kind, exactly one of command/call
 
 Syntax errors are reported as ``FILE:LINE:COL: message``; semantic ones as
-``FILE: jobs.NAME.key: reason (got VALUE)``. :func:`load_config` raises :class:`ConfigError` holding all
+``FILE: jobs.NAME.key: reason (got VALUE)``. :func:`load_config` raises :class:`ConfigError`
+holding all
 of them; it never returns a partially valid config.
 """
 
@@ -31,7 +32,8 @@ from chronod.errors import ConfigError, ConfigIssue, ScheduleError
 from chronod.schedules import IntervalSchedule, Schedule, WindowedSchedule
 from chronod.schedules.cron import CronSchedule
 from chronod.schedules.interval import EPOCH
-from chronod.schedules.solar import SolarSchedule
+from chronod.schedules.solar import DEPRESSIONS, SolarSchedule
+from chronod.schedules.solar import EVENTS as SOLAR_EVENTS
 from chronod.tz import UTC, UnknownZone, Zone, get_zone
 
 if sys.version_info >= (3, 11):
@@ -48,8 +50,6 @@ JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 CALL_TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-DEPRESSIONS = {"civil": 6.0, "nautical": 12.0, "astronomical": 18.0}
-SOLAR_EVENTS = ("sunrise", "sunset", "noon", "dawn", "dusk")
 SCHEDULE_KINDS = ("every", "cron", "solar")
 
 
@@ -92,12 +92,12 @@ class JobConfig:
 
     @property
     def fingerprint(self) -> str:
-        """Identity of the schedule (which slots exist); an edit that changes it resets job state."""
+        """Identity of the schedule (which slots exist); changing it resets the job's state."""
         return self.schedule.fingerprint
 
     @property
     def digest(self) -> str:
-        """Identity of what a worker would execute; carried by queue messages (config drift guard)."""
+        """Identity of what a worker would execute; queue messages carry it (drift guard)."""
         text = json.dumps(self.execution(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -157,8 +157,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raw = file.read_bytes()
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ConfigError([ConfigIssue(file=str(file), where="1:1", message=f"cannot read: {reason}",
-                                       syntax=True)]) from None
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    file=str(file), where="1:1", message=f"cannot read: {reason}", syntax=True
+                )
+            ]
+        ) from None
     return parse_config(raw, file)
 
 
@@ -168,8 +173,9 @@ def parse_config(raw: bytes, file: Path) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError([ConfigIssue(file=name, where=f"{line}:1", message="not valid UTF-8",
-                                       syntax=True)]) from None
+        raise ConfigError(
+            [ConfigIssue(file=name, where=f"{line}:1", message="not valid UTF-8", syntax=True)]
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_issue(name, raw, exc)]) from None
     reader = _Reader(name)
@@ -180,7 +186,9 @@ def parse_config(raw: bytes, file: Path) -> Config:
     return config
 
 
-_LOCATION = re.compile(r"^(?P<msg>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$")
+_LOCATION = re.compile(
+    r"^(?P<msg>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$"
+)
 
 
 def _syntax_issue(file: str, raw: bytes, exc: Exception) -> ConfigIssue:
@@ -205,12 +213,36 @@ _MISSING: Any = object()
 DAEMON_KEYS = ("store", "lease", "namespace", "workers", "drain_timeout", "history", "web_token")
 # Keys that may be given once in [defaults] for every job.
 DEFAULTABLE_KEYS = (
-    "timezone", "queue", "timeout", "retries", "retry_delay", "kill_grace", "grace", "catchup",
-    "catchup_limit", "overlap", "env", "cwd", "latitude", "longitude", "elevation", "depression",
+    "timezone",
+    "queue",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "kill_grace",
+    "grace",
+    "catchup",
+    "catchup_limit",
+    "overlap",
+    "env",
+    "cwd",
+    "latitude",
+    "longitude",
+    "elevation",
+    "depression",
 )
 JOB_ONLY_KEYS = (
-    "description", "every", "anchor", "cron", "solar", "offset", "start", "end",
-    "command", "call", "args", "kwargs",
+    "description",
+    "every",
+    "anchor",
+    "cron",
+    "solar",
+    "offset",
+    "start",
+    "end",
+    "command",
+    "call",
+    "args",
+    "kwargs",
 )
 JOB_KEYS = JOB_ONLY_KEYS + DEFAULTABLE_KEYS
 SOLAR_KEYS = ("latitude", "longitude", "elevation", "depression", "offset")
@@ -244,7 +276,7 @@ class _Reader:
             return {}
         return value
 
-    # -- typed getters: return None (after recording an issue) on a bad value -----------------------
+    # -- typed getters: return None (after recording an issue) on a bad value ---------------------
 
     def get(self, where: str, value: Any, parse: Callable[[Any], _T]) -> _T | None:
         try:
@@ -267,7 +299,9 @@ class _Reader:
         for name, body in jobs_table.items():
             where = f"jobs.{name}"
             if not JOB_NAME.match(name):
-                self.error(where, "a job name uses letters, digits, '_', '.', '-' (at most 100)", name)
+                self.error(
+                    where, "a job name uses letters, digits, '_', '.', '-' (at most 100)", name
+                )
                 continue
             job = self.job(name, self.table(body, where), defaults)
             if job is not None:
@@ -304,8 +338,12 @@ class _Reader:
         def pick(key: str) -> Any:
             return body.get(key, defaults.get(key, _MISSING))
 
-        zone = self.zone(where("timezone") if "timezone" in body or "timezone" in defaults
-                         else prefix + "timezone", pick("timezone"))
+        zone = self.zone(
+            where("timezone")
+            if "timezone" in body or "timezone" in defaults
+            else prefix + "timezone",
+            pick("timezone"),
+        )
         schedule = self.schedule(name, body, pick, where, zone)
         values: dict[str, Any] = {}
         self.execution(name, body, values)
@@ -335,8 +373,11 @@ class _Reader:
 
     def zone(self, where: str, value: Any) -> Zone | None:
         if value is _MISSING:
-            self.error(where, "required: set 'timezone' on the job or in [defaults] "
-                       "(the server's local time is never used)")
+            self.error(
+                where,
+                "required: set 'timezone' on the job or in [defaults] "
+                "(the server's local time is never used)",
+            )
             return None
         if not isinstance(value, str):
             self.error(where, "expected an IANA zone name like 'Europe/Berlin'", value)
@@ -361,14 +402,19 @@ class _Reader:
         kinds = [kind for kind in SCHEDULE_KINDS if kind in body]
         if len(kinds) != 1:
             found = " and ".join(kinds) if kinds else "none"
-            self.error(prefix, f"needs exactly one schedule: 'every', 'cron' or 'solar' (found {found})")
+            self.error(
+                prefix, f"needs exactly one schedule: 'every', 'cron' or 'solar' (found {found})"
+            )
             return None
         kind = kinds[0]
         misplaced = [k for k in SOLAR_KEYS if k in body and kind != "solar"]
         misplaced += ["anchor"] if "anchor" in body and kind != "every" else []
         for key in misplaced:
-            self.error(f"{prefix}.{key}", f"only applies to {'every' if key == 'anchor' else 'solar'} "
-                                          f"schedules, this job uses '{kind}'")
+            self.error(
+                f"{prefix}.{key}",
+                f"only applies to {'every' if key == 'anchor' else 'solar'} "
+                f"schedules, this job uses '{kind}'",
+            )
         if zone is None:
             return None
         start = self.instant(where("start"), pick("start"), zone)
@@ -379,7 +425,9 @@ class _Reader:
         if kind == "every":
             built = self.interval(prefix, body, zone)
         elif kind == "cron":
-            built = self.get(f"{prefix}.cron", body["cron"], lambda v: CronSchedule(_string(v), zone))
+            built = self.get(
+                f"{prefix}.cron", body["cron"], lambda v: CronSchedule(_string(v), zone)
+            )
         else:
             built = self.solar(prefix, pick, where, zone)
         if built is None:
@@ -395,7 +443,9 @@ class _Reader:
             anchor = self.instant(f"{prefix}.anchor", body["anchor"], zone) or EPOCH
         if every is None:
             return None
-        return self.get(f"{prefix}.every", body["every"], lambda _: IntervalSchedule(every, zone, anchor))
+        return self.get(
+            f"{prefix}.every", body["every"], lambda _: IntervalSchedule(every, zone, anchor)
+        )
 
     def solar(
         self, prefix: str, pick: Callable[[str], Any], where: Callable[[str], str], zone: Zone
@@ -405,16 +455,22 @@ class _Reader:
         for key, low, high in (("latitude", -90.0, 90.0), ("longitude", -180.0, 180.0)):
             value = pick(key)
             if value is _MISSING:
-                self.error(f"{prefix}.{key}", "required for solar schedules (on the job or in [defaults])")
+                self.error(
+                    f"{prefix}.{key}", "required for solar schedules (on the job or in [defaults])"
+                )
                 coords[key] = None
             else:
                 coords[key] = self.get(where(key), value, _float_range(low, high))
         elevation = 0.0
         if pick("elevation") is not _MISSING:
-            elevation = self.get(where("elevation"), pick("elevation"), _float_range(-500.0, 9000.0)) or 0.0
+            elevation = (
+                self.get(where("elevation"), pick("elevation"), _float_range(-500.0, 9000.0)) or 0.0
+            )
         depression = DEPRESSIONS["civil"]
         if pick("depression") is not _MISSING:
-            depression = self.get(where("depression"), pick("depression"), _depression) or depression
+            depression = (
+                self.get(where("depression"), pick("depression"), _depression) or depression
+            )
         offset = timedelta()
         if pick("offset") is not _MISSING:
             offset = self.get(where("offset"), pick("offset"), _signed_duration) or offset
@@ -424,8 +480,15 @@ class _Reader:
         return self.get(
             f"{prefix}.solar",
             event,
-            lambda ev: SolarSchedule(event=ev, latitude=lat, longitude=lon, zone=zone,
-                                     elevation=elevation, depression=depression, offset=offset),
+            lambda ev: SolarSchedule(
+                event=ev,
+                latitude=lat,
+                longitude=lon,
+                zone=zone,
+                elevation=elevation,
+                depression=depression,
+                offset=offset,
+            ),
         )
 
     def instant(self, where: str, value: Any, zone: Zone) -> datetime | None:
@@ -444,8 +507,9 @@ class _Reader:
             if command is not None:
                 values["command"] = command
         if "call" in body:
-            call = self.get(prefix + "call", body["call"],
-                            _matching(CALL_TARGET, "'package.module:function'"))
+            call = self.get(
+                prefix + "call", body["call"], _matching(CALL_TARGET, "'package.module:function'")
+            )
             if call is not None:
                 values["call"] = call
         for key in ("args", "kwargs"):
@@ -513,7 +577,11 @@ def _int_range(low: int, high: int) -> Callable[[Any], int]:
 
 def _float_range(low: float, high: float) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
             raise ValueError(f"expected a number from {low:g} to {high:g}")
         return float(value)
 
@@ -545,7 +613,9 @@ def _signed_duration(value: Any) -> timedelta:
 def _depression(value: Any) -> float:
     if isinstance(value, str):
         if value not in DEPRESSIONS:
-            raise ValueError("expected 'civil', 'nautical', 'astronomical' or degrees below the horizon")
+            raise ValueError(
+                "expected 'civil', 'nautical', 'astronomical' or degrees below the horizon"
+            )
         return DEPRESSIONS[value]
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 90:
         raise ValueError("expected 'civil', 'nautical', 'astronomical' or degrees from 0 to 90")
@@ -590,7 +660,7 @@ def _require_json(value: Any) -> None:
 
 
 def parse_instant(value: Any, zone: Zone) -> datetime:
-    """An ISO 8601 instant; without an offset it is wall time in the job's zone (DST rule applied)."""
+    """An ISO 8601 instant; without an offset, wall time in the job's zone (DST rule applied)."""
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))

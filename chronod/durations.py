@@ -1,7 +1,7 @@
-"""Durations as written in ``schedules.toml``: ``"90s"``, ``"15m"``, ``"1h30m"``, ``"1d"``, ``"-30m"``.
+"""Durations as written in ``schedules.toml``: ``"90s"``, ``"15m"``, ``"1h30m"``, ``"1d"``.
 
-Units are d, h, m, s and ms, largest first, each at most once. A duration is elapsed time: it is never
-stretched or shrunk by DST.
+Units are d, h, m, s and ms, largest first, each at most once; solar offsets may be signed
+(``"-30m"``). A duration is elapsed time: it is never stretched or shrunk by DST.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _PATTERN = re.compile(r"^([+-]?)(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(
 
 
 def parse_duration(text: str, *, signed: bool = False) -> timedelta:
-    """Parse ``text``; raise :class:`ValueError` with a user-facing reason when it is not a duration.
+    """Parse ``text``; raise :class:`ValueError` with a user-facing reason if it is no duration.
 
     ``signed`` admits a leading ``+``/``-`` (solar offsets); otherwise a sign is an error.
     """
@@ -38,7 +38,7 @@ def parse_duration(text: str, *, signed: bool = False) -> timedelta:
 
 
 def format_duration(delta: timedelta, *, parts: int = 2) -> str:
-    """Render ``delta`` compactly with its ``parts`` largest units: ``3d 4h``, ``1h30m`` → ``1h 30m``."""
+    """Render ``delta`` with its ``parts`` largest units: ``3d 4h``, ``1h30m`` → ``1h 30m``."""
     negative = delta < timedelta()
     remaining = abs(delta)
     out: list[str] = []

@@ -1,7 +1,7 @@
 """The one exception hierarchy of chronod.
 
-Every error a user can cause or meet derives from :class:`ChronodError` and carries the exit code the
-CLI maps it to. Only subclasses of :class:`TransientError` are ever retried (see :mod:`chronod.retry`).
+Every error a user can cause or meet derives from :class:`ChronodError` and carries the exit code
+the CLI maps it to. Only subclasses of :class:`TransientError` are ever retried.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """UTC instants as chronod writes them, and slot ids.
 
-A slot is (job name, scheduled UTC instant); its id is ``NAME@YYYY-MM-DDTHH:MM:SSZ`` with fractional
-seconds only when they are not zero. The same text form is used in the store, messages and JSON output.
+A slot is (job name, scheduled UTC instant); its id is ``NAME@YYYY-MM-DDTHH:MM:SSZ`` with
+fractional seconds only when they are not zero. The store, messages and JSON use the same form.
 """
 
 from __future__ import annotations

@@ -42,7 +42,9 @@ def as_json(rows: Iterable[Upcoming]) -> list[dict[str, Any]]:
 
 def local_text(row: Upcoming) -> str:
     """``Fri 2026-11-27 17:30 +03`` (seconds only when not zero)."""
-    fmt = "%a %Y-%m-%d %H:%M:%S" if row.local.second or row.local.microsecond else "%a %Y-%m-%d %H:%M"
+    fmt = (
+        "%a %Y-%m-%d %H:%M:%S" if row.local.second or row.local.microsecond else "%a %Y-%m-%d %H:%M"
+    )
     return f"{row.local.strftime(fmt)} {row.local.tzname()}"
 
 
@@ -58,5 +60,7 @@ def table(rows: list[list[str]]) -> list[str]:
     if not rows:
         return []
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[-1]]).rstrip()
-            for r in rows]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[-1]]).rstrip()
+        for r in rows
+    ]

@@ -5,7 +5,8 @@ instant. Everything outside this module sees :class:`Zone` and plain ``datetime`
 
 * instants are aware UTC datetimes;
 * wall-clock times are naive datetimes, meaningful only together with a :class:`Zone`;
-* local display times carry a stdlib fixed-offset ``timezone`` (named with the zone's abbreviation), so
+* local display times carry a stdlib fixed-offset ``timezone`` (named with the zone's abbreviation),
+so
   arithmetic on them is plain elapsed time and no pytz tzinfo ever leaks out.
 
 Offsets are looked up by bisecting pytz's transition table. pytz exposes that table only through
@@ -20,7 +21,7 @@ import bisect
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from functools import lru_cache
+from functools import cache
 
 import pytz
 
@@ -56,7 +57,8 @@ class Zone:
     """An IANA zone with O(log n) offset and transition lookups. Build it with :func:`get_zone`."""
 
     name: str
-    # Segment k starts at _starts[k] (naive UTC) and has offset _offsets[k] and abbreviation _names[k].
+    # Segment k starts at _starts[k] (naive UTC) and has offset _offsets[k] and abbreviation
+    # _names[k].
     _starts: tuple[datetime, ...] = field(repr=False)
     _offsets: tuple[timedelta, ...] = field(repr=False)
     _names: tuple[str, ...] = field(repr=False)
@@ -127,13 +129,15 @@ def _naive_utc(instant: datetime) -> datetime:
     return instant.astimezone(UTC).replace(tzinfo=None)
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_zone(name: str) -> Zone:
     """The :class:`Zone` called ``name``; raise :class:`UnknownZone` if pytz does not know it."""
     try:
         tz = pytz.timezone(name)
     except pytz.UnknownTimeZoneError:
-        raise UnknownZone(f"unknown time zone {name!r} (use an IANA name like 'Europe/Berlin')") from None
+        raise UnknownZone(
+            f"unknown time zone {name!r} (use an IANA name like 'Europe/Berlin')"
+        ) from None
     starts = getattr(tz, "_utc_transition_times", None)
     infos = getattr(tz, "_transition_info", None)
     if starts is None or infos is None:  # StaticTzInfo and UTC: one offset forever

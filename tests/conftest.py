@@ -31,7 +31,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-def make_store(kind: str, request: pytest.FixtureRequest, directory: Path, history: int = 100) -> Store:
+def make_store(
+    kind: str, request: pytest.FixtureRequest, directory: Path, history: int = 100
+) -> Store:
     if kind == "sqlite":
         from chronod.store.sqlite import SQLiteStore
 

@@ -39,7 +39,7 @@ def require_redis_server() -> str:
 
 
 class RedisServer:
-    """One redis-server process. ``persist`` keeps data across :meth:`kill` + :meth:`start` (AOF)."""
+    """One redis-server process; ``persist`` keeps data across :meth:`kill` + :meth:`start`."""
 
     def __init__(self, directory: Path, *, persist: bool = False, port: int | None = None) -> None:
         self.binary = require_redis_server()
@@ -63,8 +63,20 @@ class RedisServer:
             else ["--appendonly", "no", "--save", ""]
         )
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--daemonize", "no", "--logfile", str(self.directory / "redis.log"), *persistence],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.directory / "redis.log"),
+                *persistence,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

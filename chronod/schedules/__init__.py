@@ -1,4 +1,4 @@
-"""Schedule kinds behind one interface: :class:`Schedule.next_fire` (first fire strictly after t)."""
+"""Schedule kinds behind one interface: ``Schedule.next_fire`` (first fire strictly after t)."""
 
 from __future__ import annotations
 

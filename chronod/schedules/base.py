@@ -1,7 +1,8 @@
 """The interface every schedule kind implements.
 
 A schedule is a pure function of (definition, instant): given an instant it names the first fire
-strictly after it. Nothing here reads a clock or a store. Instants in and out are aware UTC datetimes.
+strictly after it. Nothing here reads a clock or a store. Instants in and out are aware UTC
+datetimes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from chronod.tz import Zone
 class Fire:
     """One scheduled instant, with a note for humans when the rules moved or dropped something.
 
-    Notes are the ones ``chronod next`` prints: a fire moved out of a DST gap, a repeated hour that was
+    Notes are the ones ``chronod next`` prints: a fire moved out of a DST gap, a repeated hour that
+    was
     not re-run, solar days without the event.
     """
 
@@ -33,7 +35,8 @@ class Schedule(ABC):
     """Slots of one job: ``next_fire(t)`` is the first fire strictly after ``t``, or None if none.
 
     Implementations must be deterministic and side-effect free; ``fingerprint`` must change exactly
-    when the set of instants the schedule produces could change (kind, fields, zone, window), and must
+    when the set of instants the schedule produces could change (kind, fields, zone, window), and
+    must
     not depend on anything else (command, queue, retries …).
     """
 

@@ -2,7 +2,8 @@
 
 :func:`open_store` turns a store URL (DESIGN §5) into a :class:`Store`:
 
-* ``sqlite:///var/lib/chronod/state.db`` — absolute path; ``sqlite:state.db`` — relative to the config
+* ``sqlite:///var/lib/chronod/state.db`` — absolute path; ``sqlite:state.db`` — relative to the
+config
   file; default ``$STATE_DIRECTORY/chronod.db`` under systemd, else ``.chronod/state.db`` beside it;
 * ``redis://…``, ``rediss://…`` (TLS), ``unix://…`` — a Redis server;
 * ``redis+sentinel://[:password@]host:26379,host2:26379/service_name/db`` — via Sentinel.
@@ -44,7 +45,7 @@ def sqlite_path(url: str | None, config_dir: Path) -> Path:
     """The database file a ``sqlite:`` URL (or the default) names."""
     if url is None:
         return default_sqlite_path(config_dir)
-    rest = url[len("sqlite:"):]
+    rest = url[len("sqlite:") :]
     if rest.startswith("///"):
         return Path("/" + rest[3:].lstrip("/"))
     if rest.startswith("//"):
@@ -105,7 +106,8 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2:
         raise StoreConfigError(
-            f"store URL {redact_url(url)!r}: expected /service_name or /service_name/db after the hosts"
+            f"store URL {redact_url(url)!r}: expected /service_name or /service_name/db "
+            "after the hosts"
         )
     try:
         db = int(path[1]) if len(path) == 2 else 0
@@ -126,8 +128,9 @@ def open_store(settings: StoreSettings, clock: Clock | None = None) -> Store:
     if url is None or scheme_of(url) == "sqlite":
         from chronod.store.sqlite import SQLiteStore
 
-        return SQLiteStore(sqlite_path(url, settings.config_dir), history=settings.history,
-                           clock=clock)
+        return SQLiteStore(
+            sqlite_path(url, settings.config_dir), history=settings.history, clock=clock
+        )
     from chronod.store.redis import RedisStore
 
     return RedisStore.from_url(url, namespace=settings.namespace, history=settings.history)

@@ -12,32 +12,41 @@ Vocabulary
     partitioned ex-leader therefore cannot write, whatever its own clock says.
 *watermark*
     Per job: no slot at or before it is ever dispatched. It only moves forward: to each slot decided
-    (dispatched, skipped, missed, paused) and to the load instant when a definition is new or edited.
+    (dispatched, skipped, missed, paused) and to the load instant when a definition is new or
+    edited.
 *guard*
-    Per slot ``(job, slot)``: written by the dispatch that decided the slot; a second dispatch of the
+    Per slot ``(job, slot)``: written by the dispatch that decided the slot; a second dispatch of
+    the
     same slot is refused as :attr:`DispatchStatus.DUPLICATE`. Guards live at least
     ``max(24 h, 2 periods)`` (``SlotDispatch.guard_ttl``); past that the watermark alone protects.
 *run*
     One execution request: a scheduled slot or a manual trigger. ``run_id`` is the slot id
-    (``NAME@2026-11-27T14:30:00Z``) for scheduled runs and ``NAME@<store time>~manual`` for manual ones;
+    (``NAME@2026-11-27T14:30:00Z``) for scheduled runs and ``NAME@<store time>~manual`` for manual
+    ones;
     it is stable across attempts, so jobs use it as their idempotency key.
 *attempt*
     One claim of a run by a worker, identified by a fresh ``token`` (the attempt lease). Heartbeats
-    extend it; a run whose attempt lease expired is reclaimed (next attempt, or ``lost`` when none is
+    extend it; a run whose attempt lease expired is reclaimed (next attempt, or ``lost`` when none
+    is
     left). Writes with a token that is not the run's current one are refused: a stale worker's late
     result never counts.
 
 Run states
 ----------
-``queued`` (in its queue, ready at ``not_before``) → ``running`` (claimed) → a terminal outcome, or back
-to ``queued`` with a later ``not_before`` for a retry. ``waiting`` (overlap ``queue``: held until the
-job's active run ends, then ``queued``). Terminal outcomes are :class:`Outcome` values; a terminal run
+``queued`` (in its queue, ready at ``not_before``) → ``running`` (claimed) → a terminal outcome, or
+back
+to ``queued`` with a later ``not_before`` for a retry. ``waiting`` (overlap ``queue``: held until
+the
+job's active run ends, then ``queued``). Terminal outcomes are :class:`Outcome` values; a terminal
+run
 leaves the live set and is kept in the job's history (the newest ``history`` entries per job).
 
 Atomicity and retries
 ---------------------
-Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE`` transaction),
-except the batch methods, whose items are each atomic. Every method is safe to repeat after a timeout
+Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE``
+transaction),
+except the batch methods, whose items are each atomic. Every method is safe to repeat after a
+timeout
 with the same arguments: a repeat returns the same answer or a refusal that means "already done"
 (``DUPLICATE`` for dispatch, ``FinishStatus.ACCEPTED`` for finish, the same claim for claim).
 Connection failures raise :class:`~chronod.errors.StoreUnavailable` (transient); nothing else is
@@ -160,7 +169,7 @@ class DispatchResult:
 
 @dataclass(frozen=True, kw_only=True)
 class RunRecord:
-    """A run: live (state is a :class:`RunState`) or a history entry (state is an :class:`Outcome`)."""
+    """A run: live (state is a :class:`RunState`) or history (state is an :class:`Outcome`)."""
 
     run_id: str
     job: str
@@ -236,7 +245,8 @@ class Store(ABC):
     def acquire_lease(self, node: str, token: str, ttl: timedelta) -> Lease | None:
         """Become leader if nobody holds an unexpired lease.
 
-        On success the epoch counter is incremented and the new lease (``token``, new epoch, ``node``,
+        On success the epoch counter is incremented and the new lease (``token``, new epoch,
+        ``node``,
         expiry = now + ttl) is stored and returned. If the current holder already has this ``token``
         (a repeated call), the existing lease is returned unchanged. Otherwise returns None.
         """
@@ -260,7 +270,9 @@ class Store(ABC):
     # -- job state (leader writes are fenced) ----------------------------------------------------
 
     @abstractmethod
-    def sync_jobs(self, lease: Lease, jobs: Sequence[JobSync], loaded_at: datetime) -> list[JobState]:
+    def sync_jobs(
+        self, lease: Lease, jobs: Sequence[JobSync], loaded_at: datetime
+    ) -> list[JobState]:
         """Reconcile stored job state with the loaded config; return the states, in input order.
 
         Per job, atomically: absent → created with ``fingerprint``, ``watermark = loaded_at``,
@@ -298,15 +310,19 @@ class Store(ABC):
         """Decide each slot once; one atomic step per item, results in input order.
 
         Per item, in this order: lease not current → raise :class:`Fenced` (this item and all later
-        ones are not applied); no job state or fingerprint differs → ``UNKNOWN_JOB``; slot after store
+        ones are not applied); no job state or fingerprint differs → ``UNKNOWN_JOB``; slot after
+        store
         time → ``EARLY``; guard exists → ``DUPLICATE``; slot <= watermark → ``STALE``. Otherwise the
         guard is written (expiring after ``guard_ttl``), watermark and ``next_due`` are set and:
 
         * paused job → ``PAUSED`` (nothing else recorded);
-        * an active run of the job exists and overlap is ``skip`` → ``SKIPPED``: a history entry with
+        * an active run of the job exists and overlap is ``skip`` → ``SKIPPED``: a history entry
+        with
           outcome ``skipped``;
-        * an active run exists and overlap is ``queue`` → ``WAITING``: the run is created ``waiting``;
-        * otherwise → ``QUEUED``: the run is created ``queued`` (``not_before`` = slot) and its message
+        * an active run exists and overlap is ``queue`` → ``WAITING``: the run is created
+        ``waiting``;
+        * otherwise → ``QUEUED``: the run is created ``queued`` (``not_before`` = slot) and its
+        message
           appended to ``queue``; ``last_slot`` = slot.
 
         ``last_slot`` is set for QUEUED and WAITING. The run records ``epoch`` = the lease's epoch.
@@ -340,7 +356,8 @@ class Store(ABC):
         """Queue a manual run of ``job`` now, through the normal queue; not fenced.
 
         It consumes no slot (watermark, ``last_slot`` and guards untouched) and has its own run id.
-        Overlap: ``allow`` → queued; ``skip`` and ``queue`` → waits behind an active run (an operator
+        Overlap: ``allow`` → queued; ``skip`` and ``queue`` → waits behind an active run (an
+        operator
         who asks for a run gets one).
         """
 
@@ -350,17 +367,19 @@ class Store(ABC):
     def claim(
         self, worker: str, queues: Sequence[str], token: str, ttl: timedelta, wait: float
     ) -> Claim | None:
-        """Start the next attempt of the oldest ready run in ``queues``; None if none within ``wait``.
+        """Start the next attempt of the oldest ready run in ``queues``; None if none in ``wait``.
 
-        Ready: state ``queued`` and ``not_before`` <= now; oldest by ``not_before`` then creation. The
-        run becomes ``running`` with ``attempt + 1``, this ``token``, ``worker`` and an attempt lease
+        Ready: state ``queued`` and ``not_before`` <= now; oldest by ``not_before`` then creation.
+        The
+        run becomes ``running`` with ``attempt + 1``, this ``token``, ``worker`` and an attempt
+        lease
         expiring at now + ``ttl``. Before looking, runs whose attempt lease expired are reclaimed
         (:meth:`reap`). ``wait`` bounds how long to block for a run (0: don't block).
         """
 
     @abstractmethod
     def heartbeat(self, run_id: str, token: str, ttl: timedelta) -> bool:
-        """Extend the attempt lease to now + ``ttl``; False if ``token`` is not current (stop work)."""
+        """Extend the attempt lease to now + ``ttl``; False if ``token`` is not current (stop)."""
 
     @abstractmethod
     def finish(self, run_id: str, token: str, result: AttemptResult) -> FinishStatus:
@@ -369,9 +388,11 @@ class Store(ABC):
         Token not the current attempt's (reclaimed, or never claimed) → ``STALE``, nothing written
         (but a repeat of an accepted finish with the same token → ``ACCEPTED``). Outcome FAILED or
         TIMED_OUT with ``retry_at`` and attempts left → a history entry for the attempt, run back to
-        ``queued`` with ``not_before = retry_at`` → ``RETRY``. Otherwise the run ends: a history entry
+        ``queued`` with ``not_before = retry_at`` → ``RETRY``. Otherwise the run ends: a history
+        entry
         with the outcome, the job's last outcome fields updated (``last_success_at`` on success),
-        the run leaves the live set, and the job's oldest ``waiting`` run (if any) becomes ``queued``
+        the run leaves the live set, and the job's oldest ``waiting`` run (if any) becomes
+        ``queued``
         → ``ACCEPTED``.
         """
 
@@ -436,4 +457,6 @@ class Store(ABC):
 
 def redacted(info: Mapping[str, Any]) -> dict[str, Any]:
     """Copy of ``info`` without secret-looking keys (for logs and status output)."""
-    return {k: ("***" if "pass" in k.lower() or "token" in k.lower() else v) for k, v in info.items()}
+    return {
+        k: ("***" if "pass" in k.lower() or "token" in k.lower() else v) for k, v in info.items()
+    }

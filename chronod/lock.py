@@ -1,0 +1,163 @@
+"""The leader lease loop: acquire, renew about every third of the TTL, step down, release.
+
+A :class:`LeaseKeeper` runs in a thread of its own with a store connection of its own. The scheduler
+asks :meth:`LeaseKeeper.current` before every batch of writes; it answers with the lease only while
+the lease is *provably* valid: the validity window is counted on the monotonic clock from the moment
+the acquire/renew request was **sent** (the store may have started the TTL any time after that), so a
+slow reply, a stalled process or a store outage all shrink it, never stretch it.
+
+This local check only keeps an ex-leader from trying. What makes it safe is fencing in the store: a
+write carrying an old token or epoch is refused there, whatever this process's clock believes.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from chronod.clock import Clock
+from chronod.errors import StoreError
+from chronod.store.base import Lease, Store
+
+log = logging.getLogger("chronod.lease")
+
+# Fraction of the TTL kept as a safety margin before the lease is treated as lost locally.
+SAFETY = 0.1
+# A standby looks for a free lease at least this often (seconds): after a leader's SIGTERM release
+# takes effect at once, failover waits at most this long.
+STANDBY_POLL = 1.0
+
+
+class LeaseKeeper:
+    """Holds the leader lease, or waits for it, from a background thread.
+
+    ``on_change`` is called (from the keeper thread) whenever leadership is gained or lost; the
+    daemon uses it to wake its main loop.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        node: str,
+        ttl: timedelta,
+        clock: Clock,
+        on_change: Callable[[Lease | None], None] = lambda _: None,
+    ) -> None:
+        self.store = store
+        self.node = node
+        self.ttl = ttl
+        self.clock = clock
+        self.on_change = on_change
+        self.renew_every = ttl.total_seconds() / 3
+        self._lock = threading.Lock()
+        self._lease: Lease | None = None
+        self._valid_until = 0.0  # monotonic seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.renew_failures = 0
+
+    # -- queried by the scheduler -------------------------------------------------------------------
+
+    def current(self) -> Lease | None:
+        """The lease, if it is provably still ours right now; None otherwise."""
+        with self._lock:
+            if self._lease is not None and self.clock.monotonic() < self._valid_until:
+                return self._lease
+            return None
+
+    def seconds_left(self) -> float:
+        with self._lock:
+            return max(self._valid_until - self.clock.monotonic(), 0.0) if self._lease else 0.0
+
+    def fenced(self, lease: Lease) -> None:
+        """The store refused ``lease`` (another leader took over): step down at once."""
+        self._drop(lease, "fenced by the store: another leader holds a newer epoch")
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="chronod-lease", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, release: bool = True) -> None:
+        """Stop the thread; with ``release`` give the lease up so a standby takes over at once."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.ttl.total_seconds() + 5)
+        with self._lock:
+            lease, self._lease = self._lease, None
+        if lease is not None and release:
+            try:
+                self.store.release_lease(lease)
+                log.info("lease released (epoch %d)", lease.epoch)
+            except StoreError as exc:
+                log.warning("could not release the lease (it will expire): %s", exc)
+        if lease is not None:
+            self.on_change(None)
+
+    def step(self) -> float:
+        """One acquire-or-renew attempt; returns seconds until the next one. (The thread's body.)"""
+        with self._lock:
+            lease = self._lease
+        sent = self.clock.monotonic()
+        if lease is None:
+            return self._try_acquire(sent)
+        return self._try_renew(lease, sent)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            delay = self.step()
+            self.clock.wait(self._stop, delay)
+
+    def _try_acquire(self, sent: float) -> float:
+        try:
+            lease = self.store.acquire_lease(self.node, secrets.token_hex(16), self.ttl)
+        except StoreError as exc:
+            log.warning("store unavailable while looking for the lease: %s", exc)
+            return STANDBY_POLL
+        if lease is None:
+            return min(STANDBY_POLL, self.renew_every)
+        with self._lock:
+            self._lease = lease
+            self._valid_until = sent + self.ttl.total_seconds() * (1 - SAFETY)
+        log.info("became leader (epoch %d, node %s)", lease.epoch, lease.node)
+        self.on_change(lease)
+        return self.renew_every
+
+    def _try_renew(self, lease: Lease, sent: float) -> float:
+        try:
+            renewed = self.store.renew_lease(lease, self.ttl)
+        except StoreError as exc:
+            # Keep the token: if the store comes back before the lease expires, renewing resumes
+            # leadership without a new epoch. Until then current() stops answering (validity runs
+            # out), so nothing is dispatched while leadership cannot be proven.
+            self.renew_failures += 1
+            log.warning("lease renewal failed, not dispatching until it succeeds: %s", exc)
+            if self.clock.monotonic() >= self._valid_until:
+                self._drop(lease, "lease could have expired while the store was unreachable")
+                return STANDBY_POLL
+            return min(STANDBY_POLL, self.renew_every)
+        if renewed is None:
+            self.renew_failures += 1
+            self._drop(lease, "lease renewal refused: it expired or another node holds it")
+            return min(STANDBY_POLL, self.renew_every)
+        with self._lock:
+            if self._lease is not None and self._lease.token == renewed.token:
+                self._lease = renewed
+                self._valid_until = sent + self.ttl.total_seconds() * (1 - SAFETY)
+        return self.renew_every
+
+    def _drop(self, lease: Lease, reason: str) -> None:
+        with self._lock:
+            if self._lease is None or self._lease.token != lease.token:
+                return
+            self._lease = None
+            self._valid_until = 0.0
+        log.warning("stepped down (epoch %d): %s", lease.epoch, reason)
+        self.on_change(None)

@@ -1,0 +1,239 @@
+-- _common.lua: helpers shared by every chronod script. RedisStore prepends this file to each
+-- script before registering it, so one definition serves all (Redis has no include).
+--
+-- Conventions
+--   ARGV[1] is always the key prefix '{namespace}:'. Fixed keys are passed in KEYS; keys of
+--     entities found while running (the run of a token, a job's waiting successor, ...) are built
+--     from the prefix. The layout is documented in chronod/store/keys.py; every key shares the
+--     hash tag, so the script may touch all of them in Redis Cluster.
+--   Instants are integer microseconds since the Unix epoch, written as decimal strings. A Lua
+--     number is a double (exact for microseconds until the year 2255), but tostring() and cjson
+--     print 14 significant digits, so every number is written with fmt() ('%d').
+--   redis.call('TIME') is the only clock. Redis 7 replicates a script's effects, not the script,
+--     so writes that depend on TIME are replicated and persisted as they happened.
+--   Records are flat hashes of strings (live runs, jobs) or JSON objects of strings (history).
+
+local P = ARGV[1]
+local GROUP = 'workers'
+
+-- The fields of a run copied into its history entries.
+local RUN_FIELDS = {
+  'run_id', 'job', 'slot', 'manual', 'queue', 'digest', 'epoch', 'attempt', 'max_attempts',
+  'created_at', 'not_before', 'started_at', 'worker',
+}
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- HGETALL as a Lua table, or nil when the key does not exist.
+local function hgetall(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then
+    return nil
+  end
+  local t = {}
+  for i = 1, #flat, 2 do
+    t[flat[i]] = flat[i + 1]
+  end
+  return t
+end
+
+-- The lease at `key` is this token and epoch and has not expired at store time `now`.
+local function lease_ok(key, token, epoch, now)
+  local v = redis.call('HMGET', key, 'token', 'epoch', 'expires')
+  return v[1] == token and v[2] == epoch and v[3] ~= false and tonumber(v[3]) > now
+end
+
+-- {name, active, HGETALL of the job hash}: what the Python side decodes into a JobState.
+local function job_reply(name)
+  return {name, redis.call('ZCARD', P .. 'live:' .. name), redis.call('HGETALL', P .. 'job:' .. name)}
+end
+
+-- A job hash (empty fingerprint) for a job that has none yet, registered in the jobs set.
+local function ensure_job(name)
+  local key = P .. 'job:' .. name
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'fingerprint', '', 'paused', '0', 'missed', '0')
+    redis.call('SADD', P .. 'jobs', name)
+  end
+end
+
+-- Member of queued:<queue>: runs with equal not_before sort by creation (the zero-padded seq).
+local function queue_member(seq, run_id)
+  return string.format('%016d', tonumber(seq)) .. ' ' .. run_id
+end
+
+-- Queues this script call has already registered (the queues set, the stream and its group).
+local known_queues = {}
+
+-- Register `queue` once per call: in the queues set, and its stream with the consumer group
+-- (created from id 0, so the group sees the very first ticket).
+local function ensure_queue(queue)
+  if known_queues[queue] then
+    return
+  end
+  local stream = P .. 'q:' .. queue
+  redis.call('SADD', P .. 'queues', queue)
+  if redis.call('EXISTS', stream) == 0 then
+    redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+  end
+  known_queues[queue] = true
+end
+
+-- Append a ticket ("a run became ready in this queue") to the queue's stream.
+local function add_ticket(queue, fields)
+  ensure_queue(queue)
+  redis.call('XADD', P .. 'q:' .. queue, '*', unpack(fields))
+end
+
+local function ticket_fields(run)
+  return {'run', run.run_id, 'job', run.job, 'slot', run.slot, 'digest', run.digest}
+end
+
+local function is_ready(run, now)
+  return tonumber(run.not_before) <= now
+end
+
+-- Put a queued run into its queue. Ready now: it gets a ticket at once. Ready later (a retry):
+-- it waits in delayed:<queue> until promote.lua gives it its ticket. Either way it is claimable
+-- as soon as not_before <= now (claim.lua reads queued:<queue>, not tickets). The caller records
+-- `ticketed` on the run hash (see make_ready).
+local function enqueue(run, now)
+  local queue = run.queue
+  ensure_queue(queue)
+  redis.call('ZADD', P .. 'queued:' .. queue, run.not_before, queue_member(run.seq, run.run_id))
+  if is_ready(run, now) then
+    add_ticket(queue, ticket_fields(run))
+  else
+    redis.call('ZADD', P .. 'delayed:' .. queue, run.not_before, run.run_id)
+  end
+end
+
+-- An existing run hash whose state is now 'queued' goes (back) into its queue.
+local function make_ready(run, now)
+  enqueue(run, now)
+  local key = P .. 'run:' .. run.run_id
+  if is_ready(run, now) then
+    redis.call('HSET', key, 'ticketed', '1')
+  else
+    redis.call('HDEL', key, 'ticketed')
+  end
+end
+
+-- Create a live run (state 'queued' or 'waiting') from `run` (a table of strings). `seq`, its
+-- creation number, is taken from the seq counter unless the caller reserved one.
+local function create_run(run, now, seq)
+  seq = seq or redis.call('INCR', P .. 'seq')
+  run.seq = fmt(seq)
+  run.attempt = '0'
+  if run.state == 'queued' and is_ready(run, now) then
+    run.ticketed = '1'
+  end
+  local flat = {}
+  for field, value in pairs(run) do
+    flat[#flat + 1] = field
+    flat[#flat + 1] = value
+  end
+  redis.call('HSET', P .. 'run:' .. run.run_id, unpack(flat))
+  redis.call('ZADD', P .. 'live', seq, run.run_id)
+  redis.call('ZADD', P .. 'live:' .. run.job, seq, run.run_id)
+  if run.state == 'waiting' then
+    redis.call('ZADD', P .. 'waiting:' .. run.job, seq, run.run_id)
+  else
+    enqueue(run, now)
+  end
+end
+
+-- Newest first, at most `keep` entries (keep = 0 keeps none).
+local function push_history(job, entry, keep)
+  local key = P .. 'history:' .. job
+  if keep <= 0 then
+    redis.call('DEL', key)
+    return
+  end
+  redis.call('LPUSH', key, cjson.encode(entry))
+  redis.call('LTRIM', key, 0, keep - 1)
+end
+
+-- A history entry for `run` (its RUN_FIELDS) with outcome `state`, plus `extra` fields.
+local function history_entry(run, state, now, extra)
+  local entry = {}
+  for _, field in ipairs(RUN_FIELDS) do
+    if run[field] ~= nil then
+      entry[field] = run[field]
+    end
+  end
+  entry.state = state
+  entry.finished_at = fmt(now)
+  for field, value in pairs(extra or {}) do
+    entry[field] = value
+  end
+  return entry
+end
+
+-- The job's oldest waiting run becomes queued (its not_before is already past: ready at once).
+local function release_waiting(job, now)
+  local waiting = P .. 'waiting:' .. job
+  while true do
+    local run_id = redis.call('ZRANGE', waiting, 0, 0)[1]
+    if not run_id then
+      return
+    end
+    redis.call('ZREM', waiting, run_id)
+    local run = hgetall(P .. 'run:' .. run_id)
+    if run then
+      redis.call('HSET', P .. 'run:' .. run_id, 'state', 'queued')
+      make_ready(run, now)
+      return
+    end
+  end
+end
+
+-- A run ends with a terminal `outcome`: history entry, the job's outcome fields, out of the live
+-- set, and the job's oldest waiting run released.
+local function end_run(run, outcome, now, keep, extra)
+  push_history(run.job, history_entry(run, outcome, now, extra), keep)
+  ensure_job(run.job)
+  local job_key = P .. 'job:' .. run.job
+  redis.call('HSET', job_key, 'last_outcome', outcome, 'last_outcome_at', fmt(now))
+  if outcome == 'succeeded' then
+    redis.call('HSET', job_key, 'last_success_at', fmt(now))
+  end
+  redis.call('DEL', P .. 'run:' .. run.run_id)
+  redis.call('ZREM', P .. 'live', run.run_id)
+  redis.call('ZREM', P .. 'live:' .. run.job, run.run_id)
+  redis.call('ZREM', P .. 'leases', run.run_id)
+  release_waiting(run.job, now)
+end
+
+-- Back to 'queued' after an attempt (reap, hand back, retry): the attempt's fields are cleared.
+local function requeue(run, not_before, now)
+  local key = P .. 'run:' .. run.run_id
+  redis.call('HSET', key, 'state', 'queued', 'not_before', not_before)
+  redis.call('HDEL', key, 'token', 'worker', 'started_at', 'lease_expires')
+  redis.call('ZREM', P .. 'leases', run.run_id)
+  run.not_before = not_before
+  make_ready(run, now)
+end
+
+-- The live run, else its newest history entry: {'live', HGETALL} | {'history', json} | false.
+local function find_run(run_id, job)
+  local flat = redis.call('HGETALL', P .. 'run:' .. run_id)
+  if #flat > 0 then
+    return {'live', flat}
+  end
+  for _, text in ipairs(redis.call('LRANGE', P .. 'history:' .. job, 0, -1)) do
+    -- A plain substring test first: most entries are other runs and need no decoding.
+    if string.find(text, run_id, 1, true) and cjson.decode(text).run_id == run_id then
+      return {'history', text}
+    end
+  end
+  return false
+end
+

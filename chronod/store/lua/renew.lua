@@ -1,0 +1,15 @@
+-- renew.lua: extend the current, unexpired lease (Store.renew_lease).
+--
+-- KEYS[1]  lease hash
+-- ARGV[1]  key prefix; ARGV[2] token; ARGV[3] epoch; ARGV[4] ttl (µs)
+-- Returns  the new expiry (µs) or false (not the current lease, or expired: never revived).
+-- Twice:   the second run extends again from its own "now": the same lease, a slightly later
+--          expiry, which is what a renewal asks for.
+
+local now = now_us()
+if not lease_ok(KEYS[1], ARGV[2], ARGV[3], now) then
+  return false
+end
+local expires = fmt(now + tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'expires', expires)
+return expires

@@ -1,0 +1,41 @@
+-- sync_jobs.lua: reconcile stored job state with the loaded config (Store.sync_jobs).
+--
+-- KEYS[1]  lease hash
+-- KEYS[2]  jobs set
+-- ARGV[1]  key prefix; ARGV[2] lease token; ARGV[3] lease epoch; ARGV[4] loaded_at (µs)
+-- ARGV[5+3i .. 7+3i]  name, fingerprint, next_due (µs, '' for none) of each job, in input order
+-- Also     job:<name>, live:<name> (for `active`)
+-- Returns  {'fenced'} (nothing written) or {'ok', job_reply...} in input order.
+-- Twice:   the second run finds every fingerprint equal and changes nothing (same states).
+
+local now = now_us()
+if not lease_ok(KEYS[1], ARGV[2], ARGV[3], now) then
+  return {'fenced'}
+end
+local loaded = tonumber(ARGV[4])
+local reply = {'ok'}
+for i = 5, #ARGV, 3 do
+  local name, fingerprint, next_due = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = P .. 'job:' .. name
+  local state = redis.call('HMGET', key, 'fingerprint', 'watermark')
+  if redis.call('EXISTS', key) == 0 or state[1] ~= fingerprint then
+    -- New, edited, retired and re-added, or created by a pause: the definition is new from
+    -- `loaded` on, so nothing at or before the load instant ever runs ("edits never fire early").
+    local watermark = loaded
+    if state[2] and tonumber(state[2]) > loaded then
+      watermark = tonumber(state[2])
+    end
+    redis.call('HSET', key, 'fingerprint', fingerprint, 'watermark', fmt(watermark))
+    if redis.call('HEXISTS', key, 'paused') == 0 then
+      redis.call('HSET', key, 'paused', '0', 'missed', '0')
+    end
+    if next_due == '' then
+      redis.call('HDEL', key, 'next_due')
+    else
+      redis.call('HSET', key, 'next_due', next_due)
+    end
+    redis.call('SADD', KEYS[2], name)
+  end
+  reply[#reply + 1] = job_reply(name)
+end
+return reply

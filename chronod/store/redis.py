@@ -1,0 +1,733 @@
+"""The Redis store: every read-check-write is one Lua script (``chronod/store/lua``).
+
+This module is deliberately thin: it turns arguments into script calls and replies into records.
+The logic, and why each step is safe to repeat, is in the scripts' header comments; the key layout
+is in :mod:`chronod.store.keys`.
+
+Clock
+    ``TIME`` inside each script is the only clock (Redis 7 replicates script effects, so writes
+    that depend on it are safe). The one exception is :meth:`RedisStore.enqueue_manual`, which
+    reads ``TIME`` just before its script: the run id (``NAME@<store time>~manual``) has to be
+    fixed before the call for a retried call to be recognised as a repeat.
+
+Queue
+    Runs wait in ``queued:<queue>`` (a sorted set: ``not_before``, then creation), so a claim
+    always takes exactly the oldest ready run of all the queues it was given. Each queue also has a
+    stream with the consumer group ``workers`` that carries *tickets*, one per run that became
+    ready: an idle worker blocks on ``XREADGROUP`` and wakes when there is something to claim.
+    ``claim.lua`` keeps at least as many unread tickets per queue as ready runs (see its header);
+    ``promote.lua`` issues the tickets of retries that became due and recovers tickets a crashed
+    worker read but never handed over (``XAUTOCLAIM``). Attempt leases live in the ``leases``
+    sorted set (``reap.lua``), not in the stream's pending list.
+
+Retries and errors
+    redis-py retries a command after a connection error or timeout (a few times, with backoff):
+    that may run a script twice, which is safe because every script is idempotent (each header says
+    why). Dispatch batches are pipelined (one round trip) and the pipeline is retried as a whole, so
+    items that already ran answer ``DUPLICATE``, the documented "already done". Once retries are
+    exhausted, connection-level failures become :class:`~chronod.errors.StoreUnavailable` (one line,
+    no credentials); anything else is a :class:`~chronod.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from chronod.errors import StoreConfigError, StoreError, StoreUnavailable
+from chronod.instants import format_utc, from_micros, slot_id, to_micros
+from chronod.store import parse_sentinel_url, redact_url, scheme_of
+from chronod.store.base import (
+    OUTPUT_TAIL,
+    AttemptResult,
+    Claim,
+    DispatchResult,
+    DispatchStatus,
+    Fenced,
+    FinishStatus,
+    JobState,
+    JobSync,
+    LeaderInfo,
+    Lease,
+    Outcome,
+    Overlap,
+    RunRecord,
+    RunState,
+    SlotDispatch,
+    Store,
+    WorkerInfo,
+)
+from chronod.store.keys import GROUP, KeySpace
+
+SCRIPTS = (
+    "acquire",
+    "renew",
+    "release",
+    "leader",
+    "sync_jobs",
+    "retire",
+    "set_paused",
+    "read_jobs",
+    "dispatch",
+    "advance",
+    "enqueue_manual",
+    "claim",
+    "promote",
+    "reap",
+    "heartbeat",
+    "finish",
+    "hand_back",
+    "read_run",
+    "live_runs",
+    "queue_depths",
+    "register_worker",
+    "workers",
+)
+
+SOCKET_TIMEOUT = 5.0  # seconds; a blocking XREADGROUP never blocks longer than BLOCK_SLICE
+CONNECT_TIMEOUT = 2.0
+HEALTH_CHECK_INTERVAL = 30  # seconds idle before a connection is PINGed before use
+RETRIES = 3  # per command, on connection errors and timeouts (every script is idempotent)
+BLOCK_SLICE = 1.0  # seconds: a waiting claim looks again (reap, due retries, close()) this often
+ABANDONED_TICKET_MS = 5_000  # a ticket read but not handed to claim.lua this long is recovered
+CONSUMER_IDLE_MS = 3_600_000  # stream consumers (worker processes) forgotten after an idle hour
+REAP_BATCH = 100
+DISPATCH_CHUNK = 200  # slots per dispatch.lua call: bounds how long one call blocks the server
+WORKER_WINDOW = timedelta(minutes=1)
+_MICRO = timedelta(microseconds=1)
+
+
+def _retry() -> Retry:
+    # ConnectionError (including BusyLoadingError while a restarted server loads its AOF) and
+    # TimeoutError: retried with jittered exponential backoff, about 0.35 s in all, then surfaced
+    # as StoreUnavailable so the daemon's own backoff and "stop dispatching" logic takes over.
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES)
+
+
+def _connection_options() -> dict[str, Any]:
+    return {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": _retry(),
+        "decode_responses": True,
+        "client_name": "chronod",
+    }
+
+
+def _load_script_sources() -> dict[str, str]:
+    folder = resources.files("chronod.store").joinpath("lua")
+    common = folder.joinpath("_common.lua").read_text(encoding="utf-8")
+    return {
+        name: common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        for name in SCRIPTS
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _us(delta: timedelta) -> int:
+    return delta // _MICRO
+
+
+def _instant(text: str | None) -> datetime | None:
+    return None if text is None or text == "" else from_micros(_int(text))
+
+
+def _int(text: str | int) -> int:
+    # Redis prints sorted-set scores with %.17g: integral below 2**53, but be exact either way.
+    if isinstance(text, int):
+        return text
+    return int(text) if text.lstrip("-").isdigit() else int(float(text))
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
+    return {str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _job_state(reply: Sequence[Any]) -> JobState:
+    name, active, flat = reply
+    fields = _pairs(flat)
+    outcome = fields.get("last_outcome")
+    return JobState(
+        name=str(name),
+        fingerprint=fields.get("fingerprint", ""),
+        watermark=_instant(fields.get("watermark")),
+        last_slot=_instant(fields.get("last_slot")),
+        next_due=_instant(fields.get("next_due")),
+        paused=fields.get("paused") == "1",
+        last_outcome=Outcome(outcome) if outcome else None,
+        last_outcome_at=_instant(fields.get("last_outcome_at")),
+        last_success_at=_instant(fields.get("last_success_at")),
+        active=int(active),
+        missed=_int(fields.get("missed", "0")),
+    )
+
+
+def _record(fields: Mapping[str, Any], *, ended: bool) -> RunRecord:
+    """A live run (hash fields) or, with ``ended``, a history entry (JSON object): all strings."""
+    exit_code = fields.get("exit_code")
+    return RunRecord(
+        run_id=fields["run_id"],
+        job=fields["job"],
+        slot=from_micros(_int(fields["slot"])),
+        manual=fields["manual"] == "1",
+        state=Outcome(fields["state"]) if ended else RunState(fields["state"]),
+        queue=fields["queue"],
+        digest=fields["digest"],
+        epoch=_int(fields["epoch"]),
+        attempt=_int(fields["attempt"]),
+        max_attempts=_int(fields["max_attempts"]),
+        created_at=from_micros(_int(fields["created_at"])),
+        not_before=_instant(fields.get("not_before")),
+        started_at=_instant(fields.get("started_at")),
+        finished_at=_instant(fields.get("finished_at")),
+        worker=fields.get("worker"),
+        exit_code=None if exit_code is None else _int(exit_code),
+        output=fields.get("output", ""),
+        error=fields.get("error"),
+    )
+
+
+def _found_run(reply: Any) -> RunRecord | None:
+    """Decode find_run's reply: {'live', HGETALL} | {'history', json} | nil."""
+    if not reply:
+        return None
+    kind, payload = reply
+    if kind == "live":
+        return _record(_pairs(payload), ended=False)
+    return _record(json.loads(payload), ended=True)
+
+
+def _claim(flat: Sequence[Any]) -> Claim:
+    fields = _pairs(flat)
+    return Claim(
+        run=_record(fields, ended=False),
+        token=fields["token"],
+        attempt=_int(fields["attempt"]),
+        lease_expires_at=from_micros(_int(fields["lease_expires"])),
+    )
+
+
+def _output_tail(text: str) -> str:
+    """At most OUTPUT_TAIL bytes of UTF-8 from the end of ``text``, cut on a character boundary."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= OUTPUT_TAIL:
+        return text
+    return data[-OUTPUT_TAIL:].decode("utf-8", errors="ignore")
+
+
+def _job_of(run_id: str) -> str:
+    # Run ids are NAME@<instant>[~manual]; the instant never contains '@', the name might.
+    return run_id.rsplit("@", 1)[0]
+
+
+class RedisStore(Store):
+    """:class:`~chronod.store.base.Store` on Redis (standalone or Sentinel); see the module docs."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        namespace: str = "chronod",
+        history: int = 100,
+        description: str = "redis",
+    ) -> None:
+        try:
+            self._keys = KeySpace(namespace)
+        except ValueError as exc:
+            raise StoreConfigError(f"Redis store: {exc}") from None
+        self._client = client
+        self._history = max(int(history), 0)
+        self._description = description
+        # register_script: EVALSHA, and on NOSCRIPT (server restarted or flushed) EVAL + retry.
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(source) for name, source in _load_script_sources().items()
+        }
+        self._closed = threading.Event()  # also ends a claim() waiting in another thread
+        self._closers: list[redis.Redis] = []  # Sentinel connections, closed with the store
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = "chronod", history: int = 100) -> RedisStore:
+        """``redis://``, ``rediss://`` (TLS), ``unix://`` or ``redis+sentinel://`` (DESIGN §5).
+
+        Connects lazily: a bad URL raises :class:`StoreConfigError` here, an unreachable server
+        raises :class:`StoreUnavailable` on first use.
+        """
+        scheme = scheme_of(url)
+        description = redact_url(url)
+        options = _connection_options()
+        closers: list[redis.Redis] = []
+        if scheme == "redis+sentinel":
+            target = parse_sentinel_url(url)
+            # The URL's credentials are the data nodes'; sentinels are asked without them.
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]  # (redis.sentinel is untyped)
+                list(target.hosts),
+                sentinel_kwargs={
+                    "socket_timeout": CONNECT_TIMEOUT,
+                    "socket_connect_timeout": CONNECT_TIMEOUT,
+                    "decode_responses": True,
+                },
+            )
+            client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+                target.service,
+                db=target.db,
+                username=target.username,
+                password=target.password,
+                **options,
+            )
+            closers.extend(sentinel.sentinels)
+        elif scheme in ("redis", "rediss", "unix"):
+            try:
+                client = redis.Redis.from_url(url, **options)
+            except ValueError as exc:
+                password = _password_of(url)
+                reason = _one_line(exc)
+                if password:
+                    reason = reason.replace(password, "***")
+                raise StoreConfigError(f"store URL {description!r}: {reason}") from None
+        else:
+            raise StoreConfigError(f"store URL {description!r} is not a Redis URL")
+        store = cls(client, namespace=namespace, history=history, description=description)
+        store._closers.extend(closers)
+        return store
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        return self._description
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """redis-py errors → StoreUnavailable (transient) or StoreError, one line, no URL."""
+        where = f"Redis store {self._description}"
+        try:
+            yield
+        except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+            raise StoreError(f"{where}: {_one_line(exc)}") from exc
+        except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
+            raise StoreUnavailable(f"{where} is unavailable: {_one_line(exc)}") from exc
+        except redis.ResponseError as exc:
+            text = _one_line(exc)
+            if text.startswith(("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")):
+                raise StoreUnavailable(f"{where} is unavailable: {text}") from exc
+            raise StoreError(f"{where}: {text}") from exc
+
+    def _call(self, name: str, keys: Sequence[str], *args: str | int) -> Any:
+        if self._closed.is_set():
+            raise StoreError(f"Redis store {self._description} is closed")
+        with self._translated():
+            return self._scripts[name](keys=list(keys), args=[self._keys.prefix, *args])
+
+    def _pipelined(
+        self, calls: Sequence[tuple[str, Sequence[str], Sequence[str | int]]]
+    ) -> list[Any]:
+        """Run scripts in one round trip (EVALSHA; scripts the server lost are loaded, re-run)."""
+        if self._closed.is_set():
+            raise StoreError(f"Redis store {self._description} is closed")
+        with self._translated():
+            results = self._execute(calls)
+            missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if missing:
+                for name in {calls[i][0] for i in missing}:
+                    script = self._scripts[name]
+                    script.sha = self._client.script_load(script.script)
+                # The NOSCRIPT calls did nothing: running them now is their first run.
+                for i, result in zip(
+                    missing, self._execute([calls[i] for i in missing]), strict=True
+                ):
+                    results[i] = result
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return results
+
+    def _execute(
+        self, calls: Sequence[tuple[str, Sequence[str], Sequence[str | int]]]
+    ) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for name, keys, args in calls:
+            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, self._keys.prefix, *args)
+        return list(pipe.execute(raise_on_error=False))
+
+    def _time_us(self) -> int:
+        with self._translated():
+            seconds, micros = self._client.time()
+        return int(seconds) * 1_000_000 + int(micros)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._client.close()
+        for other in self._closers:
+            other.close()
+
+    # -- clock -------------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return from_micros(self._time_us())
+
+    # -- leader lease ------------------------------------------------------------------------------
+
+    def acquire_lease(self, node: str, token: str, ttl: timedelta) -> Lease | None:
+        reply = self._call("acquire", [self._keys.lease, self._keys.epoch], node, token, _us(ttl))
+        if not reply:
+            return None
+        epoch, holder, expires = reply
+        return Lease(
+            token=token, epoch=_int(epoch), node=holder, expires_at=from_micros(_int(expires))
+        )
+
+    def renew_lease(self, lease: Lease, ttl: timedelta) -> Lease | None:
+        expires = self._call("renew", [self._keys.lease], lease.token, lease.epoch, _us(ttl))
+        if not expires:
+            return None
+        return Lease(
+            token=lease.token,
+            epoch=lease.epoch,
+            node=lease.node,
+            expires_at=from_micros(_int(expires)),
+        )
+
+    def release_lease(self, lease: Lease) -> None:
+        self._call("release", [self._keys.lease], lease.token, lease.epoch)
+
+    def leader(self) -> LeaderInfo | None:
+        reply = self._call("leader", [self._keys.lease])
+        if not reply:
+            return None
+        node, epoch, expires = reply
+        return LeaderInfo(node=node, epoch=_int(epoch), expires_at=from_micros(_int(expires)))
+
+    def _fenced(self, lease: Lease) -> Fenced:
+        return Fenced(f"lease epoch {lease.epoch} of {lease.node} is not the current lease")
+
+    # -- job state ---------------------------------------------------------------------------------
+
+    def sync_jobs(
+        self, lease: Lease, jobs: Sequence[JobSync], loaded_at: datetime
+    ) -> list[JobState]:
+        args: list[str | int] = [lease.token, lease.epoch, to_micros(loaded_at)]
+        for job in jobs:
+            due = "" if job.next_due is None else to_micros(job.next_due)
+            args.extend((job.name, job.fingerprint, due))
+        reply = self._call("sync_jobs", [self._keys.lease, self._keys.jobs], *args)
+        if reply[0] == "fenced":
+            raise self._fenced(lease)
+        return [_job_state(state) for state in reply[1:]]
+
+    def retire_jobs(self, lease: Lease, keep: Sequence[str]) -> list[str]:
+        reply = self._call(
+            "retire", [self._keys.lease, self._keys.jobs], lease.token, lease.epoch, *keep
+        )
+        if reply[0] == "fenced":
+            raise self._fenced(lease)
+        return [str(name) for name in reply[1]]
+
+    def job_states(self) -> dict[str, JobState]:
+        states = (_job_state(reply) for reply in self._call("read_jobs", [self._keys.jobs]))
+        return {state.name: state for state in sorted(states, key=lambda s: s.name)}
+
+    def set_paused(self, job: str, paused: bool) -> JobState:
+        reply = self._call(
+            "set_paused", [self._keys.job(job), self._keys.jobs], job, "1" if paused else "0"
+        )
+        return _job_state(reply)
+
+    # -- dispatch ----------------------------------------------------------------------------------
+
+    def dispatch(self, lease: Lease, items: Sequence[SlotDispatch]) -> list[DispatchResult]:
+        """Chunks of items, one script call each, all pipelined: one round trip for the batch."""
+        calls: list[tuple[str, Sequence[str], Sequence[str | int]]] = []
+        for start in range(0, len(items), DISPATCH_CHUNK):
+            chunk = [
+                [
+                    item.job,
+                    item.fingerprint,
+                    str(to_micros(item.slot)),
+                    "" if item.next_due is None else str(to_micros(item.next_due)),
+                    item.queue,
+                    item.digest,
+                    item.overlap,
+                    str(item.max_attempts),
+                    str(max(1, item.guard_ttl // timedelta(milliseconds=1))),
+                    slot_id(item.job, item.slot),
+                ]
+                for item in items[start : start + DISPATCH_CHUNK]
+            ]
+            args: list[str | int] = [lease.token, lease.epoch, self._history, json.dumps(chunk)]
+            calls.append(("dispatch", [self._keys.lease], args))
+        results: list[DispatchResult] = []
+        for reply in self._pipelined(calls) if calls else []:
+            if reply[0] == "fenced":
+                # This chunk's items and all later ones were refused (a lease never revives).
+                raise self._fenced(lease)
+            results.extend(
+                DispatchResult(
+                    status=DispatchStatus(status),
+                    run_id=run_id or None,
+                    dispatched_at=from_micros(_int(decided)),
+                )
+                for status, run_id, decided in reply[1]
+            )
+        return results
+
+    def advance(
+        self,
+        lease: Lease,
+        job: str,
+        fingerprint: str,
+        missed: Sequence[datetime],
+        missed_count: int,
+        next_due: datetime | None,
+    ) -> JobState:
+        args: list[str | int] = [
+            lease.token,
+            lease.epoch,
+            job,
+            fingerprint,
+            missed_count,
+            "" if next_due is None else to_micros(next_due),
+            self._history,
+        ]
+        for slot in sorted(missed):
+            args.extend((to_micros(slot), slot_id(job, slot)))
+        reply = self._call("advance", [self._keys.lease, self._keys.job(job)], *args)
+        if reply[0] == "fenced":
+            raise self._fenced(lease)
+        return _job_state(reply[1])
+
+    # -- manual runs -------------------------------------------------------------------------------
+
+    def enqueue_manual(
+        self, job: str, queue: str, digest: str, overlap: Overlap, max_attempts: int
+    ) -> RunRecord:
+        nonce = secrets.token_hex(8)
+        while True:
+            at = self._time_us()
+            run_id = f"{job}@{format_utc(from_micros(at))}~manual"
+            reply = self._call(
+                "enqueue_manual",
+                [self._keys.manual_guard(job, at)],
+                job,
+                queue,
+                digest,
+                overlap,
+                max_attempts,
+                run_id,
+                at,
+                nonce,
+            )
+            if reply[0] == "ok":
+                return _record(_pairs(reply[1]), ended=False)
+            if reply[0] == "repeat":
+                record = _found_run(reply[1])
+                if record is None:  # ran, finished and left the history within one retry
+                    raise StoreError(f"manual run {run_id} vanished while being queued")
+                return record
+            # 'taken': another trigger of this job got the same microsecond; read the time again.
+
+    # -- workers -----------------------------------------------------------------------------------
+
+    def claim(
+        self, worker: str, queues: Sequence[str], token: str, ttl: timedelta, wait: float
+    ) -> Claim | None:
+        """Reap, promote and claim in one round trip; while nothing is ready, block on tickets.
+
+        The wait is cut into slices of at most BLOCK_SLICE, each ending no later than the next
+        delayed retry or attempt-lease expiry promote.lua reported, so a run that becomes ready
+        without a ticket being written (a retry coming due, an attempt to reap) is taken on time.
+        """
+        names = list(dict.fromkeys(queues))
+        if not names:
+            return None
+        deadline = time.monotonic() + max(wait, 0.0)
+        tickets: dict[str, list[str]] = {}
+        while True:
+            claimed, now_us, wake_us = self._claim_once(worker, names, token, ttl, tickets)
+            if claimed is not None:
+                return claimed
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed.is_set():
+                return None
+            block = min(remaining, BLOCK_SLICE)
+            if wake_us is not None:
+                block = min(block, max((wake_us - now_us) / 1e6, 0.001))
+            try:
+                tickets = self._read_tickets(worker, names, block)
+            except Exception:
+                # close() from another thread pulls the socket from under the blocking read, and
+                # redis-py then fails in whatever way the half-closed buffer dictates.
+                if self._closed.is_set():
+                    return None
+                raise
+
+    def _claim_once(
+        self,
+        worker: str,
+        names: Sequence[str],
+        token: str,
+        ttl: timedelta,
+        tickets: Mapping[str, Sequence[str]],
+    ) -> tuple[Claim | None, int, int | None]:
+        leases = self._keys.leases
+        promote_keys = [leases]
+        claim_keys: list[str] = []
+        for name in names:
+            promote_keys += [self._keys.delayed(name), self._keys.stream(name)]
+            claim_keys += [
+                self._keys.queued(name),
+                self._keys.delayed(name),
+                self._keys.stream(name),
+            ]
+        claim_args: list[str | int] = [token, worker, _us(ttl), len(names), *names]
+        claim_args += [" ".join(tickets.get(name, ())) for name in names]
+        _, (now_us, wake), reply = self._pipelined(
+            [
+                ("reap", [leases], [self._history, REAP_BATCH]),
+                ("promote", promote_keys, [ABANDONED_TICKET_MS, CONSUMER_IDLE_MS, *names]),
+                ("claim", claim_keys, claim_args),
+            ]
+        )
+        claimed = _claim(reply[1]) if reply[0] == "claim" else None
+        return claimed, _int(now_us), _int(wake) if wake else None
+
+    def _read_tickets(
+        self, worker: str, names: Sequence[str], block: float
+    ) -> dict[str, list[str]]:
+        """Block up to ``block`` seconds for tickets; they go to claim.lua on the next pass."""
+        streams = {self._keys.stream(name): name for name in names}
+        try:
+            with self._translated():
+                reply: Any = self._client.xreadgroup(
+                    GROUP,
+                    worker,
+                    dict.fromkeys(streams, ">"),
+                    count=1,
+                    block=max(1, int(block * 1000)),  # BLOCK 0 would mean "forever"
+                )
+        except StoreError as exc:
+            if "NOGROUP" in str(exc):  # the stream was deleted meanwhile; promote.lua recreates it
+                return {}
+            raise
+        entries = reply.items() if isinstance(reply, dict) else (reply or [])
+        tickets: dict[str, list[str]] = {}
+        for stream, messages in entries:
+            if messages:
+                tickets[streams[stream]] = [message_id for message_id, _ in messages]
+        return tickets
+
+    def heartbeat(self, run_id: str, token: str, ttl: timedelta) -> bool:
+        keys = [self._keys.run(run_id), self._keys.leases]
+        return bool(self._call("heartbeat", keys, run_id, token, _us(ttl)))
+
+    def finish(self, run_id: str, token: str, result: AttemptResult) -> FinishStatus:
+        extra: dict[str, str] = {"output": _output_tail(result.output)}
+        if result.exit_code is not None:
+            extra["exit_code"] = str(result.exit_code)
+        if result.error is not None:
+            extra["error"] = result.error
+        retry_at = "" if result.retry_at is None else to_micros(result.retry_at)
+        status = self._call(
+            "finish",
+            [self._keys.run(run_id), self._keys.token(token)],
+            run_id,
+            token,
+            result.outcome.value,
+            json.dumps(extra),
+            retry_at,
+            self._history,
+        )
+        return FinishStatus(status)
+
+    def hand_back(self, run_id: str, token: str) -> bool:
+        keys = [self._keys.run(run_id), self._keys.token(token)]
+        return bool(self._call("hand_back", keys, run_id, token))
+
+    def reap(self) -> list[str]:
+        reaped: list[str] = []
+        while True:
+            batch = self._call("reap", [self._keys.leases], self._history, REAP_BATCH)
+            reaped.extend(str(run_id) for run_id in batch)
+            if len(batch) < REAP_BATCH:
+                return reaped
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        # seen_at is store time: the caller's clock is never trusted for liveness.
+        details = {
+            "queues": list(info.queues),
+            "running": info.running,
+            "concurrency": info.concurrency,
+        }
+        self._call(
+            "register_worker",
+            [self._keys.workers, self._keys.workers_seen],
+            info.worker,
+            json.dumps(details),
+            _us(WORKER_WINDOW),
+        )
+
+    def workers(self) -> list[WorkerInfo]:
+        reply = self._call(
+            "workers", [self._keys.workers, self._keys.workers_seen], _us(WORKER_WINDOW)
+        )
+        found: list[WorkerInfo] = []
+        for i in range(0, len(reply), 3):
+            details = json.loads(reply[i + 2])
+            found.append(
+                WorkerInfo(
+                    worker=reply[i],
+                    queues=tuple(details["queues"]),
+                    seen_at=from_micros(_int(reply[i + 1])),
+                    running=int(details["running"]),
+                    concurrency=int(details["concurrency"]),
+                )
+            )
+        return found
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def run(self, run_id: str) -> RunRecord | None:
+        job = _job_of(run_id)
+        keys = [self._keys.run(run_id), self._keys.history(job)]
+        return _found_run(self._call("read_run", keys, run_id, job))
+
+    def live_runs(self, job: str | None = None) -> list[RunRecord]:
+        key = self._keys.live if job is None else self._keys.live_of(job)
+        return [_record(_pairs(flat), ended=False) for flat in self._call("live_runs", [key])]
+
+    def history(self, job: str, limit: int) -> list[RunRecord]:
+        if limit <= 0:
+            return []
+        with self._translated():
+            entries = self._client.lrange(self._keys.history(job), 0, limit - 1)
+        return [_record(json.loads(entry), ended=True) for entry in entries]
+
+    def queue_depths(self) -> dict[str, int]:
+        reply = self._call("queue_depths", [self._keys.queues])
+        return {str(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None

@@ -1,0 +1,1175 @@
+"""The embedded default store: one SQLite file shared by every chronod process on one host.
+
+Concurrency model
+-----------------
+* **One connection per instance, opened lazily** by the first call, in the process making it. A
+  connection must never cross a ``fork()`` (SQLite's POSIX locks belong to the process that took
+  them), so build the store, or at least use it for the first time, *after* forking; using a
+  connection opened by another process raises :class:`~chronod.errors.StoreError` instead of
+  risking corruption.
+* **Explicit transactions.** The connection is in autocommit mode (``isolation_level=None``): the
+  driver never opens a transaction behind our back. Every read-check-write runs inside
+  ``BEGIN IMMEDIATE`` … ``COMMIT`` (:meth:`SQLiteStore._write`), which takes the database's single
+  write lock *before* reading, so two processes can never both see "not claimed yet". Store time is
+  read after the lock is held, so waiting for the lock can never make "now" stale. Pure reads are
+  plain autocommit statements (or one deferred read transaction when they need one snapshot).
+* **Durability.** WAL + ``synchronous=FULL``: a commit is on disk when it returns, and a crash at
+  any instant (SIGKILL, power loss) leaves the last committed state; readers never block the writer.
+* **Threads.** The connection is shared by the threads of one process under an instance lock; a
+  blocking :meth:`SQLiteStore.claim` releases it while it waits.
+
+Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`)
+-----------------------------------------------------------
+Instants are INTEGER microseconds since the Unix epoch (:func:`chronod.instants.to_micros`): exact,
+sortable, and the same in every process.
+
+``counters(name PK, value)``
+    ``epoch``: the lease epoch; it only ever grows, even when the lease row is deleted.
+``lease(id = 1, token, epoch, node, expires_at)``
+    The current leader lease (at most one row).
+``jobs(name PK, fingerprint, watermark, last_slot, next_due, paused, last_outcome, last_outcome_at,
+last_success_at, missed)``
+    Job state. ``active`` is not stored: it is ``COUNT(*)`` of the job's live runs, so it can never
+    drift from the runs it counts.
+``guards(job, slot) PK, expires_at``
+    The per-slot guard: the primary key *is* the guard (see :meth:`SQLiteStore.dispatch`).
+``runs(seq PK, run_id UNIQUE, job, slot, manual, state, queue, digest, epoch, attempt, max_attempts,
+created_at, not_before, started_at, worker, token, lease_expires_at)``
+    The live set (queued, waiting, running); a queued row *is* the queue message. Indexes: the ready
+    queue ``(queue, not_before, created_at, run_id) WHERE state='queued'``, per job ``(job, state,
+    created_at, seq)``, attempt tokens (unique), attempt-lease expiry ``WHERE state='running'``.
+``history(seq AUTOINCREMENT, run_id, …, outcome, finished_at, exit_code, output, error, token,
+status)``
+    One row per attempt end and per skipped/missed decision, trimmed to ``history`` rows per job.
+    ``token``/``status`` are set only by :meth:`SQLiteStore.finish`, so a repeated finish returns
+    the answer it got the first time.
+``workers(worker PK, queues, seen_at, running, concurrency)``
+    Worker heartbeats; rows older than a minute are deleted on every registration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from chronod.clock import Clock, SystemClock
+from chronod.errors import StoreError, StoreUnavailable
+from chronod.instants import format_utc, from_micros, slot_id, to_micros
+from chronod.store.base import (
+    OUTPUT_TAIL,
+    AttemptResult,
+    Claim,
+    DispatchResult,
+    DispatchStatus,
+    Fenced,
+    FinishStatus,
+    JobState,
+    JobSync,
+    LeaderInfo,
+    Lease,
+    Outcome,
+    Overlap,
+    RunRecord,
+    RunState,
+    SlotDispatch,
+    Store,
+    WorkerInfo,
+)
+
+SCHEMA_VERSION = 1
+MIN_SQLITE_VERSION = (3, 24, 0)  # UPSERT (ON CONFLICT DO UPDATE); no RETURNING (3.35) is used
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+POLL_INTERVAL = 0.005  # seconds between cheap PRAGMA data_version checks in a blocking claim
+WORKER_SEEN_WINDOW = timedelta(minutes=1)
+GUARD_PRUNE_EXTRA = 64  # expired guards deleted per dispatch batch, beyond one per item
+
+_MICROSECOND = timedelta(microseconds=1)
+
+# Index i upgrades a database from user_version i to i + 1. Every statement is idempotent, so a
+# half-created schema (impossible inside one transaction, but cheap to be sure of) is completed.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS counters (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "INSERT OR IGNORE INTO counters (name, value) VALUES ('epoch', 0)",
+        """CREATE TABLE IF NOT EXISTS lease (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            token TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            node TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS jobs (
+            name TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL DEFAULT '',
+            watermark INTEGER,
+            last_slot INTEGER,
+            next_due INTEGER,
+            paused INTEGER NOT NULL DEFAULT 0,
+            last_outcome TEXT,
+            last_outcome_at INTEGER,
+            last_success_at INTEGER,
+            missed INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS guards (
+            job TEXT NOT NULL,
+            slot INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (job, slot)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS guards_expiry ON guards (expires_at)",
+        """CREATE TABLE IF NOT EXISTS runs (
+            seq INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL UNIQUE,
+            job TEXT NOT NULL,
+            slot INTEGER NOT NULL,
+            manual INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('queued', 'waiting', 'running')),
+            queue TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            not_before INTEGER NOT NULL,
+            started_at INTEGER,
+            worker TEXT,
+            token TEXT,
+            lease_expires_at INTEGER
+        )""",
+        """CREATE INDEX IF NOT EXISTS runs_ready
+            ON runs (queue, not_before, created_at, run_id) WHERE state = 'queued'""",
+        "CREATE INDEX IF NOT EXISTS runs_job ON runs (job, state, created_at, seq)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS runs_token ON runs (token) WHERE token IS NOT NULL",
+        """CREATE INDEX IF NOT EXISTS runs_lease
+            ON runs (lease_expires_at) WHERE state = 'running'""",
+        """CREATE TABLE IF NOT EXISTS history (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
+            job TEXT NOT NULL,
+            slot INTEGER NOT NULL,
+            manual INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            not_before INTEGER,
+            started_at INTEGER,
+            finished_at INTEGER,
+            worker TEXT,
+            exit_code INTEGER,
+            output TEXT NOT NULL DEFAULT '',
+            error TEXT,
+            token TEXT,
+            status TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS history_job ON history (job, seq)",
+        "CREATE INDEX IF NOT EXISTS history_run ON history (run_id, seq)",
+        """CREATE TABLE IF NOT EXISTS workers (
+            worker TEXT PRIMARY KEY,
+            queues TEXT NOT NULL,
+            seen_at INTEGER NOT NULL,
+            running INTEGER NOT NULL,
+            concurrency INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+)
+
+# -- statements ------------------------------------------------------------------------------------
+
+_LEASE = "SELECT token, epoch, node, expires_at FROM lease WHERE id = 1"
+_BUMP_EPOCH = "UPDATE counters SET value = value + 1 WHERE name = 'epoch'"
+_EPOCH = "SELECT value FROM counters WHERE name = 'epoch'"
+_PUT_LEASE = """INSERT OR REPLACE INTO lease (id, token, epoch, node, expires_at)
+    VALUES (1, ?, ?, ?, ?)"""
+_EXTEND_LEASE = "UPDATE lease SET expires_at = ? WHERE id = 1"
+_DROP_LEASE = "DELETE FROM lease WHERE id = 1 AND token = ? AND epoch = ?"
+
+_JOB_COLUMNS = """name, fingerprint, watermark, last_slot, next_due, paused, last_outcome,
+    last_outcome_at, last_success_at, missed,
+    (SELECT COUNT(*) FROM runs WHERE runs.job = jobs.name) AS active"""
+_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ?"
+_BATCH_JOBS = """SELECT name, fingerprint, watermark, last_slot, next_due, paused,
+    EXISTS (SELECT 1 FROM runs WHERE runs.job = jobs.name) AS active
+    FROM jobs WHERE name IN (SELECT value FROM json_each(?))"""
+_ALL_JOBS = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY name"
+_CREATE_JOB = """INSERT INTO jobs (name, fingerprint, watermark, next_due)
+    VALUES (?, ?, ?, ?)"""
+_REDEFINE_JOB = """UPDATE jobs SET fingerprint = ?, watermark = max(coalesce(watermark, ?), ?),
+    next_due = ? WHERE name = ?"""
+_TO_RETIRE = """SELECT name FROM jobs
+    WHERE fingerprint != '' AND name NOT IN (SELECT value FROM json_each(?)) ORDER BY name"""
+_RETIRE_JOB = "UPDATE jobs SET fingerprint = '' WHERE name = ?"
+_ENSURE_JOB = "INSERT OR IGNORE INTO jobs (name) VALUES (?)"
+_SET_PAUSED = "UPDATE jobs SET paused = ?, watermark = ? WHERE name = ?"
+_SET_PROGRESS = "UPDATE jobs SET watermark = ?, last_slot = ?, next_due = ? WHERE name = ?"
+_ADVANCE_JOB = """UPDATE jobs SET missed = missed + ?, watermark = ?, next_due = ?
+    WHERE name = ?"""
+_SET_OUTCOME = """INSERT INTO jobs (name, last_outcome, last_outcome_at, last_success_at)
+    VALUES (:job, :outcome, :at, :success_at)
+    ON CONFLICT (name) DO UPDATE SET
+        last_outcome = excluded.last_outcome,
+        last_outcome_at = excluded.last_outcome_at,
+        last_success_at = coalesce(excluded.last_success_at, jobs.last_success_at)"""
+
+# Which (job, slot) pairs of a batch (a JSON list of [job, slot]) are guarded: one PK probe each.
+_BATCH_GUARDS = """SELECT g.job, g.slot FROM json_each(?) AS wanted
+    JOIN guards AS g ON g.job = json_extract(wanted.value, '$[0]')
+        AND g.slot = json_extract(wanted.value, '$[1]')"""
+# A plain INSERT: the batch checked the guards under the same write lock, so a conflict here would
+# be a bug, and it must fail loudly (rolling the batch back) rather than be ignored.
+_INSERT_GUARD = "INSERT INTO guards (job, slot, expires_at) VALUES (?, ?, ?)"
+_PRUNE_GUARDS = """DELETE FROM guards WHERE (job, slot) IN
+    (SELECT job, slot FROM guards WHERE expires_at <= ? LIMIT ?)"""
+
+_RUN_COLUMNS = """seq, run_id, job, slot, manual, state, queue, digest, epoch, attempt,
+    max_attempts, created_at, not_before, started_at, worker, token, lease_expires_at"""
+_INSERT_RUN = """INSERT INTO runs (run_id, job, slot, manual, state, queue, digest, epoch, attempt,
+        max_attempts, created_at, not_before)
+    VALUES (:run_id, :job, :slot, :manual, :state, :queue, :digest, :epoch, :attempt,
+        :max_attempts, :created_at, :not_before)"""
+_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
+_RUN_BY_TOKEN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE token = ? AND state = 'running'"
+_RUN_WITH_TOKEN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? AND token = ?"
+_LIVE_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at, seq"
+_LIVE_RUNS_OF = f"SELECT {_RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY created_at, seq"
+_HAS_ACTIVE = "SELECT 1 FROM runs WHERE job = ? LIMIT 1"
+# The oldest ready run of one queue: an ordered seek in runs_ready. claim() asks each of its queues
+# and takes the oldest answer, rather than `queue IN (...)`, which would sort every ready run.
+_READY_IN_QUEUE = f"""SELECT {_RUN_COLUMNS} FROM runs
+    WHERE state = 'queued' AND queue = ? AND not_before <= ?
+    ORDER BY not_before, created_at, run_id LIMIT 1"""
+# When a blocking claim found nothing, the next instants at which something could become ready
+# without another process committing: a delayed run's not_before, or an attempt lease to reap.
+_NEXT_READY_IN_QUEUE = """SELECT min(not_before) FROM runs
+    WHERE state = 'queued' AND queue = ? AND not_before > ?"""
+_NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM runs WHERE state = 'running'"
+_START_ATTEMPT = """UPDATE runs SET state = 'running', attempt = attempt + 1, token = ?, worker = ?,
+    started_at = ?, lease_expires_at = ? WHERE seq = ?"""
+_EXTEND_ATTEMPT = """UPDATE runs SET lease_expires_at = ?
+    WHERE run_id = ? AND token = ? AND state = 'running'"""
+_REQUEUE = """UPDATE runs SET state = 'queued', not_before = ?, token = NULL, worker = NULL,
+    started_at = NULL, lease_expires_at = NULL WHERE seq = ?"""
+_HAND_BACK = """UPDATE runs SET state = 'queued', attempt = attempt - 1, token = NULL,
+    worker = NULL, started_at = NULL, lease_expires_at = NULL
+    WHERE run_id = ? AND token = ? AND state = 'running'"""
+_EXPIRED_ATTEMPTS = f"""SELECT {_RUN_COLUMNS} FROM runs
+    WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at, seq"""
+_DELETE_RUN = "DELETE FROM runs WHERE seq = ?"
+# The job's oldest waiting run becomes queued; its not_before (slot or trigger time) is already
+# past, so it is ready at once and keeps its place among older ready runs.
+_PROMOTE_WAITING = """UPDATE runs SET state = 'queued' WHERE seq =
+    (SELECT seq FROM runs WHERE job = ? AND state = 'waiting' ORDER BY created_at, seq LIMIT 1)"""
+_RUN_ID_TAKEN = """SELECT 1 FROM runs WHERE run_id = :run_id
+    UNION ALL SELECT 1 FROM history WHERE run_id = :run_id LIMIT 1"""
+_QUEUE_DEPTHS = "SELECT queue, count(*) FROM runs WHERE state = 'queued' GROUP BY queue"
+
+_HISTORY_COLUMNS = """seq, run_id, job, slot, manual, outcome, queue, digest, epoch, attempt,
+    max_attempts, created_at, not_before, started_at, finished_at, worker, exit_code, output,
+    error"""
+_INSERT_HISTORY = """INSERT INTO history (run_id, job, slot, manual, outcome, queue, digest, epoch,
+        attempt, max_attempts, created_at, not_before, started_at, finished_at, worker, exit_code,
+        output, error, token, status)
+    VALUES (:run_id, :job, :slot, :manual, :outcome, :queue, :digest, :epoch, :attempt,
+        :max_attempts, :created_at, :not_before, :started_at, :finished_at, :worker, :exit_code,
+        :output, :error, :token, :status)"""
+_HISTORY = f"""SELECT {_HISTORY_COLUMNS} FROM history WHERE job = ?
+    ORDER BY seq DESC LIMIT ?"""
+_NEWEST_HISTORY_OF_RUN = f"""SELECT {_HISTORY_COLUMNS} FROM history WHERE run_id = ?
+    ORDER BY seq DESC LIMIT 1"""
+_FINISHED_WITH_TOKEN = """SELECT status, outcome, exit_code, output, error FROM history
+    WHERE run_id = ? AND token = ? AND status IS NOT NULL ORDER BY seq DESC LIMIT 1"""
+# Keep the newest N entries of a job: find the (N+1)-th newest and delete it and everything older.
+# When the job has N or fewer entries the subquery is NULL and nothing matches.
+_TRIM_HISTORY = """DELETE FROM history WHERE job = :job AND seq <=
+    (SELECT seq FROM history WHERE job = :job ORDER BY seq DESC LIMIT 1 OFFSET :keep)"""
+
+_PUT_WORKER = """INSERT OR REPLACE INTO workers (worker, queues, seen_at, running, concurrency)
+    VALUES (?, ?, ?, ?, ?)"""
+_FORGET_WORKERS = "DELETE FROM workers WHERE seen_at <= ?"
+_WORKERS = """SELECT worker, queues, seen_at, running, concurrency FROM workers
+    WHERE seen_at > ? ORDER BY seen_at DESC, worker"""
+
+
+# -- small pure helpers ----------------------------------------------------------------------------
+
+
+def _micros(delta: timedelta) -> int:
+    return delta // _MICROSECOND
+
+
+def _instant(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(int(micros))
+
+
+def _required_instant(micros: int) -> datetime:
+    return from_micros(int(micros))
+
+
+def _output_tail(text: str) -> str:
+    """At most OUTPUT_TAIL bytes of UTF-8 from the end of ``text``, cut on a character boundary."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= OUTPUT_TAIL:
+        return text
+    return data[-OUTPUT_TAIL:].decode("utf-8", errors="ignore")
+
+
+def _job_state(row: sqlite3.Row) -> JobState:
+    outcome = row["last_outcome"]
+    return JobState(
+        name=row["name"],
+        fingerprint=row["fingerprint"],
+        watermark=_instant(row["watermark"]),
+        last_slot=_instant(row["last_slot"]),
+        next_due=_instant(row["next_due"]),
+        paused=bool(row["paused"]),
+        last_outcome=None if outcome is None else Outcome(outcome),
+        last_outcome_at=_instant(row["last_outcome_at"]),
+        last_success_at=_instant(row["last_success_at"]),
+        active=int(row["active"]),
+        missed=int(row["missed"]),
+    )
+
+
+def _live_record(row: Mapping[str, Any] | sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        job=row["job"],
+        slot=_required_instant(row["slot"]),
+        manual=bool(row["manual"]),
+        state=RunState(row["state"]),
+        queue=row["queue"],
+        digest=row["digest"],
+        epoch=int(row["epoch"]),
+        attempt=int(row["attempt"]),
+        max_attempts=int(row["max_attempts"]),
+        created_at=_required_instant(row["created_at"]),
+        not_before=_instant(row["not_before"]),
+        started_at=_instant(row["started_at"]),
+        worker=row["worker"],
+    )
+
+
+def _history_record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        job=row["job"],
+        slot=_required_instant(row["slot"]),
+        manual=bool(row["manual"]),
+        state=Outcome(row["outcome"]),
+        queue=row["queue"],
+        digest=row["digest"],
+        epoch=int(row["epoch"]),
+        attempt=int(row["attempt"]),
+        max_attempts=int(row["max_attempts"]),
+        created_at=_required_instant(row["created_at"]),
+        not_before=_instant(row["not_before"]),
+        started_at=_instant(row["started_at"]),
+        finished_at=_instant(row["finished_at"]),
+        worker=row["worker"],
+        exit_code=row["exit_code"],
+        output=row["output"],
+        error=row["error"],
+    )
+
+
+def _history_entry(
+    run: Mapping[str, Any], outcome: Outcome, finished_at: int, **fields: Any
+) -> dict[str, Any]:
+    """Parameters for _INSERT_HISTORY: the run's columns, the outcome, and per-entry ``fields``."""
+    entry: dict[str, Any] = {
+        "exit_code": None,
+        "output": "",
+        "error": None,
+        "token": None,
+        "status": None,
+        "started_at": None,
+        "not_before": None,
+        "worker": None,
+    }
+    entry.update(run)
+    entry.update(outcome=outcome.value, finished_at=finished_at, **fields)
+    return entry
+
+
+def _prepare_files(path: Path) -> None:
+    """Create the directory (0700) and the database file (0600) unless they exist.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the database file's permission bits, so creating
+    the file ourselves with 0600 keeps all three private without touching the process-wide umask
+    (which other threads, and job processes forked meanwhile, would inherit). Existing files and
+    directories are left alone: an operator may have chosen group access deliberately.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+
+
+def _configure(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    conn.row_factory = sqlite3.Row
+    try:  # JSON1 is built in since 3.38 and enabled by every common distribution before that
+        conn.execute("SELECT json_valid('[]')")
+    except sqlite3.OperationalError:
+        raise StoreError("SQLite store: this SQLite library lacks the JSON1 functions") from None
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"SQLite store: journal_mode is {mode!r}, WAL could not be enabled")
+    conn.execute("PRAGMA synchronous = FULL")
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to SCHEMA_VERSION in one write transaction (several processes may race)."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"SQLite store {path} has schema version {version}; this chronod knows up to "
+                f"{SCHEMA_VERSION} (upgrade chronod)"
+            )
+        for statements in _MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+# Dispatch results that name the slot's run id (a run or history entry exists, or existed, for it).
+_NAMED_RESULTS = frozenset(
+    {
+        DispatchStatus.QUEUED,
+        DispatchStatus.WAITING,
+        DispatchStatus.SKIPPED,
+        DispatchStatus.DUPLICATE,
+    }
+)
+
+
+@dataclass
+class _BatchJob:
+    """A job's row as one dispatch batch sees and changes it (written back once per batch)."""
+
+    fingerprint: str
+    watermark: int | None
+    last_slot: int | None
+    next_due: int | None
+    paused: bool
+    active: bool
+    guards: set[int]  # those of the batch's slots of this job that are guarded
+    dirty: bool = False
+
+
+@dataclass
+class _DispatchPlan:
+    """Decides the items of one dispatch batch in order and collects the rows to write."""
+
+    epoch: int
+    now: int
+    guards: list[tuple[str, int, int]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    decided_at: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decided_at = from_micros(self.now)
+
+    def decide(self, item: SlotDispatch, job: _BatchJob | None) -> DispatchResult:
+        run_id = slot_id(item.job, item.slot)
+        status = self._status(item, job, run_id)
+        return DispatchResult(
+            status=status,
+            run_id=run_id if status in _NAMED_RESULTS else None,
+            dispatched_at=self.decided_at,
+        )
+
+    def _status(self, item: SlotDispatch, job: _BatchJob | None, run_id: str) -> DispatchStatus:
+        if job is None or not job.fingerprint or job.fingerprint != item.fingerprint:
+            return DispatchStatus.UNKNOWN_JOB
+        slot = to_micros(item.slot)
+        if slot > self.now:
+            return DispatchStatus.EARLY
+        if slot in job.guards:
+            return DispatchStatus.DUPLICATE
+        if job.watermark is not None and slot <= job.watermark:
+            return DispatchStatus.STALE
+        job.guards.add(slot)
+        self.guards.append((item.job, slot, self.now + _micros(item.guard_ttl)))
+        job.watermark = slot
+        job.next_due = None if item.next_due is None else to_micros(item.next_due)
+        job.dirty = True
+        if job.paused:
+            return DispatchStatus.PAUSED
+        run = {
+            "run_id": run_id,
+            "job": item.job,
+            "slot": slot,
+            "manual": 0,
+            "queue": item.queue,
+            "digest": item.digest,
+            "epoch": self.epoch,
+            "attempt": 0,
+            "max_attempts": item.max_attempts,
+            "created_at": self.now,
+            "not_before": slot,
+        }
+        if job.active and item.overlap == "skip":
+            self.history.append(_history_entry(run, Outcome.SKIPPED, self.now))
+            return DispatchStatus.SKIPPED
+        waiting = job.active and item.overlap == "queue"
+        run["state"] = (RunState.WAITING if waiting else RunState.QUEUED).value
+        self.runs.append(run)
+        job.active = True
+        job.last_slot = slot
+        return DispatchStatus.WAITING if waiting else DispatchStatus.QUEUED
+
+
+class _Seen(NamedTuple):
+    """What a claim that found nothing saw, so that its wait can tell when to look again."""
+
+    commits: int  # the instance's own commit count
+    data_version: int  # PRAGMA data_version: moves when another connection commits
+    wake_at: int | None  # earliest delayed run or attempt-lease expiry, microseconds
+
+
+@dataclass(frozen=True)
+class _Tx:
+    conn: sqlite3.Connection
+    now: int  # store time, microseconds, read after the write lock was taken
+
+
+class SQLiteStore(Store):
+    """:class:`~chronod.store.base.Store` on one SQLite file (WAL); see the module docstring."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        history: int = 100,
+        clock: Clock | None = None,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    ) -> None:
+        self._path = Path(os.path.abspath(path))
+        self._history = max(int(history), 0)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()  # also wakes a claim blocked in another thread
+        self._commits = 0  # write transactions committed through this instance
+
+    # -- connection and transactions ---------------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"sqlite://{self._path}"
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed.is_set():
+            raise StoreError(f"SQLite store {self._path} is closed")
+        if self._conn is None:
+            self._conn = self._open()
+            self._pid = os.getpid()
+        elif self._pid != os.getpid():
+            raise StoreError(
+                f"SQLite store {self._path} was opened in process {self._pid} and used in "
+                f"{os.getpid()} after fork; open the store in the process that uses it"
+            )
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            raise StoreError(
+                f"SQLite store: SQLite {sqlite3.sqlite_version} is too old; chronod needs "
+                + ".".join(map(str, MIN_SQLITE_VERSION))
+            )
+        try:
+            _prepare_files(self._path)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"SQLite store {self._path}: cannot create the database file ({exc.strerror})"
+            ) from None
+        conn = sqlite3.connect(
+            self._path,
+            isolation_level=None,
+            timeout=self._busy_timeout_ms / 1000,
+            check_same_thread=False,  # shared by this process's threads under self._lock
+        )
+        try:
+            _configure(conn, self._busy_timeout_ms)
+            _migrate(conn, self._path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            message = str(exc).lower()
+            if "database is locked" in message or "database is busy" in message:
+                raise StoreUnavailable(
+                    f"SQLite store {self._path} is busy: another process held its write lock "
+                    f"for more than {self._busy_timeout_ms} ms"
+                ) from None
+            if "unable to open" in message:
+                raise StoreUnavailable(
+                    f"SQLite store {self._path}: unable to open the database file"
+                ) from None
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """Autocommit access for pure reads (each statement sees the latest commit)."""
+        with self._lock, self._translated_errors():
+            yield self._connection()
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A deferred read transaction: several SELECTs that must see one consistent state."""
+        with self._read() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    @contextmanager
+    def _write(self) -> Iterator[_Tx]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; store time is read once the write lock is held."""
+        with self._lock, self._translated_errors():
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Tx(conn, to_micros(self._clock.now()))
+                conn.execute("COMMIT")
+                self._commits += 1  # data_version does not change for our own commits
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            conn, self._conn = self._conn, None
+            # A connection inherited across fork belongs to the parent: closing it here could drop
+            # the parent's locks, so the child only forgets it.
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
+
+    # -- clock -------------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    # -- leader lease ------------------------------------------------------------------------------
+
+    def acquire_lease(self, node: str, token: str, ttl: timedelta) -> Lease | None:
+        with self._write() as tx:
+            row = tx.conn.execute(_LEASE).fetchone()
+            if row is not None and row["expires_at"] > tx.now:
+                return _lease(row) if row["token"] == token else None
+            tx.conn.execute(_BUMP_EPOCH)
+            epoch = int(tx.conn.execute(_EPOCH).fetchone()[0])
+            expires_at = tx.now + _micros(ttl)
+            tx.conn.execute(_PUT_LEASE, (token, epoch, node, expires_at))
+            return Lease(token=token, epoch=epoch, node=node, expires_at=from_micros(expires_at))
+
+    def renew_lease(self, lease: Lease, ttl: timedelta) -> Lease | None:
+        with self._write() as tx:
+            if not _lease_is_current(tx, lease):
+                return None
+            expires_at = tx.now + _micros(ttl)
+            tx.conn.execute(_EXTEND_LEASE, (expires_at,))
+            return Lease(
+                token=lease.token,
+                epoch=lease.epoch,
+                node=lease.node,
+                expires_at=from_micros(expires_at),
+            )
+
+    def release_lease(self, lease: Lease) -> None:
+        # Deleting our own row, expired or not, is always safe: a successor has a different token.
+        with self._write() as tx:
+            tx.conn.execute(_DROP_LEASE, (lease.token, lease.epoch))
+
+    def leader(self) -> LeaderInfo | None:
+        with self._read() as conn:
+            row = conn.execute(_LEASE).fetchone()
+            if row is None or row["expires_at"] <= to_micros(self._clock.now()):
+                return None
+            return LeaderInfo(
+                node=row["node"], epoch=row["epoch"], expires_at=from_micros(row["expires_at"])
+            )
+
+    # -- job state ---------------------------------------------------------------------------------
+
+    def sync_jobs(
+        self, lease: Lease, jobs: Sequence[JobSync], loaded_at: datetime
+    ) -> list[JobState]:
+        loaded = to_micros(loaded_at)
+        with self._write() as tx:
+            _fence(tx, lease)
+            states: list[JobState] = []
+            for job in jobs:
+                next_due = None if job.next_due is None else to_micros(job.next_due)
+                row = tx.conn.execute(_JOB, (job.name,)).fetchone()
+                if row is None:
+                    tx.conn.execute(_CREATE_JOB, (job.name, job.fingerprint, loaded, next_due))
+                elif row["fingerprint"] != job.fingerprint:
+                    tx.conn.execute(
+                        _REDEFINE_JOB, (job.fingerprint, loaded, loaded, next_due, job.name)
+                    )
+                states.append(_job_state(tx.conn.execute(_JOB, (job.name,)).fetchone()))
+            return states
+
+    def retire_jobs(self, lease: Lease, keep: Sequence[str]) -> list[str]:
+        with self._write() as tx:
+            _fence(tx, lease)
+            names = [row[0] for row in tx.conn.execute(_TO_RETIRE, (json.dumps(list(keep)),))]
+            tx.conn.executemany(_RETIRE_JOB, [(name,) for name in names])
+            return names
+
+    def job_states(self) -> dict[str, JobState]:
+        with self._read() as conn:
+            return {row["name"]: _job_state(row) for row in conn.execute(_ALL_JOBS)}
+
+    def set_paused(self, job: str, paused: bool) -> JobState:
+        with self._write() as tx:
+            tx.conn.execute(_ENSURE_JOB, (job,))
+            row = tx.conn.execute(_JOB, (job,)).fetchone()
+            watermark = row["watermark"]
+            if row["paused"] and not paused:  # resuming: nothing from the paused period runs
+                watermark = tx.now if watermark is None else max(watermark, tx.now)
+            tx.conn.execute(_SET_PAUSED, (int(paused), watermark, job))
+            return _job_state(tx.conn.execute(_JOB, (job,)).fetchone())
+
+    # -- dispatch ----------------------------------------------------------------------------------
+
+    def dispatch(self, lease: Lease, items: Sequence[SlotDispatch]) -> list[DispatchResult]:
+        """One transaction (one fsync) for the whole batch; each item is decided on its own.
+
+        Under the write lock nothing else can change the batch's jobs and guards, so they are read
+        once, every item is decided in order against that view (which each decision updates, so a
+        slot repeated within the batch is a DUPLICATE), and the writes are applied in bulk.
+
+        The guard is the ``guards`` primary key ``(job, slot)``: a slot's guard and its run commit
+        together or not at all, so "guard exists" means "decided". Guards expire after
+        ``guard_ttl`` and are pruned a bounded number at a time here; by then the watermark, moved
+        to the slot by the same transaction that wrote the guard and never moved back, refuses the
+        slot (STALE) on its own. Until then the guard is what tells a retry (DUPLICATE) from a slot
+        that was never run (STALE).
+        """
+        with self._write() as tx:
+            _fence(tx, lease)  # the lock is held for the whole batch: one check covers every item
+            jobs = _load_batch_jobs(tx, items)
+            plan = _DispatchPlan(epoch=lease.epoch, now=tx.now)
+            results = [plan.decide(item, jobs.get(item.job)) for item in items]
+            tx.conn.executemany(_INSERT_GUARD, plan.guards)
+            tx.conn.executemany(_INSERT_RUN, plan.runs)
+            tx.conn.executemany(_INSERT_HISTORY, plan.history)
+            tx.conn.executemany(
+                _SET_PROGRESS,
+                [
+                    (job.watermark, job.last_slot, job.next_due, name)
+                    for name, job in jobs.items()
+                    if job.dirty
+                ],
+            )
+            for name in {entry["job"] for entry in plan.history}:
+                self._trim_history(tx, name)
+            tx.conn.execute(_PRUNE_GUARDS, (tx.now, len(items) + GUARD_PRUNE_EXTRA))
+            return results
+
+    def advance(
+        self,
+        lease: Lease,
+        job: str,
+        fingerprint: str,
+        missed: Sequence[datetime],
+        missed_count: int,
+        next_due: datetime | None,
+    ) -> JobState:
+        with self._write() as tx:
+            _fence(tx, lease)
+            row = tx.conn.execute(_JOB, (job,)).fetchone()
+            if row is None:
+                return JobState(
+                    name=job, fingerprint="", watermark=None, last_slot=None, next_due=None
+                )
+            if not row["fingerprint"] or row["fingerprint"] != fingerprint:
+                return _job_state(row)
+            watermark: int | None = row["watermark"]
+            recorded = 0
+            for slot in sorted(missed):
+                micros = to_micros(slot)
+                if watermark is None or micros > watermark:
+                    _insert_missed(tx, job, slot, lease.epoch)
+                    watermark = micros
+                    recorded += 1
+            # A client retry finds every named slot at or below the watermark the first call set:
+            # it records nothing and must not count them again. (A call naming no slot cannot be
+            # told from its repeat; it counts.)
+            counted = missed_count if recorded or not missed else 0
+            due = None if next_due is None else to_micros(next_due)
+            tx.conn.execute(_ADVANCE_JOB, (counted, watermark, due, job))
+            self._trim_history(tx, job)
+            return _job_state(tx.conn.execute(_JOB, (job,)).fetchone())
+
+    # -- manual runs -------------------------------------------------------------------------------
+
+    def enqueue_manual(
+        self, job: str, queue: str, digest: str, overlap: Overlap, max_attempts: int
+    ) -> RunRecord:
+        with self._write() as tx:
+            created = tx.now
+            # Two triggers in the same microsecond: the later one takes the next free microsecond,
+            # so the id keeps its documented NAME@<instant>~manual form and stays unique.
+            while _run_id_taken(tx, _manual_id(job, created)):
+                created += 1
+            active = tx.conn.execute(_HAS_ACTIVE, (job,)).fetchone() is not None
+            state = RunState.WAITING if active and overlap != "allow" else RunState.QUEUED
+            run = {
+                "run_id": _manual_id(job, created),
+                "job": job,
+                "slot": created,
+                "manual": 1,
+                "state": state.value,
+                "queue": queue,
+                "digest": digest,
+                "epoch": 0,
+                "attempt": 0,
+                "max_attempts": max_attempts,
+                "created_at": created,
+                "not_before": created,
+                "started_at": None,
+                "worker": None,
+            }
+            tx.conn.execute(_INSERT_RUN, run)
+            return _live_record(run)
+
+    # -- workers -----------------------------------------------------------------------------------
+
+    def claim(
+        self, worker: str, queues: Sequence[str], token: str, ttl: timedelta, wait: float
+    ) -> Claim | None:
+        """Claim in one ``BEGIN IMMEDIATE``; while nothing is ready, poll cheaply until ``wait``.
+
+        Between attempts the loop only looks, every few milliseconds, at ``PRAGMA data_version``
+        (which changes when another connection commits) and at this instance's own commit count
+        (other threads sharing the connection), and claims again only when one of them changed or
+        when the earliest delayed run or attempt lease it saw is due. Both are read inside the
+        claim transaction, so a commit made just after it is never missed.
+        """
+        names = sorted(set(queues))
+        deadline = self._clock.monotonic() + max(wait, 0.0)
+        while True:
+            claim, seen = self._claim_once(worker, names, token, ttl)
+            if claim is not None or not self._wait_for_work(deadline, seen):
+                return claim
+
+    def _claim_once(
+        self, worker: str, queues: Sequence[str], token: str, ttl: timedelta
+    ) -> tuple[Claim | None, _Seen]:
+        with self._write() as tx:
+            seen = _Seen(self._commits, 0, None)
+            repeated = tx.conn.execute(_RUN_BY_TOKEN, (token,)).fetchone()
+            if repeated is not None:  # a retried claim: the same claim, not a second run
+                return _claim_of(dict(repeated)), seen
+            self._reap(tx)
+            ready = [
+                dict(row)
+                for queue in queues
+                for row in tx.conn.execute(_READY_IN_QUEUE, (queue, tx.now))
+            ]
+            if ready:
+                run = min(ready, key=lambda r: (r["not_before"], r["created_at"], r["run_id"]))
+                return _claim_of(_start_attempt(tx, run, worker, token, ttl)), seen
+            version = int(tx.conn.execute("PRAGMA data_version").fetchone()[0])
+            return None, _Seen(self._commits, version, _next_wake(tx, queues))
+
+    def _wait_for_work(self, deadline: float, seen: _Seen) -> bool:
+        """Sleep until something may have become claimable (True) or the deadline passed."""
+        while True:
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                return False
+            if self._clock.wait(self._closed, min(POLL_INTERVAL, remaining)):
+                return False  # closed meanwhile
+            if seen.wake_at is not None and to_micros(self._clock.now()) >= seen.wake_at:
+                return True
+            with self._read() as conn:
+                if self._commits != seen.commits:
+                    return True
+                if conn.execute("PRAGMA data_version").fetchone()[0] != seen.data_version:
+                    return True
+
+    def heartbeat(self, run_id: str, token: str, ttl: timedelta) -> bool:
+        with self._write() as tx:
+            updated = tx.conn.execute(_EXTEND_ATTEMPT, (tx.now + _micros(ttl), run_id, token))
+            return updated.rowcount == 1
+
+    def finish(self, run_id: str, token: str, result: AttemptResult) -> FinishStatus:
+        with self._write() as tx:
+            row = tx.conn.execute(_RUN_WITH_TOKEN, (run_id, token)).fetchone()
+            if row is None or row["state"] != RunState.RUNNING.value:
+                return _repeated_finish(tx, run_id, token, result)
+            run = dict(row)
+            retryable = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
+            attempts_left = run["attempt"] < run["max_attempts"]
+            retry_at = result.retry_at if retryable and attempts_left else None
+            status = FinishStatus.ACCEPTED if retry_at is None else FinishStatus.RETRY
+            entry = _history_entry(
+                run,
+                result.outcome,
+                tx.now,
+                exit_code=result.exit_code,
+                output=_output_tail(result.output),
+                error=result.error,
+                token=token,
+                status=status.value,
+            )
+            if retry_at is None:
+                self._end_run(tx, run, entry)
+            else:
+                tx.conn.execute(_INSERT_HISTORY, entry)
+                tx.conn.execute(_REQUEUE, (to_micros(retry_at), run["seq"]))
+                self._trim_history(tx, run["job"])
+            return status
+
+    def hand_back(self, run_id: str, token: str) -> bool:
+        with self._write() as tx:
+            return tx.conn.execute(_HAND_BACK, (run_id, token)).rowcount == 1
+
+    def reap(self) -> list[str]:
+        with self._write() as tx:
+            return self._reap(tx)
+
+    def _reap(self, tx: _Tx) -> list[str]:
+        reaped: list[str] = []
+        for row in tx.conn.execute(_EXPIRED_ATTEMPTS, (tx.now,)).fetchall():
+            run = dict(row)
+            if run["attempt"] < run["max_attempts"]:
+                tx.conn.execute(_REQUEUE, (tx.now, run["seq"]))
+            else:
+                self._end_run(tx, run, _history_entry(run, Outcome.LOST, tx.now, token=None))
+            reaped.append(run["run_id"])
+        return reaped
+
+    def _end_run(self, tx: _Tx, run: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
+        """Terminal outcome: history, job outcome fields, leave the live set, release a waiter."""
+        outcome = Outcome(entry["outcome"])
+        tx.conn.execute(_INSERT_HISTORY, entry)
+        # An upsert: a manual run of a job the leader never loaded still leaves its outcome, in a
+        # state with an empty fingerprint (as set_paused creates), which a later load treats as new.
+        tx.conn.execute(
+            _SET_OUTCOME,
+            {
+                "job": run["job"],
+                "outcome": outcome.value,
+                "at": tx.now,
+                "success_at": tx.now if outcome is Outcome.SUCCEEDED else None,
+            },
+        )
+        tx.conn.execute(_DELETE_RUN, (run["seq"],))
+        tx.conn.execute(_PROMOTE_WAITING, (run["job"],))
+        self._trim_history(tx, run["job"])
+
+    def _trim_history(self, tx: _Tx, job: str) -> None:
+        tx.conn.execute(_TRIM_HISTORY, {"job": job, "keep": self._history})
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        # seen_at is store time: the caller's clock is never trusted for liveness.
+        with self._write() as tx:
+            tx.conn.execute(_FORGET_WORKERS, (tx.now - _micros(WORKER_SEEN_WINDOW),))
+            tx.conn.execute(
+                _PUT_WORKER,
+                (
+                    info.worker,
+                    json.dumps(list(info.queues)),
+                    tx.now,
+                    info.running,
+                    info.concurrency,
+                ),
+            )
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._read() as conn:
+            since = to_micros(self._clock.now()) - _micros(WORKER_SEEN_WINDOW)
+            return [
+                WorkerInfo(
+                    worker=row["worker"],
+                    queues=tuple(json.loads(row["queues"])),
+                    seen_at=from_micros(row["seen_at"]),
+                    running=row["running"],
+                    concurrency=row["concurrency"],
+                )
+                for row in conn.execute(_WORKERS, (since,))
+            ]
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def run(self, run_id: str) -> RunRecord | None:
+        with self._snapshot() as conn:
+            live = conn.execute(_RUN, (run_id,)).fetchone()
+            if live is not None:
+                return _live_record(live)
+            ended = conn.execute(_NEWEST_HISTORY_OF_RUN, (run_id,)).fetchone()
+            return None if ended is None else _history_record(ended)
+
+    def live_runs(self, job: str | None = None) -> list[RunRecord]:
+        with self._read() as conn:
+            rows = conn.execute(_LIVE_RUNS) if job is None else conn.execute(_LIVE_RUNS_OF, (job,))
+            return [_live_record(row) for row in rows]
+
+    def history(self, job: str, limit: int) -> list[RunRecord]:
+        with self._read() as conn:
+            return [_history_record(row) for row in conn.execute(_HISTORY, (job, max(limit, 0)))]
+
+    def queue_depths(self) -> dict[str, int]:
+        with self._read() as conn:
+            return {row[0]: int(row[1]) for row in conn.execute(_QUEUE_DEPTHS)}
+
+
+# -- transaction helpers (called with the write lock held) -----------------------------------------
+
+
+def _lease(row: sqlite3.Row) -> Lease:
+    return Lease(
+        token=row["token"],
+        epoch=int(row["epoch"]),
+        node=row["node"],
+        expires_at=from_micros(row["expires_at"]),
+    )
+
+
+def _lease_is_current(tx: _Tx, lease: Lease) -> bool:
+    row = tx.conn.execute(_LEASE).fetchone()
+    return (
+        row is not None
+        and row["token"] == lease.token
+        and row["epoch"] == lease.epoch
+        and row["expires_at"] > tx.now
+    )
+
+
+def _fence(tx: _Tx, lease: Lease) -> None:
+    """Refuse a leader write unless ``lease`` is current at store time (raising rolls back)."""
+    if not _lease_is_current(tx, lease):
+        raise Fenced(f"lease epoch {lease.epoch} of {lease.node} is not the current lease")
+
+
+def _load_batch_jobs(tx: _Tx, items: Sequence[SlotDispatch]) -> dict[str, _BatchJob]:
+    """The batch's stored jobs, each with those of the batch's slots that are already guarded."""
+    names = json.dumps(sorted({item.job for item in items}))
+    jobs = {
+        row["name"]: _BatchJob(
+            fingerprint=row["fingerprint"],
+            watermark=row["watermark"],
+            last_slot=row["last_slot"],
+            next_due=row["next_due"],
+            paused=bool(row["paused"]),
+            active=bool(row["active"]),
+            guards=set(),
+        )
+        for row in tx.conn.execute(_BATCH_JOBS, (names,))
+    }
+    wanted = json.dumps([[item.job, to_micros(item.slot)] for item in items])
+    for name, slot in tx.conn.execute(_BATCH_GUARDS, (wanted,)):
+        jobs[name].guards.add(slot)
+    return jobs
+
+
+def _insert_missed(tx: _Tx, job: str, slot: datetime, epoch: int) -> None:
+    # advance() is not told the job's queue, digest or attempts: those stay empty for a missed slot.
+    run = {
+        "run_id": slot_id(job, slot),
+        "job": job,
+        "slot": to_micros(slot),
+        "manual": 0,
+        "queue": "",
+        "digest": "",
+        "epoch": epoch,
+        "attempt": 0,
+        "max_attempts": 0,
+        "created_at": tx.now,
+        "not_before": to_micros(slot),
+    }
+    tx.conn.execute(_INSERT_HISTORY, _history_entry(run, Outcome.MISSED, tx.now))
+
+
+def _repeated_finish(tx: _Tx, run_id: str, token: str, result: AttemptResult) -> FinishStatus:
+    """The answer to a finish whose token is not running: a repeat or a stale result.
+
+    A client retry (this token already recorded this very result) gets the first answer again;
+    anything else (a reclaimed attempt's late result, a different result) is STALE.
+    """
+    done = tx.conn.execute(_FINISHED_WITH_TOKEN, (run_id, token)).fetchone()
+    same = done is not None and (
+        done["outcome"],
+        done["exit_code"],
+        done["output"],
+        done["error"],
+    ) == (result.outcome.value, result.exit_code, _output_tail(result.output), result.error)
+    return FinishStatus(done["status"]) if same else FinishStatus.STALE
+
+
+def _manual_id(job: str, created: int) -> str:
+    return f"{job}@{format_utc(from_micros(created))}~manual"
+
+
+def _run_id_taken(tx: _Tx, run_id: str) -> bool:
+    return tx.conn.execute(_RUN_ID_TAKEN, {"run_id": run_id}).fetchone() is not None
+
+
+def _start_attempt(
+    tx: _Tx, run: dict[str, Any], worker: str, token: str, ttl: timedelta
+) -> dict[str, Any]:
+    expires_at = tx.now + _micros(ttl)
+    tx.conn.execute(_START_ATTEMPT, (token, worker, tx.now, expires_at, run["seq"]))
+    return {
+        **run,
+        "state": RunState.RUNNING.value,
+        "attempt": run["attempt"] + 1,
+        "token": token,
+        "worker": worker,
+        "started_at": tx.now,
+        "lease_expires_at": expires_at,
+    }
+
+
+def _next_wake(tx: _Tx, queues: Sequence[str]) -> int | None:
+    candidates = [tx.conn.execute(_NEXT_READY_IN_QUEUE, (q, tx.now)).fetchone()[0] for q in queues]
+    candidates.append(tx.conn.execute(_NEXT_LEASE_EXPIRY).fetchone()[0])
+    present = [int(c) for c in candidates if c is not None]
+    return min(present) if present else None
+
+
+def _claim_of(run: Mapping[str, Any]) -> Claim:
+    return Claim(
+        run=_live_record(run),
+        token=run["token"],
+        attempt=int(run["attempt"]),
+        lease_expires_at=from_micros(run["lease_expires_at"]),
+    )

@@ -1,0 +1,294 @@
+"""Config loading: one test per error class, asserting the located message."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from chronod.config import load_config
+from chronod.errors import ConfigError
+from chronod.tz import UTC
+
+HEADER = '[defaults]\ntimezone = "Europe/Berlin"\n'
+
+
+def write(tmp_path: Path, body: str, header: str = HEADER) -> Path:
+    path = tmp_path / "schedules.toml"
+    path.write_text(header + textwrap.dedent(body))
+    return path
+
+
+def errors(tmp_path: Path, body: str, header: str = HEADER) -> list[str]:
+    path = write(tmp_path, body, header)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return [issue.format().replace(str(path), "FILE") for issue in info.value.issues]
+
+
+def test_example_file_loads() -> None:
+    config = load_config(Path(__file__).parent.parent / "schedules.toml")
+    assert {"digest", "month-end-report", "lights-on", "heartbeat"} <= set(config.jobs)
+    digest = config.jobs["digest"]
+    assert digest.kind == "cron"
+    assert digest.timezone == "Europe/Berlin"
+    assert digest.retries == 2
+    assert digest.retry_delay == timedelta(minutes=1)
+    assert config.jobs["lights-on"].kind == "solar"
+    assert config.jobs["heartbeat"].kind == "interval"
+
+
+def test_defaults_and_job_values(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [chronod]
+        store = "redis://localhost:6379/0"
+        lease = "15s"
+        workers = 3
+        history = 50
+
+        [jobs.a]
+        every = "1h30m"
+        call = "mypkg.tasks:run"
+        args = [1, "two"]
+        kwargs = { flag = true }
+        queue = "io"
+        overlap = "queue"
+        catchup = "all"
+        catchup_limit = 5
+        env = { A = "1" }
+        """,
+    )
+    config = load_config(path)
+    assert config.daemon.store == "redis://localhost:6379/0"
+    assert config.daemon.lease == timedelta(seconds=15)
+    assert config.daemon.workers == 3
+    assert config.daemon.history == 50
+    job = config.jobs["a"]
+    assert job.call == "mypkg.tasks:run"
+    assert job.args == (1, "two")
+    assert dict(job.kwargs) == {"flag": True}
+    assert (job.queue, job.overlap, job.catchup, job.catchup_limit) == ("io", "queue", "all", 5)
+    assert dict(job.env) == {"A": "1"}
+    assert job.timeout == timedelta(hours=1)  # DESIGN §4 defaults
+    assert job.kill_grace == timedelta(seconds=10)
+    assert job.grace == timedelta(seconds=60)
+
+
+def test_syntax_error_is_located(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "x\n')
+    assert len(found) == 1
+    assert found[0].startswith("FILE:5:")  # two header lines + the third job line
+    assert found[0] == "FILE:5:13: Illegal character '\\n'"
+
+
+def test_missing_key_value_syntax(tmp_path: Path) -> None:
+    found = errors(tmp_path, "[jobs.a]\nevery\n")
+    assert found[0].startswith("FILE:4:")
+
+
+def test_unknown_key_did_you_mean(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncomand = "true"\n')
+    assert "FILE: jobs.a.comand: unknown key; did you mean 'command'?" in found
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[job.a]\nevery = "1m"\ncommand = "true"\n')
+    assert any(e.startswith("FILE: job: unknown key; did you mean 'jobs'?") for e in found)
+
+
+def test_zero_schedule_kinds(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.a]\ncommand = "true"\n')
+    assert found == [
+        "FILE: jobs.a: needs exactly one schedule: 'every', 'cron' or 'solar' (found none)"
+    ]
+
+
+def test_two_schedule_kinds(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncron = "* * * * *"\ncommand = "true"\n')
+    assert found == [
+        "FILE: jobs.a: needs exactly one schedule: 'every', 'cron' or 'solar' "
+        "(found every and cron)"
+    ]
+
+
+def test_command_and_call_exclusive(tmp_path: Path) -> None:
+    assert errors(tmp_path, '[jobs.a]\nevery = "1m"\n') == [
+        "FILE: jobs.a: needs exactly one of 'command' or 'call' (found neither)"
+    ]
+    both = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "x"\ncall = "m:f"\n')
+    assert both == [
+        "FILE: jobs.a: needs exactly one of 'command' or 'call' (found command and call)"
+    ]
+
+
+@pytest.mark.parametrize("value", ['"90"', '"1h1h"', '"soon"', "90", '"-5m"'])
+def test_bad_duration(tmp_path: Path, value: str) -> None:
+    found = errors(tmp_path, f'[jobs.a]\nevery = "1m"\ncommand = "x"\ntimeout = {value}\n')
+    assert len(found) == 1
+    assert found[0].startswith("FILE: jobs.a.timeout: ")
+    assert found[0].endswith(f"(got {value.replace(chr(39), chr(34))})")
+
+
+def test_unknown_zone_did_you_mean(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "x"\ntimezone = "Europe/Berln"\n')
+    assert found == [
+        "FILE: jobs.a.timezone: unknown time zone; did you mean 'Europe/Berlin'? "
+        '(got "Europe/Berln")'
+    ]
+
+
+def test_missing_zone_is_an_error(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "x"\n', header="")
+    assert found == [
+        "FILE: jobs.a.timezone: required: set 'timezone' on the job or in [defaults] "
+        "(the server's local time is never used)"
+    ]
+
+
+def test_bad_default_reported_once(tmp_path: Path) -> None:
+    body = '[jobs.a]\nevery = "1m"\ncommand = "x"\n[jobs.b]\nevery = "1m"\ncommand = "x"\n'
+    found = errors(tmp_path, body, header='[defaults]\ntimezone = "UTC"\nretries = -1\n')
+    assert found == ["FILE: defaults.retries: expected a whole number from 0 to 100 (got -1)"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("latitude", "91", "expected a number from -90 to 90 (got 91)"),
+        ("longitude", "-181.5", "expected a number from -180 to 180 (got -181.5)"),
+    ],
+)
+def test_coordinates_out_of_range(tmp_path: Path, key: str, value: str, message: str) -> None:
+    coords = {"latitude": "52.5", "longitude": "13.4"}
+    coords[key] = value
+    body = (
+        f'[jobs.s]\nsolar = "sunset"\nlatitude = {coords["latitude"]}\n'
+        f'longitude = {coords["longitude"]}\ncommand = "x"\n'
+    )
+    assert errors(tmp_path, body) == [f"FILE: jobs.s.{key}: {message}"]
+
+
+def test_solar_needs_coordinates(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.s]\nsolar = "sunset"\ncommand = "x"\n')
+    assert (
+        "FILE: jobs.s.latitude: required for solar schedules (on the job or in [defaults])" in found
+    )
+    assert (
+        "FILE: jobs.s.longitude: required for solar schedules (on the job or in [defaults])"
+        in found
+    )
+
+
+def test_solar_keys_on_other_kinds(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.a]\nevery = "1m"\noffset = "-5m"\ncommand = "x"\n')
+    assert found == ["FILE: jobs.a.offset: only applies to solar schedules, this job uses 'every'"]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["5-5 * * * *", "0 0 * * 0,L0", "0 0 1 * L0", "0 0 30 2 *", "61 * * * *", "* * * *"],
+)
+def test_cron_traps_are_rejected(tmp_path: Path, expression: str) -> None:
+    found = errors(tmp_path, f'[jobs.c]\ncron = "{expression}"\ncommand = "x"\n')
+    assert len(found) == 1
+    assert found[0].startswith("FILE: jobs.c.cron: ")
+    assert found[0].endswith(f'(got "{expression}")')
+
+
+def test_non_json_args(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncall = "m:f"\nargs = [1979-05-27]\n')
+    assert found == [
+        'FILE: jobs.a.args: must be JSON-serializable (no dates, times or NaN) (got ["1979-05-27"])'
+    ]
+
+
+def test_args_without_call(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "x"\nargs = [1]\n')
+    assert "FILE: jobs.a.args: only applies to 'call' jobs" in found
+
+
+def test_bad_call_target(tmp_path: Path) -> None:
+    found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncall = "not a target"\n')
+    assert found == ["FILE: jobs.a.call: expected 'package.module:function' (got \"not a target\")"]
+
+
+def test_bad_choice_and_job_name(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        '[jobs.a]\nevery = "1m"\ncommand = "x"\noverlap = "never"\n'
+        '[jobs."bad name"]\nevery = "1m"\ncommand = "x"\n',
+    )
+    assert "FILE: jobs.a.overlap: expected one of 'skip', 'queue', 'allow' (got \"never\")" in found
+    assert any(e.startswith("FILE: jobs.bad name: a job name uses") for e in found)
+
+
+def test_every_error_in_one_pass(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        [jobs.a]
+        every = "0s"
+        command = "x"
+        [jobs.b]
+        cron = "0 0 30 2 *"
+        command = "x"
+        retries = "two"
+        [jobs.c]
+        solar = "moonrise"
+        latitude = 1
+        longitude = 2
+        call = "m:f"
+        """,
+    )
+    wheres = [e.split(": ")[1] for e in found]
+    assert wheres == ["jobs.a.every", "jobs.b.cron", "jobs.b.retries", "jobs.c.solar"]
+
+
+def test_window_and_anchor_in_job_zone(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [jobs.w]
+        every = "1d"
+        anchor = "2026-01-01T06:00:00"
+        start = 2026-12-01
+        end = "2026-12-31T00:00:00Z"
+        command = "x"
+        """,
+    )
+    job = load_config(path).jobs["w"]
+    canonical = job.schedule.canonical()
+    assert canonical["anchor"] == "2026-01-01T05:00:00Z"  # 06:00 in Berlin (CET, +01)
+    assert canonical["start"] == "2026-11-30T23:00:00Z"
+    fires = [f.at for f in job.schedule.fires(datetime(2026, 1, 1, tzinfo=UTC))]
+    assert fires[0] == datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
+    assert fires[-1] == datetime(2026, 12, 30, 5, 0, tzinfo=UTC)
+    assert len(fires) == 30
+
+
+def test_end_before_start(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        '[jobs.w]\nevery = "1d"\nstart = "2027-01-01"\nend = "2026-01-01"\ncommand = "x"\n',
+    )
+    assert found == ["FILE: jobs.w.end: ends before 'start' (got \"2026-01-01\")"]
+
+
+def test_fingerprint_ignores_command_digest_ignores_schedule(tmp_path: Path) -> None:
+    base = '[jobs.a]\ncron = "0 9 * * *"\ncommand = "echo one"\n'
+    first = load_config(write(tmp_path, base)).jobs["a"]
+    command_edit = load_config(write(tmp_path, base.replace("one", "two"))).jobs["a"]
+    schedule_edit = load_config(write(tmp_path, base.replace("0 9", "0 10"))).jobs["a"]
+    assert first.fingerprint == command_edit.fingerprint
+    assert first.digest != command_edit.digest
+    assert first.fingerprint != schedule_edit.fingerprint
+    assert first.digest == schedule_edit.digest
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
