@@ -1,8 +1,8 @@
 """The command line: ``chronod [--config PATH] [--store URL] COMMAND``.
 
 This is the edge where errors become one clear line and an exit code (0 ok, 1 runtime failure,
-2 usage/config error). Commands build their objects from the parsed config and pass them down; nothing
-is global.
+2 usage/config error). Commands build their objects from the parsed config and pass them down;
+nothing is global.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig, config_path, load_config, parse_instant
 from chronod.errors import EXIT_FAILURE, EXIT_USAGE, ChronodError, ConfigError, UsageError
 from chronod.instants import format_utc
+from chronod.logs import configure as configure_logs
 from chronod.preview import as_json, local_text, relative_text, table, upcoming
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,28 +45,105 @@ pass_context = click.make_pass_decorator(Context)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_file", metavar="PATH", envvar="CHRONOD_CONFIG",
-              help="schedules file [env CHRONOD_CONFIG; default ./schedules.toml]")
-@click.option("--store", "store_url", metavar="URL", envvar="CHRONOD_STORE",
-              help="state store URL, overrides [chronod] store [env CHRONOD_STORE]")
+@click.option(
+    "--config",
+    "config_file",
+    metavar="PATH",
+    envvar="CHRONOD_CONFIG",
+    help="schedules file [env CHRONOD_CONFIG; default ./schedules.toml]",
+)
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    envvar="CHRONOD_STORE",
+    help="state store URL, overrides [chronod] store [env CHRONOD_STORE]",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    default="human",
+    envvar="CHRONOD_LOG_FORMAT",
+    show_default=True,
+    help="log lines on stderr",
+)
 @click.version_option(__version__, prog_name="chronod")
 @click.pass_context
-def cli(ctx: click.Context, config_file: str | None, store_url: str | None) -> None:
+def cli(
+    ctx: click.Context, config_file: str | None, store_url: str | None, log_format: str
+) -> None:
     """chronod: cron for more than one host."""
-    ctx.obj = Context(config_file=config_path(config_file), store_override=store_url,
-                      clock=SystemClock())
+    configure_logs("json" if log_format == "json" else "human")
+    ctx.obj = Context(
+        config_file=config_path(config_file), store_override=store_url, clock=SystemClock()
+    )
+
+
+@cli.command("run")
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 1024),
+    default=None,
+    help="embedded worker pool size; 0 = scheduler only [default: [chronod] workers]",
+)
+@pass_context
+def run_command(ctx: Context, workers: int | None) -> None:
+    """Run the scheduler (leader election) and a local worker pool."""
+    from chronod.daemon import Daemon
+    from chronod.worker import embedded_pool_factory
+
+    config = ctx.config()
+    daemon = Daemon(
+        config=config,
+        config_file=ctx.config_file,
+        store_override=ctx.store_override,
+        clock=ctx.clock,
+        pool_factory=embedded_pool_factory(workers, ctx.store_override),
+    )
+    daemon.install_signals()
+    sys.exit(daemon.run())
+
+
+@cli.command("worker")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="worker processes, one run each at a time [default: number of CPUs]",
+)
+@click.option(
+    "--queue",
+    "queues",
+    metavar="Q",
+    multiple=True,
+    help="queue to take runs from; repeat for several [default: default]",
+)
+@pass_context
+def worker_command(ctx: Context, concurrency: int | None, queues: tuple[str, ...]) -> None:
+    """Run a worker pool only: execute the runs dispatched to the given queues."""
+    from chronod.worker import serve
+
+    sys.exit(serve(ctx.config(), ctx.store_override, concurrency=concurrency, queues=queues))
 
 
 @cli.command("next")
 @click.option("--job", "job_name", metavar="NAME", help="only this job")
-@click.option("--count", type=click.IntRange(1, 10_000), default=None,
-              help="fires to show [default: 5 with --job, else 1 per job]")
-@click.option("--after", metavar="ISO",
-              help="start after this instant; without an offset it is the job's local time")
+@click.option(
+    "--count",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="fires to show [default: 5 with --job, else 1 per job]",
+)
+@click.option(
+    "--after",
+    metavar="ISO",
+    help="start after this instant; without an offset it is the job's local time",
+)
 @click.option("--json", "as_json_output", is_flag=True, help="machine-readable output")
 @pass_context
-def next_command(ctx: Context, job_name: str | None, count: int | None, after: str | None,
-                 as_json_output: bool) -> None:
+def next_command(
+    ctx: Context, job_name: str | None, count: int | None, after: str | None, as_json_output: bool
+) -> None:
     """Show upcoming fires, with the daemon's exact rules (no store needed)."""
     config = ctx.config()
     jobs = [_job(config, job_name)] if job_name else list(config.jobs.values())
@@ -93,8 +171,15 @@ def next_command(ctx: Context, job_name: str | None, count: int | None, after: s
     notes: list[str] = []
     for job, start, ups in rows:
         for u in ups:
-            grid.append([job.name, local_text(u), format_utc(u.at), relative_text(u, start),
-                         job.schedule.describe()])
+            grid.append(
+                [
+                    job.name,
+                    local_text(u),
+                    format_utc(u.at),
+                    relative_text(u, start),
+                    job.schedule.describe(),
+                ]
+            )
             if u.note:
                 notes.append(f"{job.name}: {u.note}")
         if not ups:
@@ -163,4 +248,3 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(0)
-

@@ -1,0 +1,237 @@
+"""Process plumbing shared by the worker pool and the runner: groups, exit statuses, Linux prctl.
+
+Everything here is a thin, documented wrapper over one system call, so that :mod:`chronod.runner`
+and :mod:`chronod.worker` read as policy. Linux-only features (``prctl``, ``pidfd_open``,
+``/proc``) degrade to portable behaviour elsewhere: the callers poll instead of waiting on a
+descriptor, and "is anything left in this group" falls back to ``killpg(pgid, 0)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import select
+import signal
+import sys
+from collections.abc import Iterable
+
+_LINUX = sys.platform.startswith("linux")
+# Blocked around fork() so that none of them runs the parent's handler in the child before the
+# child has installed its own (or restored the defaults).
+FORK_BLOCKED = frozenset(
+    {
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGCHLD,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGALRM,
+    }
+)
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    if not _LINUX:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def die_with_parent(sig: int) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent exits (Linux only).
+
+    The caller must still compare :func:`os.getppid` with the parent it expects: a parent that
+    died before this call is not reported.
+    """
+    return _prctl(_PR_SET_PDEATHSIG, sig)
+
+
+def become_subreaper() -> bool:
+    """Adopt this process's orphaned descendants instead of init (Linux only).
+
+    A worker child does this so that the orphans a job leaves behind are its children: it can reap
+    them (no zombies, whatever PID 1 does) and then reliably see that a job's group is empty.
+    """
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def exit_code_of(status: int) -> tuple[int, str | None]:
+    """A wait status as (exit code, reason); death by signal ``n`` is ``128 + n``, as shells say."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        return 128 + number, f"killed by signal {signal_name(number)}"
+    code = os.waitstatus_to_exitcode(status)
+    return code, (None if code == 0 else f"exited with status {code}")
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Send ``sig`` to every process of group ``pgid``; a group already gone is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def signal_process(pid: int, sig: int) -> None:
+    """Send ``sig`` to ``pid`` (only while it is our unreaped child: a reaped pid may be reused)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def reap_group(pgid: int) -> list[tuple[int, int]]:
+    """Reap every exited child in group ``pgid`` without blocking: [(pid, wait status)]."""
+    reaped: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append((pid, status))
+
+
+def reap_strays() -> int:
+    """Reap any exited child (adopted orphans of finished runs); returns how many. Never blocks."""
+    count = 0
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return count
+        if pid == 0:
+            return count
+        count += 1
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still lives (zombies do not count).
+
+    ``killpg(pgid, 0)`` answers for the common case (nothing left: ESRCH). When it says "something",
+    that may only be zombies whose parent does not reap them (a container's PID 1, say); on Linux
+    ``/proc`` tells the difference.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not _LINUX or not os.path.isdir("/proc/self"):
+        return True
+    return any(True for _ in live_members(pgid))
+
+
+def live_members(pgid: int) -> Iterable[int]:
+    """Pids of the non-zombie processes in group ``pgid`` (Linux ``/proc``)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # exited while we looked
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) >= 3 and fields[0] != b"Z" and int(fields[2]) == pgid:
+            yield int(entry.name)
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux >= 5.3), else None."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None
+
+
+def wait_readable(fds: Iterable[int], timeout: float) -> list[int]:
+    """``select`` for reading, ``timeout`` seconds at most; an interrupting signal returns []."""
+    try:
+        ready, _, _ = select.select(list(fds), [], [], max(timeout, 0.0))
+    except InterruptedError:
+        return []
+    return list(ready)
+
+
+def close_quietly(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def set_nonblocking(fd: int) -> None:
+    os.set_blocking(fd, False)
+
+
+def read_available(fd: int, budget: int = 1 << 20) -> tuple[bytes, bool]:
+    """Read what ``fd`` (non-blocking) holds now, at most about ``budget`` bytes: (data, at EOF).
+
+    The budget keeps a job that writes without pause from starving the caller's other duties
+    (heartbeats, deadlines): the rest is read on the caller's next pass.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size < budget:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return b"".join(chunks), False
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            return b"".join(chunks), True
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+class Waker:
+    """A self-pipe: signal handlers call :meth:`wake`; loops :meth:`wait` on it with a timeout.
+
+    Python runs signal handlers between bytecodes, and a ``select`` interrupted by a signal is
+    restarted (PEP 475), so without this a loop would only notice a signal when its wait ran out.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        set_nonblocking(self.read_fd)
+        set_nonblocking(self.write_fd)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self.write_fd, b"x")
+
+    def drain(self) -> None:
+        read_available(self.read_fd)
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds or until woken; True if woken."""
+        woken = bool(wait_readable([self.read_fd], timeout))
+        if woken:
+            self.drain()
+        return woken
+
+    def close(self) -> None:
+        close_quietly(self.read_fd)
+        close_quietly(self.write_fd)

@@ -1,0 +1,531 @@
+"""Run one attempt of one run in its own process group (DESIGN §4).
+
+:func:`run_attempt` starts the job and supervises it until it is over, in one single-threaded loop
+that ``select``s on the output pipe, a pidfd of the main process (Linux; elsewhere it polls every
+50 ms) and the worker's wake-up pipe, with a timeout set by the nearest deadline (heartbeat, job
+timeout, kill grace, drain). Time is monotonic; nothing sleeps.
+
+Starting
+    ``command`` as a string runs as ``/bin/sh -c STRING``; as an array it is exec'd as argv
+    (``PATH`` from the run's environment). ``call`` forks the worker (cheap) and runs the function
+    in the child (:mod:`chronod._call`). Every run gets a new session, so its process group id is
+    its pid; stdin is ``/dev/null``; stdout and stderr share one pipe. The environment is the
+    worker's (minus systemd's ``NOTIFY_SOCKET``/``WATCHDOG_*``, which are the worker's own), plus
+    the job's ``env``, plus ``CHRONOD_JOB``, ``CHRONOD_RUN_ID``, ``CHRONOD_SLOT`` (ISO 8601, ``Z``),
+    ``CHRONOD_ATTEMPT`` and ``CHRONOD_EPOCH``, which the job's ``env`` cannot override. On Linux
+    the main process gets ``PR_SET_PDEATHSIG = SIGKILL``: if the worker dies, the run's main
+    process dies with it rather than run on unsupervised while its attempt is reclaimed elsewhere.
+
+Ending
+    * The run is over when its main process has exited **and** nothing is left in its process
+      group. Whatever it left running in the group (``sleep 1000 &``) is terminated like a timeout
+      would (SIGTERM, SIGKILL after ``kill_grace``): a run's lifetime is its main process's, as for
+      a systemd service. The outcome is still the main process's exit status. (A process that
+      leaves the group with ``setsid`` escapes this; contain such jobs with a cgroup.)
+    * ``timeout``: SIGTERM to the group, SIGKILL to the group ``kill_grace`` later → ``timed-out``.
+    * Lost attempt lease (the heartbeat callback returns False: the run was reclaimed and may be
+      running elsewhere): the same termination; the report says ``lease-lost`` and the worker
+      discards it.
+    * Worker stopping (:class:`StopRequest`): ``terminate_at`` reached → the same termination;
+      ``kill`` → SIGKILL at once. The report says ``interrupted``; the worker hands the run back.
+    * If the runner itself fails (an exception from a callback), the group is SIGKILLed first.
+
+Exit codes
+    The main process's exit status; death by signal ``n`` is reported as ``128 + n`` (as a shell
+    reports it: 137 for SIGKILL, 143 for SIGTERM) and the run's ``error`` names the signal, so a
+    program that itself exits 137 is still told apart.
+
+Output
+    Read without blocking as it comes. The last :data:`~chronod.store.base.OUTPUT_TAIL` bytes go
+    into the report (decoded as UTF-8, invalid bytes replaced); every line goes to the
+    ``chronod.job`` logger as ``[RUN_ID] line``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from chronod import _call
+from chronod._proc import (
+    FORK_BLOCKED,
+    close_quietly,
+    die_with_parent,
+    exit_code_of,
+    group_alive,
+    open_pidfd,
+    read_available,
+    reap_group,
+    set_nonblocking,
+    signal_group,
+    signal_name,
+    signal_process,
+    wait_readable,
+)
+from chronod.config import JobConfig
+from chronod.instants import format_utc
+from chronod.store.base import OUTPUT_TAIL, AttemptResult, Outcome
+
+log = logging.getLogger("chronod.runner")
+job_log = logging.getLogger("chronod.job")
+
+MAX_WAIT = 1.0  # seconds: the longest single wait (signals wake the loop earlier via wake_fd)
+POLL_EXIT = 0.05  # seconds between looks at the main process when there is no pidfd
+POLL_GROUP = 0.02  # seconds between looks at a group's leftovers once the main process is gone
+KILL_PATIENCE = 2.0  # seconds after SIGKILL to wait for the group to vanish (D state) before going
+MAX_LINE = 16 * 1024  # bytes: a longer line without a newline is logged in pieces
+# The worker's own dealings with systemd: a job that inherited them could speak for the worker.
+WORKER_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+class Ending(str, Enum):
+    """Why an attempt ended, from the runner's point of view."""
+
+    EXITED = "exited"  # the main process exited by itself: succeeded or failed by its status
+    TIMED_OUT = "timed-out"  # terminated at the job's timeout
+    LEASE_LOST = "lease-lost"  # terminated because the attempt lease was lost: discard the result
+    INTERRUPTED = "interrupted"  # terminated because the worker is stopping: hand the run back
+    NOT_STARTED = "not-started"  # could not be started (no such program, bad cwd, fork failed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    """The identity of the attempt, as the job sees it in its environment."""
+
+    job: str
+    run_id: str
+    slot: datetime
+    attempt: int
+    epoch: int
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "CHRONOD_JOB": self.job,
+            "CHRONOD_RUN_ID": self.run_id,
+            "CHRONOD_SLOT": format_utc(self.slot),
+            "CHRONOD_ATTEMPT": str(self.attempt),
+            "CHRONOD_EPOCH": str(self.epoch),
+        }
+
+
+@dataclass(kw_only=True)
+class StopRequest:
+    """Set by the worker (from its signal handlers); read by the runner on every pass."""
+
+    terminate_at: float | None = None  # monotonic: terminate the run (SIGTERM, grace, SIGKILL)
+    kill: bool = False  # SIGKILL the run now
+
+
+@dataclass(frozen=True, kw_only=True)
+class Supervision:
+    """How the worker watches over a run: heartbeat, stop requests, wake-ups, start notice."""
+
+    heartbeat: Callable[[], bool] = lambda: True  # False: the attempt lease is lost
+    heartbeat_every: float = 10.0  # seconds
+    stop: StopRequest = field(default_factory=StopRequest)
+    wake_fd: int | None = None  # readable when the worker was signalled (drained by the runner)
+    on_start: Callable[[int], None] | None = None  # called with the pid once the run started
+    monotonic: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """What happened to one attempt."""
+
+    ending: Ending
+    exit_code: int | None
+    output: str  # tail, at most OUTPUT_TAIL bytes of UTF-8
+    error: str | None
+    pid: int | None
+    duration: float  # seconds, start to end
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The outcome to record; None when nothing may be recorded (lease lost, handed back)."""
+        if self.ending is Ending.EXITED:
+            return Outcome.SUCCEEDED if self.exit_code == 0 else Outcome.FAILED
+        if self.ending is Ending.TIMED_OUT:
+            return Outcome.TIMED_OUT
+        if self.ending is Ending.NOT_STARTED:
+            return Outcome.FAILED
+        return None
+
+    def result(self, retry_at: datetime | None = None) -> AttemptResult:
+        outcome = self.outcome
+        if outcome is None:
+            raise ValueError(f"an attempt that ended {self.ending.value} has no result to record")
+        return AttemptResult(
+            outcome=outcome,
+            exit_code=self.exit_code,
+            output=self.output,
+            error=self.error,
+            retry_at=retry_at if outcome in (Outcome.FAILED, Outcome.TIMED_OUT) else None,
+        )
+
+
+def run_attempt(job: JobConfig, info: RunInfo, watch: Supervision | None = None) -> Report:
+    """Run ``job`` once for ``info`` and return how it went (see the module docstring)."""
+    watch = watch or Supervision()
+    began = watch.monotonic()
+    env = run_environment(job, info)
+    out_r, out_w = os.pipe()
+    report_r, report_w = os.pipe() if job.call is not None else (-1, -1)
+    try:
+        leader = _start(job, env, out_w, report_w)
+    except OSError as exc:
+        for fd in (out_r, report_r):
+            close_quietly(fd if fd >= 0 else None)
+        return Report(
+            ending=Ending.NOT_STARTED,
+            exit_code=None,
+            output="",
+            pid=None,
+            error=f"cannot start: {exc}",
+            duration=watch.monotonic() - began,
+        )
+    finally:
+        for fd in (out_w, report_w):
+            close_quietly(fd if fd >= 0 else None)
+    if watch.wake_fd is not None:
+        set_nonblocking(watch.wake_fd)  # it is drained, never waited on by reading
+    report_fd = report_r if report_r >= 0 else None
+    attempt = _Attempt(job, info, watch, leader=leader, out_fd=out_r, report_fd=report_fd)
+    return attempt.supervise(began)
+
+
+def run_environment(
+    job: JobConfig, info: RunInfo, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The worker's environment (``base``), then the job's ``env``, then the ``CHRONOD_*`` set."""
+    env = dict(os.environ if base is None else base)
+    for name in WORKER_ONLY_ENV:
+        env.pop(name, None)
+    env.update(job.env)
+    env.update(info.environment())
+    return env
+
+
+# --------------------------------------------------------------------------------------------------
+# starting
+
+
+@dataclass
+class _Leader:
+    """The run's main process (its pid is also its process group id)."""
+
+    pid: int
+    popen: subprocess.Popen[bytes] | None  # for commands; we reap it ourselves
+    status: int | None = None  # wait status once reaped
+
+    def reaped(self, status: int) -> None:
+        self.status = status
+        if self.popen is not None:  # tell Popen, so it neither warns nor tries to reap it again
+            self.popen.returncode = os.waitstatus_to_exitcode(status)
+
+
+def _start(job: JobConfig, env: dict[str, str], out_w: int, report_w: int) -> _Leader:
+    if job.call is not None:
+        return _Leader(_fork_call(job, job.call, env, out_w, report_w), None)
+    assert job.command is not None
+    argv = ["/bin/sh", "-c", job.command] if isinstance(job.command, str) else list(job.command)
+    worker = os.getpid()
+    popen = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=out_w,
+        stderr=out_w,
+        env=env,
+        cwd=job.cwd,
+        close_fds=True,
+        start_new_session=True,
+        # A worker child is single-threaded (fork keeps only the forking thread), which is what
+        # makes a preexec_fn safe here.
+        preexec_fn=lambda: _leader_setup(worker),  # noqa: PLW1509
+    )
+    return _Leader(popen.pid, popen)
+
+
+def _leader_setup(worker: int) -> None:
+    """In the forked child before exec: die with the worker (see the module docstring)."""
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != worker:
+        os._exit(_call.EXIT_ORPHANED)
+
+
+def _fork_call(job: JobConfig, target: str, env: dict[str, str], out_w: int, report_w: int) -> int:
+    # A JSON round trip gives the child plain, private copies of the configured arguments.
+    args = json.loads(json.dumps(list(job.args)))
+    kwargs = json.loads(json.dumps(dict(job.kwargs)))
+    for stream in (sys.stdout, sys.stderr):  # or the child would write the worker's buffers too
+        with contextlib.suppress(Exception):
+            stream.flush()
+    worker = os.getpid()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _call.child_main(
+                target=target,
+                args=args,
+                kwargs=kwargs,
+                env=env,
+                cwd=job.cwd,
+                out_fd=out_w,
+                report_fd=report_w,
+                worker_pid=worker,
+                signal_mask=previous,
+            )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return pid
+
+
+# --------------------------------------------------------------------------------------------------
+# supervising
+
+
+class _Output:
+    """The tail kept for the run record, and every line sent to the log."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.tail = bytearray()
+        self.partial = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        self.tail += data
+        if len(self.tail) > OUTPUT_TAIL:
+            del self.tail[: len(self.tail) - OUTPUT_TAIL]
+        self.partial += data
+        *lines, rest = bytes(self.partial).split(b"\n")
+        for line in lines:
+            self._log(line)
+        while len(rest) > MAX_LINE:
+            self._log(rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
+        self.partial = bytearray(rest)
+
+    def finish(self) -> str:
+        if self.partial:
+            self._log(bytes(self.partial))
+            self.partial.clear()
+        text = self.tail.decode("utf-8", errors="replace")
+        encoded = text.encode("utf-8")
+        if len(encoded) > OUTPUT_TAIL:  # replacement characters are longer than the bytes
+            text = encoded[-OUTPUT_TAIL:].decode("utf-8", errors="ignore")
+        return text
+
+    def _log(self, line: bytes) -> None:
+        text = line.decode("utf-8", errors="replace").rstrip("\r")
+        job_log.info("[%s] %s", self.run_id, text)
+
+
+class _Attempt:
+    """The supervision loop of one started run."""
+
+    def __init__(
+        self,
+        job: JobConfig,
+        info: RunInfo,
+        watch: Supervision,
+        *,
+        leader: _Leader,
+        out_fd: int,
+        report_fd: int | None,
+    ) -> None:
+        self.job = job
+        self.info = info
+        self.watch = watch
+        self.leader = leader
+        self.pgid = leader.pid
+        self.out_fd: int | None = out_fd
+        self.report_fd = report_fd
+        self.pidfd = open_pidfd(leader.pid)
+        self.output = _Output(info.run_id)
+        self.ending: Ending | None = None  # set when we decide to end it, or when it exits
+        self.kill_at: float | None = None  # SIGTERM sent: SIGKILL due at this instant
+        self.killed_at: float | None = None
+        self.lease_lost = False
+        self.deadline = 0.0
+        self.next_beat = 0.0
+        self.exited_at: float | None = None
+        set_nonblocking(out_fd)
+
+    def supervise(self, began: float) -> Report:
+        self.deadline = began + self.job.timeout.total_seconds()
+        self.next_beat = began + self.watch.heartbeat_every
+        try:
+            if self.watch.on_start is not None:
+                self.watch.on_start(self.leader.pid)
+            while not self._over(self.watch.monotonic()):
+                self._pass()
+        except BaseException:
+            self._signal(signal.SIGKILL)  # never leave a run behind unsupervised
+            raise
+        finally:
+            self._collect()
+        return self._report(began)
+
+    # -- one pass ---------------------------------------------------------------------------------
+
+    def _pass(self) -> None:
+        now = self.watch.monotonic()
+        self._beat(now)
+        self._enforce(now)
+        fds, timeout = self._plan(now)
+        ready = wait_readable(fds, timeout)
+        if self.out_fd is not None and self.out_fd in ready:
+            data, eof = read_available(self.out_fd)
+            self.output.feed(data)
+            if eof:
+                close_quietly(self.out_fd)
+                self.out_fd = None
+        if self.watch.wake_fd is not None and self.watch.wake_fd in ready:
+            read_available(self.watch.wake_fd)
+
+    def _reap(self, now: float) -> None:
+        for pid, status in reap_group(self.pgid):
+            if pid == self.leader.pid:
+                self.leader.reaped(status)
+                self.exited_at = now
+                close_quietly(self.pidfd)
+                self.pidfd = None
+
+    def _over(self, now: float) -> bool:
+        self._reap(now)
+        if self.leader.status is None:
+            return False
+        if not group_alive(self.pgid):
+            return True
+        return self.killed_at is not None and now >= self.killed_at + KILL_PATIENCE
+
+    def _beat(self, now: float) -> None:
+        if self.lease_lost or now < self.next_beat:
+            return
+        self.next_beat = now + self.watch.heartbeat_every
+        if not self.watch.heartbeat():
+            self.lease_lost = True
+            log.warning(
+                "attempt lease lost: terminating run %s (its result will be discarded)",
+                self.info.run_id,
+            )
+
+    def _enforce(self, now: float) -> None:
+        stop = self.watch.stop
+        running = self.leader.status is None
+        if self.ending is None:
+            if not running:
+                self.ending = Ending.EXITED
+            elif stop.kill or (stop.terminate_at is not None and now >= stop.terminate_at):
+                self.ending = Ending.INTERRUPTED
+            elif now >= self.deadline:
+                self.ending = Ending.TIMED_OUT
+            elif self.lease_lost:
+                self.ending = Ending.LEASE_LOST
+        if self.ending is None or self.killed_at is not None:
+            return
+        if stop.kill or (self.kill_at is not None and now >= self.kill_at):
+            self._signal(signal.SIGKILL)
+            self.killed_at = now
+        elif self.kill_at is None and (running or group_alive(self.pgid)):
+            self._signal(signal.SIGTERM)
+            self.kill_at = now + self.job.kill_grace.total_seconds()
+
+    def _signal(self, sig: int) -> None:
+        signal_group(self.pgid, sig)
+        if self.leader.status is None:
+            # Until the child's setsid() its group does not exist yet; it has no children then.
+            signal_process(self.leader.pid, sig)
+
+    def _plan(self, now: float) -> tuple[list[int], float]:
+        """Descriptors to wait on and for how long (seconds)."""
+        deadlines = [self.next_beat, now + MAX_WAIT]
+        if self.ending is None:
+            deadlines.append(self.deadline)
+            if self.watch.stop.terminate_at is not None:
+                deadlines.append(self.watch.stop.terminate_at)
+        if self.kill_at is not None and self.killed_at is None:
+            deadlines.append(self.kill_at)
+        fds = [fd for fd in (self.out_fd, self.watch.wake_fd, self.pidfd) if fd is not None]
+        if self.leader.status is not None:
+            deadlines.append(now + POLL_GROUP)  # leftovers: nothing to wait on but time
+        elif self.pidfd is None:
+            deadlines.append(now + POLL_EXIT)
+        if self.killed_at is not None:
+            deadlines.append(now + POLL_GROUP)
+        return fds, min(deadlines) - now
+
+    # -- the end ----------------------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        if self.out_fd is not None:
+            data, _ = read_available(self.out_fd)
+            self.output.feed(data)
+            close_quietly(self.out_fd)
+            self.out_fd = None
+        close_quietly(self.pidfd)
+        self.pidfd = None
+        reap_group(self.pgid)
+
+    def _call_error(self) -> str | None:
+        if self.report_fd is None:
+            return None
+        data, _ = read_available(self.report_fd)
+        close_quietly(self.report_fd)
+        self.report_fd = None
+        try:
+            error = json.loads(data.decode("utf-8")).get("error") if data else None
+        except (ValueError, AttributeError):
+            return None
+        return str(error) if error else None
+
+    def _report(self, began: float) -> Report:
+        ending = Ending.LEASE_LOST if self.lease_lost else self.ending or Ending.EXITED
+        status = self.leader.status
+        exit_code, reason = exit_code_of(status) if status is not None else (None, "not reaped")
+        call_error = self._call_error()
+        if ending is Ending.EXITED:
+            error = call_error or reason
+        else:
+            error = self._termination_text(ending, exit_code)
+        return Report(
+            ending=ending,
+            exit_code=exit_code,
+            output=self.output.finish(),
+            error=error,
+            pid=self.leader.pid,
+            duration=(self.exited_at or self.watch.monotonic()) - began,
+        )
+
+    def _termination_text(self, ending: Ending, exit_code: int | None) -> str:
+        why = {
+            Ending.TIMED_OUT: f"timed out after {_seconds(self.job.timeout.total_seconds())}",
+            Ending.LEASE_LOST: "attempt lease lost (the run was reclaimed)",
+            Ending.INTERRUPTED: "interrupted: the worker is stopping",
+        }.get(ending, ending.value)
+        last = "SIGKILL" if self.killed_at is not None else "SIGTERM"
+        if self.killed_at is not None and self.kill_at is not None:
+            how = f"SIGTERM, then SIGKILL after {_seconds(self.job.kill_grace.total_seconds())}"
+        else:
+            how = last
+        if exit_code is not None and exit_code > 128 and signal_name(exit_code - 128) != last:
+            how += f"; ended by {signal_name(exit_code - 128)}"
+        elif exit_code is not None and exit_code <= 128:
+            how += f"; exited with status {exit_code}"
+        return f"{why} ({how})"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
