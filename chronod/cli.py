@@ -12,19 +12,22 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
-from chronod import __version__
+from chronod import __version__, ops
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig, config_path, load_config, parse_instant
+from chronod.durations import format_duration
 from chronod.errors import EXIT_FAILURE, EXIT_USAGE, ChronodError, ConfigError, UsageError
 from chronod.instants import format_utc
 from chronod.logs import configure as configure_logs
-from chronod.preview import as_json, local_text, relative_text, table, upcoming
+from chronod.preview import Upcoming, as_json, local_text, relative_text, table, upcoming
+from chronod.store.base import RunRecord, RunState, Store
+from chronod.tz import Zone, get_zone
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -206,6 +209,252 @@ def check_command(ctx: Context) -> None:
     noun = "job" if len(config.jobs) == 1 else "jobs"
     detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
     click.echo(f"{config.path}: OK, {len(config.jobs)} {noun} ({detail})")
+
+
+@cli.command("status")
+@click.option("--json", "as_json_output", is_flag=True, help="machine-readable output")
+@pass_context
+def status_command(ctx: Context, as_json_output: bool) -> None:
+    """Show the leader, workers, queue depths and every job's last outcome and next fire."""
+    config = ctx.config()
+    with _open_store(ctx, config) as store:
+        status = ops.cluster_status(store, config, store.now())
+    if as_json_output:
+        click.echo(json.dumps(ops.status_json(status), indent=2))
+        return
+    for line in status_lines(status):
+        click.echo(line)
+
+
+@cli.command("history")
+@click.option("--job", "job_name", metavar="NAME", required=True, help="the job")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=20,
+    show_default=True,
+    help="finished runs to show, newest first",
+)
+@click.option("--json", "as_json_output", is_flag=True, help="machine-readable output")
+@pass_context
+def history_command(ctx: Context, job_name: str, limit: int, as_json_output: bool) -> None:
+    """Show a job's runs: slot, attempt, outcome, duration, exit code, worker and output tail."""
+    config = ctx.config()
+    with _open_store(ctx, config) as store:
+        if job_name not in config.jobs and job_name not in store.job_states():
+            _job(config, job_name)  # raises the usual "no job named ..." usage error
+        history = ops.job_history(store, job_name, limit, config)
+        now = store.now()
+    if as_json_output:
+        click.echo(json.dumps(ops.history_json(history), indent=2))
+        return
+    for line in history_lines(history, now):
+        click.echo(line)
+
+
+@cli.command("trigger")
+@click.option("--job", "job_name", metavar="NAME", required=True, help="the job")
+@click.option("--json", "as_json_output", is_flag=True, help="print the run as JSON")
+@pass_context
+def trigger_command(ctx: Context, job_name: str, as_json_output: bool) -> None:
+    """Run a job once now, through its normal queue (consumes no schedule slot)."""
+    config = ctx.config()
+    job = _job(config, job_name)
+    with _open_store(ctx, config) as store:
+        run = ops.trigger(store, job)
+    if as_json_output:
+        click.echo(json.dumps(ops.run_json(run), indent=2))
+        return
+    where = "waiting behind the active run" if run.state is RunState.WAITING else "queued"
+    click.echo(f"triggered {job.name}: run {run.run_id} {where} on queue {run.queue!r}")
+
+
+@cli.command("pause")
+@click.option("--job", "job_name", metavar="NAME", required=True, help="the job")
+@click.option("--json", "as_json_output", is_flag=True, help="machine-readable output")
+@pass_context
+def pause_command(ctx: Context, job_name: str, as_json_output: bool) -> None:
+    """Pause a job: its slots pass without running until it is resumed (persists)."""
+    config = ctx.config()
+    job = _job(config, job_name)
+    with _open_store(ctx, config) as store:
+        change = ops.pause(store, job.name)
+    if as_json_output:
+        click.echo(json.dumps(ops.pause_json(change), indent=2))
+    elif change.changed:
+        click.echo(
+            f"paused {job.name}: its slots pass without running "
+            f"until 'chronod resume --job {job.name}'"
+        )
+    else:
+        click.echo(f"{job.name} was already paused")
+
+
+@cli.command("resume")
+@click.option("--job", "job_name", metavar="NAME", required=True, help="the job")
+@click.option("--json", "as_json_output", is_flag=True, help="machine-readable output")
+@pass_context
+def resume_command(ctx: Context, job_name: str, as_json_output: bool) -> None:
+    """Resume a paused job from now on (slots of the paused period do not run)."""
+    config = ctx.config()
+    job = _job(config, job_name)
+    with _open_store(ctx, config) as store:
+        change = ops.resume(store, job.name)
+        now = store.now()
+    if as_json_output:
+        click.echo(json.dumps(ops.pause_json(change), indent=2))
+        return
+    fire = ops.next_fire(job, change.state.watermark, now)
+    upcoming_text = "no upcoming fires" if fire is None else f"next fire {_when(fire, now)}"
+    if change.changed:
+        click.echo(f"resumed {job.name}: {upcoming_text}")
+    else:
+        click.echo(f"{job.name} was not paused; {upcoming_text}")
+
+
+# --------------------------------------------------------------------------------------------------
+# status and history as text (the JSON shapes are documented in chronod.ops)
+
+OUTPUT_LINES = 5  # output tail lines shown under each run by `history` (JSON has the whole tail)
+_SECOND = timedelta(seconds=1)
+
+
+def status_lines(status: ops.ClusterStatus) -> list[str]:
+    """``chronod status`` for humans: header, workers, queues and jobs tables, then notes."""
+    lines = table([["store", status.store], ["leader", _leader_text(status.leader)]])
+    lines.append("")
+    if status.workers:
+        grid = [["WORKER", "QUEUES", "SEEN", "RUNNING"]]
+        grid += [
+            [w.worker, ",".join(w.queues), _ago(w.age), f"{w.running}/{w.concurrency}"]
+            for w in status.workers
+        ]
+        lines += table(grid)
+    else:
+        lines.append("workers: none seen in the last minute")
+    lines.append("")
+    lines += table([["QUEUE", "QUEUED"], *([q, str(n)] for q, n in status.queues.items())])
+    lines.append("")
+    head = ["JOB", "KIND", "SCHEDULE", "ZONE", "PAUSED", "ACTIVE", "MISSED", "LAST", "LAST OK"]
+    lines += table([[*head, "NEXT"], *(_job_row(job, status.now) for job in status.jobs)])
+    lines += _job_notes(status.jobs)
+    return lines
+
+
+def history_lines(history: ops.JobHistory, now: datetime) -> list[str]:
+    """``chronod history`` for humans: live runs, then finished ones, each with its output tail."""
+    job = history.config
+    title = f"{history.job}: retired (no longer in the config)"
+    if job is not None:
+        title = f"{history.job}: {job.schedule.describe()} ({job.timezone})"
+    runs = [*reversed(history.live), *history.runs]  # all newest first
+    if not runs:
+        return [title, "  no runs recorded yet"]
+    zone = job.schedule.zone if job is not None else get_zone("UTC")
+    head = ["SLOT", "ATTEMPT", "OUTCOME", "DURATION", "EXIT", "WORKER", "FINISHED"]
+    header, *rows = table([head, *(_run_row(run, zone, now) for run in runs)])
+    lines = [f"{title}, newest first", header]
+    for line, run in zip(rows, runs, strict=True):
+        lines.append(line)
+        lines += _run_details(run)
+    return lines
+
+
+def _leader_text(leader: ops.LeaderStatus | None) -> str:
+    if leader is None:
+        return "none (no scheduler holds the lease; nothing is being dispatched)"
+    left = format_duration(_whole_seconds(leader.lease_left))
+    return f"{leader.node}, epoch {leader.epoch}, lease {left} left"
+
+
+def _job_row(job: ops.JobStatus, now: datetime) -> list[str]:
+    state = job.state
+    last = "-"
+    if state is not None and state.last_outcome is not None and state.last_outcome_at is not None:
+        last = f"{state.last_outcome.value} {_ago(now - state.last_outcome_at)}"
+    last_ok = "-"
+    if state is not None and state.last_success_at is not None:
+        last_ok = _ago(now - state.last_success_at)
+    config = job.config
+    return [
+        job.name,
+        "-" if config is None else config.kind,
+        "(retired)" if config is None else config.schedule.describe(),
+        "-" if config is None else config.timezone,
+        "yes" if job.paused else "no",
+        str(state.active if state else 0),
+        str(state.missed if state else 0),
+        last,
+        last_ok,
+        "-" if job.next_fire is None else _when(job.next_fire, now),
+    ]
+
+
+def _job_notes(jobs: tuple[ops.JobStatus, ...]) -> list[str]:
+    notes = []
+    for job in jobs:
+        if job.next_fire is not None and job.next_fire.note:
+            notes.append(f"note: {job.name}: {job.next_fire.note}")
+        if not job.retired and not job.loaded:
+            notes.append(
+                f"note: {job.name}: this definition is not loaded by a scheduler yet "
+                "(new or edited since its last load or reload)"
+            )
+    return notes
+
+
+def _run_row(run: RunRecord, zone: Zone, now: datetime) -> list[str]:
+    slot = _local(run.slot, zone) + (" (manual)" if run.manual else "")
+    finished = "-" if run.finished_at is None else _ago(now - run.finished_at)
+    return [
+        slot,
+        f"{run.attempt}/{run.max_attempts}",
+        run.state.value,
+        "-" if run.duration is None else format_duration(run.duration),
+        "-" if run.exit_code is None else str(run.exit_code),
+        run.worker or "-",
+        finished,
+    ]
+
+
+def _run_details(run: RunRecord) -> list[str]:
+    """The error and the last output lines of ``run``, indented under its row."""
+    lines = [f"    error: {run.error}"] if run.error else []
+    output = run.output.rstrip("\n").splitlines()
+    if len(output) > OUTPUT_LINES:
+        hidden = len(output) - OUTPUT_LINES
+        lines.append(f"    | ... {hidden} earlier lines (--json shows the whole tail)")
+    lines += [f"    | {text}".rstrip() for text in output[-OUTPUT_LINES:]]
+    return lines
+
+
+def _local(instant: datetime, zone: Zone) -> str:
+    return local_text(Upcoming(job="", at=instant, local=zone.to_local(instant), note=None))
+
+
+def _when(fire: Upcoming, now: datetime) -> str:
+    """``Fri 2026-11-27 17:30 CET (in 2h 5m)``."""
+    delta = fire.at - now
+    relative = "now" if abs(delta) < _SECOND else f"in {format_duration(_whole_seconds(delta))}"
+    return f"{local_text(fire)} ({relative})"
+
+
+def _ago(age: timedelta) -> str:
+    """``3m 12s ago``; whole seconds, because sub-second ages are noise to a human."""
+    if age < _SECOND:
+        return "just now"
+    return f"{format_duration(_whole_seconds(age))} ago"
+
+
+def _whole_seconds(delta: timedelta) -> timedelta:
+    return timedelta(seconds=delta // _SECOND)
+
+
+def _open_store(ctx: Context, config: Config) -> Store:
+    from chronod.daemon import store_settings
+    from chronod.store import open_store
+
+    return open_store(store_settings(config, ctx.store_override), ctx.clock)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -99,10 +99,10 @@ SCRIPTS = (
     "workers",
 )
 
-SOCKET_TIMEOUT = 5.0  # seconds; a blocking XREADGROUP never blocks longer than BLOCK_SLICE
+SOCKET_TIMEOUT = 2.0  # seconds; below the lease renewal period, above BLOCK_SLICE (XREADGROUP)
 CONNECT_TIMEOUT = 2.0
 HEALTH_CHECK_INTERVAL = 30  # seconds idle before a connection is PINGed before use
-RETRIES = 3  # per command, on connection errors and timeouts (every script is idempotent)
+RETRIES = 2  # per command, on connection errors and timeouts (every script is idempotent)
 BLOCK_SLICE = 1.0  # seconds: a waiting claim looks again (reap, due retries, close()) this often
 ABANDONED_TICKET_MS = 5_000  # a ticket read but not handed to claim.lua this long is recovered
 CONSUMER_IDLE_MS = 3_600_000  # stream consumers (worker processes) forgotten after an idle hour
@@ -114,7 +114,7 @@ _MICRO = timedelta(microseconds=1)
 
 def _retry() -> Retry:
     # ConnectionError (including BusyLoadingError while a restarted server loads its AOF) and
-    # TimeoutError: retried with jittered exponential backoff, about 0.35 s in all, then surfaced
+    # TimeoutError: retried with jittered exponential backoff (about 0.15 s in all), then surfaced
     # as StoreUnavailable so the daemon's own backoff and "stop dispatching" logic takes over.
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES)
 
@@ -331,6 +331,8 @@ class RedisStore(Store):
             if text.startswith(("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")):
                 raise StoreUnavailable(f"{where} is unavailable: {text}") from exc
             raise StoreError(f"{where}: {text}") from exc
+        except redis.RedisError as exc:  # protocol errors (not Redis at all), data errors, …
+            raise StoreError(f"{where}: {_one_line(exc)}") from exc
 
     def _call(self, name: str, keys: Sequence[str], *args: str | int) -> Any:
         if self._closed.is_set():
