@@ -1,7 +1,8 @@
-"""``chronod run``: the scheduler supervisor (lease keeper + scheduler + optional local worker pool).
+"""``chronod run``: the scheduler supervisor (lease keeper + scheduler + optional worker pool).
 
-The main loop is small on purpose: make sure a config is loaded, ask the keeper whether we lead, tick
-the scheduler with the store's time, sleep until the next due slot (or until something changes).
+The main loop is small on purpose: make sure a config is loaded, ask the keeper whether we lead,
+tick the scheduler with the store's time, sleep until the next due slot (or until something
+changes).
 Signals only set flags and wake the loop: SIGHUP reloads (a bad file is reported, the running config
 kept), SIGTERM/SIGINT stop (release the lease so a standby takes over at once, drain the pool).
 A store outage is never fatal: the loop reports it, stops dispatching (leadership cannot be proven)
@@ -17,6 +18,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
@@ -34,11 +36,13 @@ from chronod.store.base import Fenced, Store
 log = logging.getLogger("chronod.daemon")
 
 MAX_SLEEP = 5.0  # re-read store time at least this often, so drift between clocks cannot build up
-# Plans for the next due instant are made this long before it (seconds): twice what the last
-# preparation took, within these bounds. The first guess assumes PREPARE_PER_JOB per loaded job.
+# Plans for the next due instant are made ahead of it (Scheduler.prepare): twice the expected
+# planning time of the jobs due then (PREPARE_PER_JOB each until measured), within these bounds
+# (seconds).
 PREPARE_MIN = 0.02
-PREPARE_MAX = 3.0
-PREPARE_PER_JOB = 20e-6
+PREPARE_MAX = 10.0
+PREPARE_PER_JOB = 50e-6
+PREPARE_SAMPLE = 100  # jobs planned at once before their time is trusted as a per-job cost
 BACKOFF = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -106,7 +110,8 @@ class Daemon:
         self.pool = pool_factory(config)
         self._loaded_epoch: int | None = None
         self._failures = 0
-        self._prepare_cost = PREPARE_PER_JOB * len(config.jobs)  # seconds the last prepare took
+        self._per_job = PREPARE_PER_JOB  # seconds to plan one job, as last measured
+        self._due_at: tuple[datetime, int] | None = None  # (wake, jobs due then), counted once
 
     # -- signals ----------------------------------------------------------------------------------
 
@@ -126,8 +131,14 @@ class Daemon:
     # -- main loop --------------------------------------------------------------------------------
 
     def run(self) -> int:
-        event(log, logging.INFO, "chronod starting", node=self.node, store=self.store.describe(),
-              jobs=len(self.config.jobs))
+        event(
+            log,
+            logging.INFO,
+            "chronod starting",
+            node=self.node,
+            store=self.store.describe(),
+            jobs=len(self.config.jobs),
+        )
         self.keeper.start()
         if self.pool is not None:
             self.pool.start()
@@ -165,11 +176,17 @@ class Daemon:
             if self._loaded_epoch != lease.epoch:
                 self.scheduler.load(lease, self.config.jobs)
                 self._loaded_epoch = lease.epoch
-                event(log, logging.INFO, "leading: jobs loaded", epoch=lease.epoch,
-                      jobs=len(self.config.jobs))
+                self._due_at = None
+                event(
+                    log,
+                    logging.INFO,
+                    "leading: jobs loaded",
+                    epoch=lease.epoch,
+                    jobs=len(self.config.jobs),
+                )
             now = self.store.now()
             read_at = self.clock.monotonic()
-            self.scheduler.tick(lease, now)
+            self.scheduler.tick(lease, now, between=self.keeper.renew_if_due)
             wake = self.scheduler.next_wake()
         except Fenced as exc:
             # Logged here as well as by the keeper: the keeper's renewal may have noticed first
@@ -195,16 +212,20 @@ class Daemon:
 
         Returns the time to sleep: until ``wake`` once prepared, else until it is time to prepare.
         """
-        lead = min(max(2 * self._prepare_cost, PREPARE_MIN), PREPARE_MAX)
+        prepared = self.scheduler.prepared_until
+        if prepared is not None and prepared >= wake:
+            return until_wake
+        if self._due_at is None or self._due_at[0] != wake:
+            self._due_at = (wake, self.scheduler.count_due(wake))
+        lead = min(max(2 * self._per_job * self._due_at[1], PREPARE_MIN), PREPARE_MAX)
         if until_wake > lead:
             return until_wake - lead
-        prepared = self.scheduler.prepared_until
-        if prepared is None or prepared < wake:
-            started = self.clock.monotonic()
-            self.scheduler.prepare(wake)
-            self._prepare_cost = self.clock.monotonic() - started
-            until_wake -= self._prepare_cost
-        return until_wake
+        started = self.clock.monotonic()
+        planned = self.scheduler.prepare(wake)
+        spent = self.clock.monotonic() - started
+        if planned >= PREPARE_SAMPLE:
+            self._per_job = spent / planned
+        return until_wake - spent
 
     def _backoff(self, exc: Exception) -> float:
         delay = BACKOFF[min(self._failures, len(BACKOFF) - 1)]
@@ -221,7 +242,11 @@ class Daemon:
             config = load_config(self.config_file)
         except ConfigError as exc:
             for issue in exc.issues:
-                event(log, logging.ERROR, f"reload refused, keeping the running config: {issue.format()}")
+                event(
+                    log,
+                    logging.ERROR,
+                    f"reload refused, keeping the running config: {issue.format()}",
+                )
             self.notifier.ready(self.status_line())
             return
         self.config = config
@@ -243,4 +268,3 @@ class Daemon:
         self.store.close()
         self.keeper.store.close()
         event(log, logging.INFO, "stopped")
-

@@ -1,20 +1,21 @@
 """The scheduler: decide which slots are due and hand each to the store's fenced dispatch, once.
 
-Only the leader runs :meth:`Scheduler.tick`. Due jobs sit in a heap keyed by their next slot, so a tick
-costs O(due · log n), not O(jobs); between ticks the daemon sleeps until the heap's head is due.
+Only the leader runs :meth:`Scheduler.tick`. Due jobs sit in a heap keyed by their next slot, so a
+tick costs O(due · log n), not O(jobs); between ticks the daemon sleeps until the heap's head is
+due.
 
 Per due job the slots in (watermark, now] are split by ``grace`` (DESIGN §3): slots late by at most
 ``grace`` are dispatched, oldest first; older ones follow ``catchup`` (``none``: recorded missed;
 ``latest``: the newest runs; ``all``: the newest ``catchup_limit`` run) and the rest are recorded
-missed. The store re-checks everything (fence, not early by store time, guard, watermark), so a stale
-view here can only cause a refusal, never a second run.
+missed. The store re-checks everything (fence, not early by store time, guard, watermark), so a
+stale view here can only cause a refusal, never a second run.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -42,6 +43,9 @@ MISSED_ENTRIES = 20
 COUNT_CAP = 100_000
 # After an EARLY refusal (our estimate of store time ran ahead), try again this soon.
 EARLY_RETRY = timedelta(milliseconds=20)
+# Slots per store.dispatch call. A call is one transaction on SQLite: unbounded, a large catch-up
+# held the write lock past the lease's expiry, so the leader could not renew and lost the lease.
+DISPATCH_BATCH = 2000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +63,18 @@ def plan_slots(job: JobConfig, watermark: datetime | None, now: datetime) -> Pla
     schedule = job.schedule
     floor = watermark if watermark is not None else now
     cutoff = now - job.grace  # a slot at exactly ``cutoff`` is late by ``grace``: still runs
-    in_grace = list(_fires_between(schedule, max(floor, cutoff - TICK), now))
+    start = max(floor, cutoff - TICK)
+    in_grace: list[datetime] = []
+    next_due: datetime | None = None
+    # One walk gives the slots in (start, now] and the first one after ``now``: the schedule is
+    # the costly part of planning, so it is not asked for that first slot a second time.
+    for fire in schedule.fires(start):
+        if fire.at > now:
+            next_due = fire.at
+            break
+        in_grace.append(fire.at)
+    if start > now:  # a watermark ahead of ``now`` (the store's clock went back)
+        next_due = schedule.next_after(now)
     keep = {"none": 0, "latest": 1, "all": job.catchup_limit}[job.catchup]
     older, count = _newest_before(schedule, floor, cutoff, keep + MISSED_ENTRIES)
     split = max(len(older) - keep, 0)
@@ -68,7 +83,7 @@ def plan_slots(job: JobConfig, watermark: datetime | None, now: datetime) -> Pla
         run=(*catch_up, *in_grace),
         missed=tuple(missed[-MISSED_ENTRIES:]),
         missed_count=count - len(catch_up),
-        next_due=schedule.next_after(now),
+        next_due=next_due,
     )
 
 
@@ -85,8 +100,8 @@ def _newest_before(
 ) -> tuple[list[datetime], int]:
     """The newest ``need`` fires in (floor, cutoff) and how many there are in all (capped).
 
-    Schedules only walk forward, so look back from ``cutoff`` through a window that grows 4x until it
-    holds ``need`` fires or reaches ``floor``; then count what lies before the window.
+    Schedules only walk forward, so look back from ``cutoff`` through a window that grows 4x until
+    it holds ``need`` fires or reaches ``floor``; then count what lies before the window.
     """
     if cutoff <= floor + TICK:
         return [], 0
@@ -161,13 +176,14 @@ class Scheduler:
     # -- loading ----------------------------------------------------------------------------------
 
     def load(self, lease: Lease, jobs: Mapping[str, JobConfig]) -> list[JobState]:
-        """(Re)load the config as leader: sync fingerprints (edits never fire early), rebuild the heap."""
+        """Load the jobs as leader: sync fingerprints (edits never fire early), rebuild the heap."""
         self.clear()
         identity = {name: (j.fingerprint, j.digest) for name, j in jobs.items()}
         loaded_at = self.store.now()
         syncs = [
-            JobSync(name=name, fingerprint=identity[name][0],
-                    next_due=j.schedule.next_after(loaded_at))
+            JobSync(
+                name=name, fingerprint=identity[name][0], next_due=j.schedule.next_after(loaded_at)
+            )
             for name, j in jobs.items()
         ]
         states = self.store.sync_jobs(lease, syncs, loaded_at)
@@ -209,57 +225,99 @@ class Scheduler:
         (:meth:`_Prepared.valid_at`); otherwise the job is planned again. Returns how many jobs
         were planned.
         """
-        heap, count, stack = self._heap, 0, [0]
-        while stack:  # walk the heap's tree, pruning subtrees that are all due after ``at``
-            i = stack.pop()
-            if i >= len(heap) or heap[i][0] > at:
-                continue
-            due, name = heap[i]
-            if self._scheduled.get(name) == due and name not in self._prepared:
+        count = 0
+        for name, _ in self._due_by(at):
+            if name not in self._prepared:
                 job = self.jobs[name]
                 watermark = self._watermark.get(name)
                 plan = plan_slots(job, watermark, at)
                 self._prepared[name] = _Prepared(at, watermark, plan, self._items(job, plan))
                 count += 1
-            stack.extend((2 * i + 1, 2 * i + 2))
         if self.prepared_until is None or at > self.prepared_until:
             self.prepared_until = at
         return count
 
-    def tick(self, lease: Lease, now: datetime) -> TickReport:
-        """Dispatch everything due at store time ``now``. Raises Fenced if the lease is not current."""
+    def count_due(self, at: datetime) -> int:
+        """How many jobs are due at or before ``at`` (what :meth:`prepare` would plan)."""
+        return sum(1 for _ in self._due_by(at))
+
+    def _due_by(self, at: datetime) -> Iterator[tuple[str, datetime]]:
+        """The live heap entries due at or before ``at``, in no particular order, without popping:
+        a walk of the heap's tree that prunes every subtree whose root is due after ``at``."""
+        heap, stack = self._heap, [0]
+        while stack:
+            i = stack.pop()
+            if i >= len(heap) or heap[i][0] > at:
+                continue
+            due, name = heap[i]
+            if self._scheduled.get(name) == due:
+                yield name, due
+            stack.extend((2 * i + 1, 2 * i + 2))
+
+    def tick(
+        self, lease: Lease, now: datetime, between: Callable[[], object] = lambda: None
+    ) -> TickReport:
+        """Dispatch what is due at store time ``now``; raises Fenced if the lease is not current.
+
+        The slots go to the store DISPATCH_BATCH at a time, with ``between()`` called between
+        two calls (the daemon renews its lease there if a renewal is due). If a store call fails
+        (raises), every job that was due goes back into the heap at the instant it was due, so
+        the daemon's next attempt retries it from its watermark at once rather than at its next
+        slot (or never); slots a failed tick did dispatch are then refused as duplicates.
+        """
         report = TickReport()
         batch: list[SlotDispatch] = []
-        due_names: list[str] = []
-        while (head := self.next_wake()) is not None and head <= now:
-            name = heapq.heappop(self._heap)[1]
-            del self._scheduled[name]
-            due_names.append(name)
-        for name in due_names:
-            job = self.jobs[name]
-            watermark = self._watermark.get(name)
-            prepared = self._prepared.pop(name, None)
-            if prepared is not None and prepared.valid_at(job, watermark, now):
-                plan, items = prepared.plan, prepared.items
-            else:
-                plan = plan_slots(job, watermark, now)
-                items = self._items(job, plan)
-            if plan.missed_count:
-                self._record_missed(lease, job, plan)
-                report.missed[name] = plan.missed_count
-            batch.extend(items)
-            self._push(name, plan.next_due)
-        if batch:
-            results = self.store.dispatch(lease, batch)
-            unknown: set[str] = set()
-            for item, result in zip(batch, results, strict=True):
-                if result.status is DispatchStatus.UNKNOWN_JOB:
-                    unknown.add(item.job)
+        results: list[DispatchResult] = []
+        due: list[tuple[str, datetime]] = []
+        next_dues: list[tuple[str, datetime | None]] = []
+
+        def send() -> None:  # the next DISPATCH_BATCH items of ``batch``
+            if results:
+                between()
+            results.extend(
+                self.store.dispatch(lease, batch[len(results) : len(results) + DISPATCH_BATCH])
+            )
+
+        try:
+            # A full batch goes out as soon as it is planned: the first slots of a large tick do
+            # not wait for the planning of the last ones.
+            while (head := self.next_wake()) is not None and head <= now:
+                at, name = heapq.heappop(self._heap)
+                del self._scheduled[name]
+                due.append((name, at))
+                job = self.jobs[name]
+                watermark = self._watermark.get(name)
+                prepared = self._prepared.pop(name, None)
+                if prepared is not None and prepared.valid_at(job, watermark, now):
+                    plan, items = prepared.plan, prepared.items
                 else:
-                    self._settle(item, result)
-                report.dispatched.append((item, result))
-            if unknown:
-                self._resync(lease, sorted(unknown))
+                    plan = plan_slots(job, watermark, now)
+                    items = self._items(job, plan)
+                if plan.missed_count:
+                    self._record_missed(lease, job, plan)
+                    report.missed[name] = plan.missed_count
+                batch.extend(items)
+                next_dues.append((name, plan.next_due))
+                if len(batch) - len(results) >= DISPATCH_BATCH:
+                    send()
+            while len(results) < len(batch):
+                send()
+        except BaseException:
+            for name, at in due:
+                self._push(name, at)
+            raise
+        # Pushed only now: the store calls are what the due slots were waiting for.
+        for name, next_due in next_dues:
+            self._push(name, next_due)
+        unknown: set[str] = set()
+        for item, result in zip(batch, results, strict=True):
+            if result.status is DispatchStatus.UNKNOWN_JOB:
+                unknown.add(item.job)
+            else:
+                self._settle(item, result)
+            report.dispatched.append((item, result))
+        if unknown:
+            self._resync(lease, sorted(unknown))
         return report
 
     # -- internals --------------------------------------------------------------------------------
@@ -287,8 +345,12 @@ class Scheduler:
     def _record_missed(self, lease: Lease, job: JobConfig, plan: Plan) -> None:
         newest = plan.missed[-1] if plan.missed else None
         state = self.store.advance(
-            lease, job.name, self._identity[job.name][0], plan.missed, plan.missed_count,
-            plan.next_due
+            lease,
+            job.name,
+            self._identity[job.name][0],
+            plan.missed,
+            plan.missed_count,
+            plan.next_due,
         )
         self._watermark[job.name] = state.watermark
         log.warning(
@@ -318,13 +380,16 @@ class Scheduler:
             log.info("skipped %s: previous run still active (overlap=skip)", result.run_id)
 
     def _resync(self, lease: Lease, names: list[str]) -> None:
-        """The store holds another fingerprint for these jobs (a leader with a different config wrote
+        """The store holds another fingerprint for these jobs (a leader with another config wrote
         it): make ours current. Like any edit, this never fires early."""
         log.warning("jobs %s: the store holds another definition; re-syncing", ", ".join(names))
         loaded_at = self.store.now()
         syncs = [
-            JobSync(name=n, fingerprint=self._identity[n][0],
-                    next_due=self.jobs[n].schedule.next_after(loaded_at))
+            JobSync(
+                name=n,
+                fingerprint=self._identity[n][0],
+                next_due=self.jobs[n].schedule.next_after(loaded_at),
+            )
             for n in names
         ]
         for state in self.store.sync_jobs(lease, syncs, loaded_at):
@@ -345,4 +410,3 @@ class Scheduler:
 
     def due_count(self) -> int:
         return len(self._scheduled)
-

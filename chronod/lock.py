@@ -3,8 +3,8 @@
 A :class:`LeaseKeeper` runs in a thread of its own with a store connection of its own. The scheduler
 asks :meth:`LeaseKeeper.current` before every batch of writes; it answers with the lease only while
 the lease is *provably* valid: the validity window is counted on the monotonic clock from the moment
-the acquire/renew request was **sent** (the store may have started the TTL any time after that), so a
-slow reply, a stalled process or a store outage all shrink it, never stretch it.
+the acquire/renew request was **sent** (the store may have started the TTL any time after that), so
+a slow reply, a stalled process or a store outage all shrink it, never stretch it.
 
 This local check only keeps an ex-leader from trying. What makes it safe is fencing in the store: a
 write carrying an old token or epoch is refused there, whatever this process's clock believes.
@@ -56,11 +56,12 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._lease: Lease | None = None
         self._valid_until = 0.0  # monotonic seconds
+        self._renewed_at = 0.0  # monotonic instant the last successful acquire/renew was sent
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.renew_failures = 0
 
-    # -- queried by the scheduler -------------------------------------------------------------------
+    # -- queried by the scheduler ------------------------------------------------------------------
 
     def current(self) -> Lease | None:
         """The lease, if it is provably still ours right now; None otherwise."""
@@ -72,6 +73,20 @@ class LeaseKeeper:
     def seconds_left(self) -> float:
         with self._lock:
             return max(self._valid_until - self.clock.monotonic(), 0.0) if self._lease else 0.0
+
+    def renew_if_due(self) -> None:
+        """Renew now, from the calling thread, if a renewal is due (none for ``renew_every``).
+
+        The daemon calls this between the store calls of a long tick: on SQLite its own write
+        transactions hold the database lock the keeper thread's renewal waits for, and a renewal
+        that waits past the lease's expiry is refused (the leader loses its own lease). Safe to run
+        alongside the keeper thread: a renewal repeated is harmless.
+        """
+        with self._lock:
+            lease, renewed_at = self._lease, self._renewed_at
+        sent = self.clock.monotonic()
+        if lease is not None and sent - renewed_at >= self.renew_every:
+            self._try_renew(lease, sent)
 
     def fenced(self, lease: Lease) -> None:
         """The store refused ``lease`` (another leader took over): step down at once."""
@@ -126,6 +141,7 @@ class LeaseKeeper:
         with self._lock:
             self._lease = lease
             self._valid_until = sent + self.ttl.total_seconds() * (1 - SAFETY)
+            self._renewed_at = sent
         log.info("became leader (epoch %d, node %s)", lease.epoch, lease.node)
         self.on_change(lease)
         return self.renew_every
@@ -150,7 +166,12 @@ class LeaseKeeper:
         with self._lock:
             if self._lease is not None and self._lease.token == renewed.token:
                 self._lease = renewed
-                self._valid_until = sent + self.ttl.total_seconds() * (1 - SAFETY)
+                # max: the daemon thread may renew too (renew_if_due); a reply to an older
+                # request arriving last must not shorten the validity the newer one proved.
+                self._valid_until = max(
+                    self._valid_until, sent + self.ttl.total_seconds() * (1 - SAFETY)
+                )
+                self._renewed_at = max(self._renewed_at, sent)
         return self.renew_every
 
     def _drop(self, lease: Lease, reason: str) -> None:

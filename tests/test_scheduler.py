@@ -1,0 +1,193 @@
+"""The leader's Scheduler on a real SQLite store with a manual clock: store failures in the middle
+of a tick, and plans prepared ahead of the due instant (``Scheduler.prepare``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chronod.clock import ManualClock
+from chronod.config import JobConfig
+from chronod.dispatch import Scheduler, _Prepared, plan_slots
+from chronod.errors import StoreUnavailable
+from chronod.schedules import IntervalSchedule
+from chronod.store.base import DispatchResult, DispatchStatus, JobState, Lease, SlotDispatch
+from chronod.store.sqlite import SQLiteStore
+from chronod.tz import UTC, get_zone
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+
+
+def job(name: str, every: timedelta = MINUTE, **overrides: Any) -> JobConfig:
+    return JobConfig(
+        name=name,
+        schedule=IntervalSchedule(every, get_zone("UTC")),
+        timezone="UTC",
+        command="true",
+        overlap="allow",
+        **overrides,
+    )
+
+
+class FlakyStore(SQLiteStore):
+    """A SQLite store whose next ``dispatch`` / ``advance`` calls fail, as a store blip would."""
+
+    fail_dispatch = 0
+    fail_advance = 0
+
+    def dispatch(self, lease: Lease, items: Sequence[SlotDispatch]) -> list[DispatchResult]:
+        if self.fail_dispatch:
+            self.fail_dispatch -= 1
+            raise StoreUnavailable("blip")
+        return super().dispatch(lease, items)
+
+    def advance(
+        self,
+        lease: Lease,
+        job: str,
+        fingerprint: str,
+        missed: Sequence[datetime],
+        missed_count: int,
+        next_due: datetime | None,
+    ) -> JobState:
+        if self.fail_advance:
+            self.fail_advance -= 1
+            raise StoreUnavailable("blip")
+        return super().advance(lease, job, fingerprint, missed, missed_count, next_due)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0 + timedelta(seconds=30))
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: ManualClock) -> Iterator[FlakyStore]:
+    opened = FlakyStore(tmp_path / "state.db", clock=clock)
+    yield opened
+    opened.close()
+
+
+def lead(store: FlakyStore) -> Lease:
+    lease = store.acquire_lease("node", "token", timedelta(days=1))
+    assert lease is not None
+    return lease
+
+
+def queued(store: FlakyStore, name: str) -> list[datetime]:
+    return [run.slot for run in store.live_runs(name)]
+
+
+def test_a_failed_dispatch_is_retried_at_once_not_at_the_next_slot(
+    store: FlakyStore, clock: ManualClock
+) -> None:
+    lease = lead(store)
+    scheduler = Scheduler(store)
+    scheduler.load(lease, {"hourly": job("hourly", every=timedelta(hours=1))})
+    due = scheduler.next_wake()
+    assert due == T0 + timedelta(minutes=60)
+    clock.set(due)
+    store.fail_dispatch = 1
+    with pytest.raises(StoreUnavailable):
+        scheduler.tick(lease, store.now())
+    # Still due now (not in an hour): the daemon's retry after its backoff dispatches it.
+    assert scheduler.next_wake() == due
+    clock.advance(2)
+    report = scheduler.tick(lease, store.now())
+    assert [r.status for _, r in report.dispatched] == [DispatchStatus.QUEUED]
+    assert queued(store, "hourly") == [due]
+    assert scheduler.next_wake() == due + timedelta(hours=1)
+
+
+def test_a_failure_while_recording_missed_slots_loses_no_job(
+    store: FlakyStore, clock: ManualClock
+) -> None:
+    lease = lead(store)
+    jobs = {name: job(name) for name in ("a", "b", "c")}
+    scheduler = Scheduler(store)
+    scheduler.load(lease, jobs)
+    # Down for five minutes: every job has missed slots to record before it dispatches.
+    clock.set(T0 + 5 * MINUTE + timedelta(seconds=10))
+    store.fail_advance = 1
+    with pytest.raises(StoreUnavailable):
+        scheduler.tick(lease, store.now())
+    assert scheduler.due_count() == 3  # nobody fell out of the heap
+    assert scheduler.next_wake() == T0 + MINUTE
+    report = scheduler.tick(lease, store.now())
+    assert sorted(item.job for item, _ in report.dispatched) == ["a", "b", "c"]
+    for name in jobs:
+        assert queued(store, name) == [T0 + 5 * MINUTE]
+        assert store.job_states()[name].missed == 4
+
+
+def test_prepared_plans_dispatch_exactly_what_planning_at_the_tick_would(
+    tmp_path: Path, store: FlakyStore, clock: ManualClock
+) -> None:
+    jobs = {f"j{i}": job(f"j{i}", every=SECOND * (1 + i % 3)) for i in range(9)}
+    other = FlakyStore(tmp_path / "other.db", clock=clock)  # the same jobs, never prepared
+    prepared, fresh = Scheduler(store), Scheduler(other)
+    leases = lead(store), lead(other)
+    prepared.load(leases[0], jobs)
+    fresh.load(leases[1], jobs)
+    for step in range(20):
+        wake = prepared.next_wake()
+        assert wake is not None
+        assert wake == fresh.next_wake()
+        assert prepared.prepare(wake) > 0
+        clock.set(wake + timedelta(milliseconds=3 * step))  # the tick comes a little late
+        ours = prepared.tick(leases[0], store.now())
+        theirs = fresh.tick(leases[1], other.now())
+        assert [item for item, _ in ours.dispatched] == [item for item, _ in theirs.dispatched]
+        assert all(r.status is DispatchStatus.QUEUED for _, r in ours.dispatched)
+    assert prepared.prepared_until is not None
+    other.close()
+
+
+@given(
+    every_s=st.integers(1, 600),
+    grace_s=st.integers(0, 900),
+    catchup=st.sampled_from(["none", "latest", "all"]),
+    watermark_back_s=st.integers(0, 3600),
+    prepared_back_ms=st.integers(0, 5000),
+    late_ms=st.integers(0, 5000),
+)
+def test_a_prepared_plan_is_used_only_when_it_equals_planning_at_the_tick(
+    every_s: int,
+    grace_s: int,
+    catchup: str,
+    watermark_back_s: int,
+    prepared_back_ms: int,
+    late_ms: int,
+) -> None:
+    spec = job(
+        "j",
+        every=timedelta(seconds=every_s),
+        grace=timedelta(seconds=grace_s),
+        catchup=catchup,
+        catchup_limit=3,
+    )
+    watermark = T0 - timedelta(seconds=watermark_back_s)
+    at = T0 - timedelta(milliseconds=prepared_back_ms)
+    now = T0 + timedelta(milliseconds=late_ms)
+    plan = plan_slots(spec, watermark, at)
+    ahead = _Prepared(at, watermark, plan, [])
+    if ahead.valid_at(spec, watermark, now):
+        assert plan_slots(spec, watermark, now) == plan
+    # Planned at the due instant and used within grace, an on-time slot's plan is always reused.
+    due = spec.schedule.next_after(watermark)
+    assert due is not None
+    on_time = _Prepared(due, watermark, plan_slots(spec, watermark, due), [])
+    following = spec.schedule.next_after(due)
+    if due <= now <= due + spec.grace and (following is None or following > now):
+        assert on_time.valid_at(spec, watermark, now) == (on_time.plan.missed_count == 0)
+    # Never reused for a different watermark, or before the instant it was planned for.
+    assert not ahead.valid_at(spec, watermark - SECOND, now)
+    assert not ahead.valid_at(spec, watermark, at - timedelta(microseconds=1))
