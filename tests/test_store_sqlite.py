@@ -624,3 +624,42 @@ def test_sigkill_at_random_instants_leaves_a_consistent_state(tmp_path: Path) ->
         assert survivor.claim("w", ["default"], "final", LONG, 0) is not None
     finally:
         survivor.close()
+
+
+def test_opening_another_store_in_the_same_process_keeps_the_first_ones_locks(
+    tmp_path: Path,
+) -> None:
+    """Regression: a second store's file preparation must not drop the first one's POSIX locks.
+
+    Closing any descriptor of the database file releases all of this process's locks on it; a
+    short-lived connection in another process then thinks it is the last user, checkpoints and
+    deletes the WAL, and the first store's later writes vanish into an unlinked file.
+    """
+    path = tmp_path / "state.db"
+    first = SQLiteStore(path)
+    lease = first.acquire_lease("node-a", "token-a", timedelta(minutes=5))
+    assert lease is not None
+    second = SQLiteStore(path)
+    second.leader()  # opens its connection in this process
+    probe = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "c.execute('SELECT count(*) FROM sqlite_master').fetchone(); c.close()"
+    )
+    subprocess.run([sys.executable, "-c", probe, str(path)], check=True, timeout=60)
+    first.sync_jobs(lease, [JobSync(name="j", fingerprint="fp", next_due=None)], first.now())
+    wal = Path(f"{path}-wal")
+    assert wal.exists(), "the WAL was deleted under an open connection"
+    reader = (
+        "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("
+        "'SELECT count(*) FROM jobs').fetchone()[0])"
+    )
+    seen = subprocess.run(
+        [sys.executable, "-c", reader, str(path)],
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert seen == "1", "another process does not see the first store's write"
+    second.close()
+    first.close()

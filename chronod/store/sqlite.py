@@ -414,7 +414,15 @@ def _prepare_files(path: Path) -> None:
     directories are left alone: an operator may have chosen group access deliberately.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # O_EXCL matters: closing *any* descriptor of a file drops every POSIX lock this process holds
+    # on it, so opening and closing an existing database here would silently unlock the connections
+    # other stores in this process have open; the next process to close its connection would then
+    # believe it was the last one and delete the WAL under them. Only a file we just created
+    # (which nobody in this process can have open yet) is ever closed here.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
     os.close(fd)
 
 
