@@ -82,6 +82,26 @@ def cli(
     )
 
 
+def _metrics_address(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    from chronod.metrics import parse_address
+
+    try:
+        return None if value is None else parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+metrics_option = click.option(
+    "--metrics",
+    "metrics_address",
+    metavar="HOST:PORT",
+    callback=_metrics_address,
+    help="serve Prometheus metrics at http://HOST:PORT/metrics (':PORT': all interfaces)",
+)
+
+
 @cli.command("run")
 @click.option(
     "--workers",
@@ -89,22 +109,27 @@ def cli(
     default=None,
     help="embedded worker pool size; 0 = scheduler only [default: [chronod] workers]",
 )
+@metrics_option
 @pass_context
-def run_command(ctx: Context, workers: int | None) -> None:
+def run_command(ctx: Context, workers: int | None, metrics_address: tuple[str, int] | None) -> None:
     """Run the scheduler (leader election) and a local worker pool."""
     from chronod.daemon import Daemon
+    from chronod.metrics import serving
     from chronod.worker import embedded_pool_factory
 
     config = ctx.config()
-    daemon = Daemon(
-        config=config,
-        config_file=ctx.config_file,
-        store_override=ctx.store_override,
-        clock=ctx.clock,
-        pool_factory=embedded_pool_factory(workers, ctx.store_override),
-    )
-    daemon.install_signals()
-    sys.exit(daemon.run())
+    with serving(metrics_address) as metrics:
+        daemon = Daemon(
+            config=config,
+            config_file=ctx.config_file,
+            store_override=ctx.store_override,
+            clock=ctx.clock,
+            pool_factory=embedded_pool_factory(workers, ctx.store_override),
+            metrics=metrics,
+        )
+        daemon.install_signals()
+        code = daemon.run()
+    sys.exit(code)
 
 
 @cli.command("worker")
@@ -121,12 +146,41 @@ def run_command(ctx: Context, workers: int | None) -> None:
     multiple=True,
     help="queue to take runs from; repeat for several [default: default]",
 )
+@metrics_option
 @pass_context
-def worker_command(ctx: Context, concurrency: int | None, queues: tuple[str, ...]) -> None:
+def worker_command(
+    ctx: Context,
+    concurrency: int | None,
+    queues: tuple[str, ...],
+    metrics_address: tuple[str, int] | None,
+) -> None:
     """Run a worker pool only: execute the runs dispatched to the given queues."""
+    from chronod.metrics import serving
     from chronod.worker import serve
 
-    sys.exit(serve(ctx.config(), ctx.store_override, concurrency=concurrency, queues=queues))
+    config = ctx.config()
+    with serving(metrics_address) as metrics:
+        code = serve(
+            config, ctx.store_override, concurrency=concurrency, queues=queues, metrics=metrics
+        )
+    sys.exit(code)
+
+
+@cli.command("web")
+@click.option(
+    "--bind",
+    metavar="ADDR",
+    default="127.0.0.1:8750",
+    show_default=True,
+    help="HOST:PORT to serve on; keep it on loopback unless a proxy guards it",
+)
+@pass_context
+def web_command(ctx: Context, bind: str) -> None:
+    """Serve the web page: timeline, jobs, history, cluster; actions need web_token."""
+    from chronod.web import serve
+
+    ctx.config()  # a broken config is reported like everywhere else, before anything binds
+    sys.exit(serve(ctx.config_file, ctx.store_override, bind, ctx.clock))
 
 
 @cli.command("next")
@@ -451,7 +505,7 @@ def _whole_seconds(delta: timedelta) -> timedelta:
 
 
 def _open_store(ctx: Context, config: Config) -> Store:
-    from chronod.daemon import store_settings
+    from chronod.runtime import store_settings
     from chronod.store import open_store
 
     return open_store(store_settings(config, ctx.store_override), ctx.clock)

@@ -1,27 +1,29 @@
 """``chronod run``: the scheduler supervisor (lease keeper + scheduler + optional worker pool).
 
 The main loop is small on purpose: make sure a config is loaded, ask the keeper whether we lead,
-tick the scheduler with the store's time, sleep until the next due slot (or until something
-changes).
+tick the scheduler with the store's time, report (systemd, metrics), sleep until the next due slot
+(or until something changes).
 Signals only set flags and wake the loop: SIGHUP reloads (a bad file is reported, the running config
-kept), SIGTERM/SIGINT stop (release the lease so a standby takes over at once, drain the pool).
-A store outage is never fatal: the loop reports it, stops dispatching (leadership cannot be proven)
-and retries with backoff.
+kept; the embedded pool reloads too), SIGTERM/SIGINT stop (release the lease so a standby takes over
+at once, drain the pool).
+A store outage is never fatal: the loop reports it (one log line when the store goes, one when it is
+back, ``STATUS=``, ``chronod_store_up 0``), stops dispatching (the keeper stops vouching for the
+lease once its validity runs out) and retries with backoff; the store sampler's probe wakes it as
+soon as the store answers again. Slots that fell due meanwhile are caught up within ``grace``; the
+store's per-slot guards make a retried dispatch harmless. What "healthy" means for the systemd
+watchdog, and why an outage is not unhealthy, is in :mod:`chronod.telemetry`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
 
 from chronod.clock import Clock
 from chronod.config import Config, load_config
@@ -29,9 +31,12 @@ from chronod.dispatch import Scheduler
 from chronod.errors import ConfigError, StoreError
 from chronod.lock import LeaseKeeper
 from chronod.logs import event
+from chronod.metrics import ChronodMetrics
 from chronod.notify import Notifier
-from chronod.store import StoreSettings, open_store
-from chronod.store.base import Fenced, Store
+from chronod.runtime import Pool, PoolHooks, node_name, store_settings
+from chronod.store import open_store
+from chronod.store.base import Fenced, Lease, Store
+from chronod.telemetry import Telemetry, fork_guarded, plural
 
 log = logging.getLogger("chronod.daemon")
 
@@ -45,29 +50,8 @@ PREPARE_PER_JOB = 50e-6
 PREPARE_SAMPLE = 100  # jobs planned at once before their time is trusted as a per-job cost
 BACKOFF = (0.5, 1.0, 2.0, 5.0)
 
-
-class Pool(Protocol):
-    """An embedded worker pool (``chronod run --workers N``)."""
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def check(self) -> None:
-        """Reap and respawn dead children; called from the daemon loop."""
-
-
-def node_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def store_settings(config: Config, override: str | None) -> StoreSettings:
-    return StoreSettings(
-        url=override or config.daemon.store,
-        config_dir=config.directory,
-        namespace=config.daemon.namespace,
-        history=config.daemon.history,
-    )
+# Re-exported: they lived here before chronod.runtime; web and test code still import them here.
+__all__ = ["Daemon", "Flags", "Pool", "node_name", "store_settings"]
 
 
 @dataclass
@@ -88,7 +72,8 @@ class Daemon:
         store_override: str | None,
         clock: Clock,
         notifier: Notifier | None = None,
-        pool_factory: Callable[[Config], Pool | None] = lambda _: None,
+        pool_factory: Callable[[Config, PoolHooks], Pool | None] = lambda _config, _hooks: None,
+        metrics: ChronodMetrics | None = None,
     ) -> None:
         self.config = config
         self.config_file = config_file
@@ -99,15 +84,20 @@ class Daemon:
         self.node = node_name()
         settings = store_settings(config, store_override)
         self.store: Store = open_store(settings, clock)
+        self.metrics = metrics
+        self.telemetry = Telemetry(open_store(settings, clock), clock=clock, metrics=metrics)
+        self.telemetry.configured(config.jobs)
+        # The keeper's thread must not be inside the store when the pool forks (PoolHooks).
+        keeper_store = fork_guarded(open_store(settings, clock), self.telemetry.hooks.fork_lock)
         self.keeper = LeaseKeeper(
-            open_store(settings, clock),
+            keeper_store,
             node=self.node,
             ttl=config.daemon.lease,
             clock=clock,
             on_change=lambda _: self.flags.wake.set(),
         )
         self.scheduler = Scheduler(self.store)
-        self.pool = pool_factory(config)
+        self.pool = pool_factory(config, self.telemetry.hooks)
         self._loaded_epoch: int | None = None
         self._failures = 0
         self._per_job = PREPARE_PER_JOB  # seconds to plan one job, as last measured
@@ -139,25 +129,26 @@ class Daemon:
             store=self.store.describe(),
             jobs=len(self.config.jobs),
         )
+        self.telemetry.start(wake=self.flags.wake.set)
         self.keeper.start()
         if self.pool is not None:
             self.pool.start()
-        announced = False
         try:
-            while not self.flags.stop.is_set():
+            while True:
+                # Cleared before the flags are read, not before the wait: a signal or a store
+                # transition arriving during this pass then shortens the wait instead of being lost.
+                self.flags.wake.clear()
+                if self.flags.stop.is_set():
+                    break
                 if self.flags.reload.is_set():
                     self.reload()
                 delay = self.step()
-                if not announced and self._failures == 0:
-                    self.notifier.ready(self.status_line())
-                    announced = True
                 if self.pool is not None:
                     self.pool.check()
-                self.notifier.watchdog()
+                self.report()
                 watchdog = self.notifier.watchdog_interval()
                 if watchdog is not None:
                     delay = min(delay, watchdog)
-                self.flags.wake.clear()
                 self.clock.wait(self.flags.wake, delay)
         finally:
             self.shutdown()
@@ -168,7 +159,7 @@ class Daemon:
         lease = self.keeper.current()
         if lease is None:
             if self._loaded_epoch is not None:
-                event(log, logging.INFO, "not leading: scheduler idle")
+                event(log, logging.INFO, "not leading: scheduler idle", epoch=self._loaded_epoch)
                 self.scheduler.clear()
                 self._loaded_epoch = None
             return 1.0
@@ -186,7 +177,7 @@ class Daemon:
                 )
             now = self.store.now()
             read_at = self.clock.monotonic()
-            self.scheduler.tick(lease, now, between=self.keeper.renew_if_due)
+            report = self.scheduler.tick(lease, now, between=self.keeper.renew_if_due)
             wake = self.scheduler.next_wake()
         except Fenced as exc:
             # Logged here as well as by the keeper: the keeper's renewal may have noticed first
@@ -199,6 +190,9 @@ class Daemon:
         except StoreError as exc:
             return self._backoff(exc)
         self._failures = 0
+        self.telemetry.health.ok()
+        if self.metrics is not None:
+            self.metrics.ticked(report)
         # ``now`` was read before the tick: the time the tick took is already gone from the wait
         # (without this a tick of many slots made the next one late by its own duration).
         spent = self.clock.monotonic() - read_at
@@ -229,10 +223,31 @@ class Daemon:
 
     def _backoff(self, exc: Exception) -> float:
         delay = BACKOFF[min(self._failures, len(BACKOFF) - 1)]
+        # The first failure gets its own line (this leader stops dispatching); the outage itself
+        # is logged once by the health tracker, and each retry only at debug level.
+        level = logging.WARNING if self._failures == 0 else logging.DEBUG
         self._failures += 1
-        event(log, logging.WARNING, f"store unavailable, not dispatching: {exc}", retry_in=delay)
-        self.notifier.status(f"store unavailable: {exc}")
+        event(log, level, f"store unavailable, not dispatching: {exc}", retry_in=delay)
+        self.telemetry.health.failed(exc)
         return delay
+
+    # -- reporting: systemd, metrics --------------------------------------------------------------
+
+    def report(self) -> None:
+        """Once per loop pass: leadership metrics, READY (once) or STATUS, the watchdog ping."""
+        lease = self.keeper.current()
+        if self.metrics is not None:
+            self.metrics.leadership(lease, self.keeper.renew_failures)
+        self.telemetry.announce(self.notifier, self.status_line(lease))
+        self.telemetry.feed_watchdog(self.notifier, self._keeper_problem())
+
+    def _keeper_problem(self) -> str | None:
+        # LeaseKeeper has no public liveness check; its thread ends only on stop() or a crash,
+        # and a node whose keeper died can never lead again: a restart fixes that.
+        thread = self.keeper._thread
+        if thread is not None and not thread.is_alive():
+            return "the lease keeper thread died"
+        return None
 
     def reload(self) -> None:
         """SIGHUP: load the file again; keep the running config if the new one is invalid."""
@@ -247,17 +262,32 @@ class Daemon:
                     logging.ERROR,
                     f"reload refused, keeping the running config: {issue.format()}",
                 )
-            self.notifier.ready(self.status_line())
+            self.telemetry.announce(self.notifier, self.status_line(), reloaded=True)
             return
         self.config = config
         self._loaded_epoch = None  # resync (fingerprints, heap) on the next step
+        if self.pool is not None:
+            self.pool.reload(config)
+        self.telemetry.configured(config.jobs)
         event(log, logging.INFO, "config reloaded", jobs=len(config.jobs))
-        self.notifier.ready(self.status_line())
+        self.telemetry.announce(self.notifier, self.status_line(), reloaded=True)
 
-    def status_line(self) -> str:
-        lease = self.keeper.current()
-        role = f"leader epoch {lease.epoch}" if lease else "standby"
-        return f"{role}, {len(self.config.jobs)} jobs"
+    def status_line(self, lease: Lease | None = None) -> str:
+        """One line for systemd's STATUS: role and epoch, jobs, queue depth, or the outage."""
+        lease = lease or self.keeper.current()
+        jobs = plural(len(self.config.jobs), "job")
+        outage = self.telemetry.health.outage()
+        if outage is not None:
+            return f"{outage}; not dispatching; {jobs}"
+        if not self.telemetry.health.ever_up:
+            return f"waiting for the store ({self.store.describe()}); {jobs}"
+        if lease is not None:
+            role = f"leader, epoch {lease.epoch}"
+        else:
+            sample = self.telemetry.sampler.latest
+            leader = sample.leader if sample is not None else None
+            role = f"standby (leader {leader.node}, epoch {leader.epoch})" if leader else "standby"
+        return f"{role}; {jobs}; {self.telemetry.queued()}"
 
     def shutdown(self) -> None:
         self.notifier.stopping()
@@ -265,6 +295,7 @@ class Daemon:
         self.keeper.stop(release=True)
         if self.pool is not None:
             self.pool.stop()
+        self.telemetry.stop()
         self.store.close()
         self.keeper.store.close()
         event(log, logging.INFO, "stopped")

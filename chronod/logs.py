@@ -1,8 +1,16 @@
 """Logging: one line per event on stderr, human by default or JSON (``--log-format json``).
 
-Code logs events with :func:`event`, which attaches structured fields (job, run_id, slot, attempt,
-epoch, …). The human format appends them as ``key=value``; the JSON format emits one object per line
-for journald/ELK. The host name is added to every JSON line.
+Code logs events with :func:`event`, which attaches structured fields. The run events carry the
+same ones everywhere: ``job``, ``run_id``, ``slot`` (ISO 8601 UTC), ``attempt``, ``epoch`` (of the
+leader that dispatched the run) and ``worker`` (``host:pid``); leadership events carry ``epoch``.
+
+* human: ``2026-11-27T14:30:00.012Z info    chronod.worker: finished job=backup outcome=…``;
+  fields as ``key=value``, values with spaces, quotes, ``=`` or line breaks quoted JSON-style, and
+  line breaks in the message escaped, so an event is always one line (a traceback follows it).
+* JSON: one object per line for journald/ELK: ``ts``, ``level``, ``logger``, ``msg``, ``host``,
+  ``pid``, then the fields (``exc`` holds a traceback).
+
+Job output goes to the ``chronod.job`` logger, each line prefixed with ``[RUN_ID]``.
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ class HumanFormatter(logging.Formatter):
             datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         )
         extra = " ".join(f"{k}={_human(v)}" for k, v in fields_of(record).items())
-        text = f"{when} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        message = record.getMessage().replace("\r", "\\r").replace("\n", "\\n")
+        text = f"{when} {record.levelname.lower():7} {record.name}: {message}"
         if extra:
             text += f" {extra}"
         if record.exc_info:
@@ -59,15 +68,20 @@ class JSONFormatter(logging.Formatter):
             "host": self.host,
             "pid": record.process,
         }
-        body.update(fields_of(record))
+        for key, value in fields_of(record).items():
+            # A field never hides the record's own keys (``pid`` is the logging process).
+            body[f"{key}_" if key in body else key] = value
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)
         return json.dumps(body, default=str, ensure_ascii=False)
 
 
+_QUOTE = frozenset(' "=\n\r\t')
+
+
 def _human(value: Any) -> str:
     text = str(value)
-    return json.dumps(text) if (" " in text or not text) else text
+    return json.dumps(text, ensure_ascii=False) if not text or _QUOTE & set(text) else text
 
 
 def configure(fmt: LogFormat = "human", level: int = logging.INFO) -> None:

@@ -74,6 +74,7 @@ from chronod._proc import (
 )
 from chronod.config import JobConfig
 from chronod.instants import format_utc
+from chronod.logs import event
 from chronod.store.base import OUTPUT_TAIL, AttemptResult, Outcome
 
 log = logging.getLogger("chronod.runner")
@@ -417,9 +418,16 @@ class _Attempt:
         self.next_beat = now + self.watch.heartbeat_every
         if not self.watch.heartbeat():
             self.lease_lost = True
-            log.warning(
-                "attempt lease lost: terminating run %s (its result will be discarded)",
-                self.info.run_id,
+            info = self.info
+            event(
+                log,
+                logging.WARNING,
+                "attempt lease lost: terminating the run (its result will be discarded)",
+                job=info.job,
+                run_id=info.run_id,
+                slot=format_utc(info.slot),
+                attempt=info.attempt,
+                epoch=info.epoch,
             )
 
     def _enforce(self, now: float) -> None:

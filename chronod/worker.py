@@ -7,9 +7,12 @@ Processes
     then loops in :class:`Consumer`: claim → check the job against its own config → run the attempt
     (:mod:`chronod.runner`, the run in its own process group) → finish. The supervisor only forks,
     reaps and respawns: :meth:`WorkerPool.check` reaps children without blocking and respawns the
-    ones that died, after a backoff that grows while they keep dying young. It holds no store
-    connection. Children always leave through :func:`os._exit` with a named code, never by
-    returning into the supervisor's code.
+    ones that died, after a backoff that grows while they keep dying young. It never uses a
+    store connection a child could inherit mid-call: the process's store sampler thread
+    (:mod:`chronod.telemetry`) holds :attr:`PoolHooks.fork_lock <chronod.runtime.PoolHooks>`
+    while in the store, and every fork takes it. Children report their runs (started, finished)
+    to the supervisor on a pipe, for ``--metrics``. Children always leave through
+    :func:`os._exit` with a named code, never by returning into the supervisor's code.
 
 Signals (in each child)
     SIGTERM, or a first SIGINT: stop claiming; a running run may go on for up to ``drain_timeout``,
@@ -64,7 +67,6 @@ from chronod._proc import (
 )
 from chronod.clock import Clock, SystemClock
 from chronod.config import QUEUE_NAME, Config, JobConfig, load_config
-from chronod.daemon import Pool, store_settings
 from chronod.errors import (
     ConfigError,
     StoreConfigError,
@@ -74,10 +76,13 @@ from chronod.errors import (
 )
 from chronod.instants import format_utc
 from chronod.logs import event
+from chronod.metrics import ChronodMetrics
 from chronod.notify import Notifier
 from chronod.runner import Ending, Report, RunInfo, StopRequest, Supervision, run_attempt
+from chronod.runtime import Pool, PoolHooks, store_settings
 from chronod.store import StoreSettings, open_store
 from chronod.store.base import AttemptResult, Claim, FinishStatus, Outcome, Store, WorkerInfo
+from chronod.telemetry import EventWriter, Telemetry, plural
 
 log = logging.getLogger("chronod.worker")
 
@@ -197,6 +202,7 @@ class Consumer:
         rng: random.Random | None = None,
         parent_pid: int | None = None,
         adopts_orphans: bool = False,
+        events: EventWriter | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -207,6 +213,7 @@ class Consumer:
         # Only a subreaper's strays are its runs' leftovers; elsewhere (an embedding process, a
         # test) waiting for "any child" could steal another component's child.
         self.adopts_orphans = adopts_orphans
+        self.events = events or EventWriter(None)  # run events for the supervisor's metrics
         self.host = socket.gethostname()
         self.worker_id = f"{self.host}:{os.getpid()}"
         self.stop = StopRequest()
@@ -342,7 +349,8 @@ class Consumer:
         if job is None:
             event(log, logging.WARNING, f"refused: {refusal}", outcome="config-mismatch", **fields)
             result = AttemptResult(outcome=Outcome.CONFIG_MISMATCH, error=refusal)
-            self._finish(claim, lambda: result, fields)
+            status = self._finish(claim, lambda: result, fields)
+            self._report_finished(claim, result.outcome, status)
             return
         if self.stopping:
             self._hand_back(claim, fields)
@@ -381,8 +389,11 @@ class Consumer:
         def started(pid: int) -> None:
             # Lateness against this host's clock: exact with SQLite, approximate across hosts.
             ready = claim.run.not_before or claim.run.slot
-            late = (self.clock.now() - ready).total_seconds() * 1000
-            event(log, logging.INFO, "started", pid=pid, late_ms=round(late, 1), **fields)
+            late = (self.clock.now() - ready).total_seconds()
+            event(
+                log, logging.INFO, "started", job_pid=pid, late_ms=round(late * 1000, 1), **fields
+            )
+            self.events.emit("started", job=claim.run.job, late=late)
             self._register(force=True)  # now "running": after the start, not delaying it
 
         return Supervision(
@@ -406,8 +417,7 @@ class Consumer:
                 log,
                 logging.WARNING,
                 f"heartbeat failed, store unavailable: {exc}",
-                run_id=claim.run.run_id,
-                worker=self.worker_id,
+                **self._fields(claim),
             )
             return True
 
@@ -450,6 +460,8 @@ class Consumer:
         status = self._finish(claim, result, fields)
         again = built[-1].retry_at if built and status is FinishStatus.RETRY else None
         outcome = report.outcome
+        ran = report.ending in (Ending.EXITED, Ending.TIMED_OUT)
+        self._report_finished(claim, outcome, status, report.duration if ran else None)
         level = logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING
         event(
             log,
@@ -462,6 +474,21 @@ class Consumer:
             retry_at=format_utc(again) if again else None,
             error=report.error,
             **fields,
+        )
+
+    def _report_finished(
+        self,
+        claim: Claim,
+        outcome: Outcome | None,
+        status: FinishStatus | None,
+        duration: float | None = None,
+    ) -> None:
+        self.events.emit(
+            "finished",
+            job=claim.run.job,
+            outcome=outcome.value if outcome else None,
+            recorded=status.value if status else None,
+            duration=duration,
         )
 
     def _finish(
@@ -586,12 +613,13 @@ class _Slot:
 
 @dataclass
 class WorkerPool:
-    """The supervisor (implements :class:`chronod.daemon.Pool`)."""
+    """The supervisor (implements :class:`chronod.runtime.Pool`)."""
 
     config: Config
     store: StoreSettings
     settings: PoolSettings
     clock: Clock = field(default_factory=SystemClock)
+    hooks: PoolHooks = field(default_factory=PoolHooks)
     slots: list[_Slot] = field(default_factory=list)
     stopping: bool = False
 
@@ -661,7 +689,7 @@ class WorkerPool:
                     log,
                     logging.ERROR,
                     "worker child did not stop in time: killing it",
-                    pid=slot.pid,
+                    child_pid=slot.pid,
                 )
                 signal_process(slot.pid, signal.SIGKILL)
                 _, status = os.waitpid(slot.pid, 0)
@@ -677,9 +705,17 @@ class WorkerPool:
         parent = os.getpid()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
         try:
-            pid = os.fork()
+            with self.hooks.fork_lock:
+                pid = os.fork()
             if pid == 0:
-                _child_main(self.config, self.store, self.settings.consumer(), parent, previous)
+                _child_main(
+                    self.config,
+                    self.store,
+                    self.settings.consumer(),
+                    parent,
+                    previous,
+                    self.hooks.events,
+                )
         except OSError as exc:
             slot.respawn_at = self.clock.monotonic() + self._backoff(slot)
             event(log, logging.ERROR, f"cannot start a worker child: {exc}", slot=slot.index)
@@ -703,7 +739,14 @@ class WorkerPool:
         code = os.waitstatus_to_exitcode(status)
         reason = EXIT_NAMES.get(code, f"killed by {signal_name(-code)}" if code < 0 else "?")
         if self.stopping:
-            event(log, logging.INFO, "worker child exited", pid=pid, exit_code=code, reason=reason)
+            event(
+                log,
+                logging.INFO,
+                "worker child exited",
+                child_pid=pid,
+                exit_code=code,
+                reason=reason,
+            )
             return
         if now - slot.born >= STABLE_AFTER:
             slot.failures = 0
@@ -713,7 +756,7 @@ class WorkerPool:
             log,
             logging.WARNING,
             "worker child died: respawning",
-            pid=pid,
+            child_pid=pid,
             exit_code=code,
             reason=reason,
             respawn_in=delay,
@@ -762,11 +805,12 @@ def _child_main(
     settings: ConsumerSettings,
     parent: int,
     mask: Iterable[int],
+    events: int | None = None,
 ) -> NoReturn:
     """Body of a worker child, right after fork: never returns into the supervisor's code."""
     code = EXIT_CRASHED
     try:
-        code = _child(config, store, settings, parent, mask)
+        code = _child(config, store, settings, parent, mask, events)
     except BaseException:
         log.exception("worker child crashed")
     finally:
@@ -782,6 +826,7 @@ def _child(
     settings: ConsumerSettings,
     parent: int,
     mask: Iterable[int],
+    events: int | None = None,
 ) -> int:
     # Signals are blocked (see WorkerPool._spawn): drop the supervisor's handlers first.
     for sig in FORK_BLOCKED:
@@ -798,7 +843,12 @@ def _child(
         event(log, logging.ERROR, f"worker child cannot open the store: {exc}")
         return EXIT_CONFIG
     consumer = Consumer(
-        store, ConfigSource(config), settings, parent_pid=parent, adopts_orphans=adopts
+        store,
+        ConfigSource(config),
+        settings,
+        parent_pid=parent,
+        adopts_orphans=adopts,
+        events=EventWriter(events),
     )
     try:
         consumer.install_signals()
@@ -823,10 +873,18 @@ def _child(
 
 
 class Foreground:
-    """``chronod worker``: run a pool until SIGTERM/SIGINT; SIGHUP reloads the config."""
+    """``chronod worker``: run a pool until SIGTERM/SIGINT; SIGHUP reloads the config.
 
-    def __init__(self, pool: WorkerPool, notifier: Notifier | None = None) -> None:
+    For systemd (:mod:`chronod.notify`): ``READY=1`` once the store has answered, ``STATUS=`` with
+    the pool and the queue depth (or the store outage), ``WATCHDOG=1`` from this loop while the
+    process is healthy (:mod:`chronod.telemetry`), ``RELOADING=1``/``READY=1`` around a reload.
+    """
+
+    def __init__(
+        self, pool: WorkerPool, telemetry: Telemetry, notifier: Notifier | None = None
+    ) -> None:
         self.pool = pool
+        self.telemetry = telemetry
         self.notifier = notifier or Notifier()
         self.waker = Waker()
         self.stop_requested = False
@@ -849,21 +907,34 @@ class Foreground:
         self.waker.wake()
 
     def run(self) -> int:
+        self.telemetry.start(wake=self.waker.wake)
         self.pool.start()
-        self.notifier.ready(f"{self.pool.settings.concurrency} workers")
         try:
             while not self.stop_requested:
                 if self.reload_requested:
                     self._reload()
                 self.pool.check()
-                self.notifier.watchdog()
+                self.telemetry.announce(self.notifier, self.status_line())
+                self.telemetry.feed_watchdog(self.notifier)
                 wait = min(self.pool.next_check_in(), self.notifier.watchdog_interval() or 1.0)
                 self.waker.wait(wait)
         finally:
             self.notifier.stopping()
             self.pool.stop()
+            self.telemetry.stop()
             self.waker.close()
         return EXIT_OK
+
+    def status_line(self) -> str:
+        settings = self.pool.settings
+        queues = ",".join(settings.queues or ("all queues",))
+        pool = f"{plural(settings.concurrency, 'worker')} on {queues}"
+        outage = self.telemetry.health.outage()
+        if outage is not None:
+            return f"{outage}; {pool}"
+        if not self.telemetry.health.ever_up:
+            return f"waiting for the store; {pool}"
+        return f"{pool}; {self.telemetry.queued()}"
 
     def _reload(self) -> None:
         self.reload_requested = False
@@ -879,8 +950,9 @@ class Foreground:
                 )
         else:
             self.pool.reload(config)
+            self.telemetry.configured(config.jobs)
             event(log, logging.INFO, "config reloaded", jobs=len(config.jobs))
-        self.notifier.ready(f"{self.pool.settings.concurrency} workers")
+        self.telemetry.announce(self.notifier, self.status_line(), reloaded=True)
 
 
 def serve(
@@ -889,13 +961,17 @@ def serve(
     *,
     concurrency: int | None = None,
     queues: tuple[str, ...] = (),
+    metrics: ChronodMetrics | None = None,
 ) -> int:
     """``chronod worker``: validate the arguments, then run a pool in the foreground."""
     for queue in queues:
         if not QUEUE_NAME.match(queue):
             raise UsageError(f"--queue {queue!r}: a queue name uses letters, digits, '_', '.', '-'")
     settings = store_settings(config, store_override)
-    open_store(settings).close()  # a bad URL fails here, once (stores connect lazily)
+    # A bad URL fails here, once (stores connect lazily). The supervisor's own connection is the
+    # sampler's (queue depth for STATUS and metrics); the children open theirs after the fork.
+    telemetry = Telemetry(open_store(settings), clock=SystemClock(), metrics=metrics)
+    telemetry.configured(config.jobs)
     pool = WorkerPool(
         config=config,
         store=settings,
@@ -904,15 +980,16 @@ def serve(
             queues=tuple(dict.fromkeys(queues)) or ("default",),
             drain_timeout=config.daemon.drain_timeout,
         ),
+        hooks=telemetry.hooks,
     )
-    foreground = Foreground(pool)
+    foreground = Foreground(pool, telemetry)
     foreground.install_signals()
     return foreground.run()
 
 
 def embedded_pool_factory(
     workers: int | None, store_override: str | None
-) -> Callable[[Config], Pool | None]:
+) -> Callable[[Config, PoolHooks], Pool | None]:
     """``chronod run --workers N``: the pool the daemon supervises (N=0: none).
 
     N defaults to ``[chronod] workers``, else the CPU count. The embedded pool serves every queue
@@ -920,7 +997,7 @@ def embedded_pool_factory(
     queues run the scheduler with ``--workers 0`` and separate ``chronod worker --queue`` pools.
     """
 
-    def build(config: Config) -> Pool | None:
+    def build(config: Config, hooks: PoolHooks) -> Pool | None:
         size = workers if workers is not None else config.daemon.workers
         size = default_concurrency() if size is None else size
         if size <= 0:
@@ -929,7 +1006,10 @@ def embedded_pool_factory(
             concurrency=size, queues=None, drain_timeout=config.daemon.drain_timeout
         )
         return WorkerPool(
-            config=config, store=store_settings(config, store_override), settings=settings
+            config=config,
+            store=store_settings(config, store_override),
+            settings=settings,
+            hooks=hooks,
         )
 
     return build

@@ -354,6 +354,32 @@ class Processes:
         self.started.append(process)
         return process
 
+    def command(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> ChronodProcess:
+        """Start any program (``argv``) with the same guarantees as :meth:`spawn`: own session, log
+        in ``<directory>/<name>.log``, killed with its group at the end (for other schedulers that
+        benchmarks compare with, say)."""
+        taken = {p.name for p in self.started}
+        unique, n = name, 1
+        while unique in taken:
+            n += 1
+            unique = f"{name}-{n}"
+        process = ChronodProcess(
+            unique,
+            argv,
+            self.directory / f"{unique}.log",
+            self._environment(env),
+            cwd or self.cwd,
+        )
+        self.started.append(process)
+        return process
+
     def run(
         self,
         config: Path,
@@ -418,3 +444,118 @@ def processes(directory: Path, **env: str) -> Iterator[Processes]:
     """``with processes(tmp_path) as procs:`` — :class:`Processes` with extra environment."""
     with Processes(directory, env=dict(env)) as started:
         yield started
+
+
+# -- processes by pid, and a job body for ``call`` jobs (worker tests and benches) ----------------
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` from ``/proc/PID/stat`` (``R``, ``S``, ``T``, ``Z``, …), or None
+    when there is no such process (Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[0].decode() if fields else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that still runs (a zombie does not count)."""
+    state = process_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live (non-zombie) processes whose process group is ``pgid`` (Linux)."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue  # exited while we looked
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) >= 3 and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux ``/proc/PID/task/*/children``)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(word) for word in (task / "children").read_text().split()]
+    return sorted(set(found))
+
+
+def signal_pid(pid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to ``pid``; a process already gone is not an error."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def worker_pid(entry: LogEntry) -> int:
+    """The pid of the worker child named by a worker log entry's ``worker`` field (``host:pid``)."""
+    worker = entry.fields.get("worker")
+    assert isinstance(worker, str), f"no worker field in {entry.raw}"
+    return int(worker.rpartition(":")[2])
+
+
+def find_event(
+    process: ChronodProcess, pattern: str | re.Pattern[str], *, after: int = -1, **fields: Any
+) -> list[LogEntry]:
+    """Entries of ``process`` matching ``pattern`` whose fields include ``fields``."""
+    return [
+        e
+        for e in process.find(pattern, after=after)
+        if all(e.fields.get(k) == v for k, v in fields.items())
+    ]
+
+
+def wait_for_event(
+    process: ChronodProcess,
+    pattern: str | re.Pattern[str],
+    *,
+    timeout: float,
+    after: int = -1,
+    allow_exit: bool = False,
+    **fields: Any,
+) -> LogEntry:
+    """Like :meth:`ChronodProcess.wait_for_log`, for an entry whose fields include ``fields``."""
+
+    def look() -> LogEntry | None:
+        found = find_event(process, pattern, after=after, **fields)
+        if found:
+            return found[0]
+        if not allow_exit and not process.alive():
+            raise AssertionError(
+                f"{process.name} exited ({process.popen.returncode}) before logging "
+                f"{pattern!r} with {fields}\n{process.tail()}"
+            )
+        return None
+
+    return wait_until(
+        look,
+        timeout=timeout,
+        what=f"{process.name} to log {pattern!r} with {fields}",
+        context=process.tail,
+    )
+
+
+def record_run(path: str) -> None:
+    """A ``call`` job body: append ``RUN_ID ATTEMPT PID TIME`` (``time.time()`` at entry) to
+    ``path`` in one ``write`` (``O_APPEND``: lines from concurrent runs never interleave)."""
+    now = time.time()
+    line = (
+        f"{os.environ.get('CHRONOD_RUN_ID', '-')} {os.environ.get('CHRONOD_ATTEMPT', '-')} "
+        f"{os.getpid()} {now:.6f}\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)

@@ -27,9 +27,9 @@ import pytest
 from chronod import ops
 from chronod.cli import history_lines, main, status_lines
 from chronod.config import Config, JobConfig, load_config
-from chronod.daemon import store_settings
 from chronod.instants import format_utc, parse_utc
 from chronod.preview import upcoming
+from chronod.runtime import store_settings
 from chronod.store import open_store
 from chronod.store.base import (
     AttemptResult,
