@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
@@ -30,7 +31,7 @@ from typing import Any, Literal, TypeVar, cast
 from chronod.durations import parse_duration
 from chronod.errors import ConfigError, ConfigIssue, ScheduleError
 from chronod.schedules import IntervalSchedule, Schedule, WindowedSchedule
-from chronod.schedules.cron import CronSchedule
+from chronod.schedules.cron import CronCache, CronSchedule
 from chronod.schedules.interval import EPOCH
 from chronod.schedules.solar import DEPRESSIONS, SolarSchedule
 from chronod.schedules.solar import EVENTS as SOLAR_EVENTS
@@ -53,6 +54,10 @@ CALL_TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[
 SCHEDULE_KINDS = ("every", "cron", "solar")
 
 
+# The one empty read-only mapping every job without kwargs or env shares (nothing can write it).
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True, kw_only=True)
 class DaemonConfig:
     """``[chronod]``: how the daemon and workers run; none of it affects which slots exist."""
@@ -62,6 +67,7 @@ class DaemonConfig:
     namespace: str = "chronod"
     workers: int | None = None  # None: one per CPU
     drain_timeout: timedelta = timedelta(seconds=30)
+    attempt_lease: timedelta = timedelta(seconds=30)  # a run's attempt lease; heartbeat every third
     history: int = 100
     web_token: str | None = field(default=None, repr=False)
 
@@ -77,8 +83,8 @@ class JobConfig:
     command: str | tuple[str, ...] | None = None
     call: str | None = None
     args: tuple[JSONValue, ...] = ()
-    kwargs: Mapping[str, JSONValue] = field(default_factory=lambda: MappingProxyType({}))
-    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    kwargs: Mapping[str, JSONValue] = field(default_factory=lambda: _EMPTY)
+    env: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     cwd: str | None = None
     queue: str = "default"
     timeout: timedelta = timedelta(hours=1)
@@ -90,12 +96,16 @@ class JobConfig:
     catchup_limit: int = 100
     overlap: Overlap = "skip"
 
-    @property
+    # Both identities are computed on first use and kept (cached_property writes the instance's
+    # __dict__, which a frozen dataclass allows): the job is immutable, and each costs a JSON
+    # encoding and a SHA-256, which add up over 100,000 jobs read by the scheduler, status and
+    # metrics alike.
+    @cached_property
     def fingerprint(self) -> str:
         """Identity of the schedule (which slots exist); changing it resets the job's state."""
         return self.schedule.fingerprint
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """Identity of what a worker would execute; queue messages carry it (drift guard)."""
         text = json.dumps(self.execution(), sort_keys=True, separators=(",", ":"))
@@ -210,7 +220,16 @@ def _syntax_issue(file: str, raw: bytes, exc: Exception) -> ConfigIssue:
 _T = TypeVar("_T")
 _MISSING: Any = object()
 
-DAEMON_KEYS = ("store", "lease", "namespace", "workers", "drain_timeout", "history", "web_token")
+DAEMON_KEYS = (
+    "store",
+    "lease",
+    "namespace",
+    "workers",
+    "drain_timeout",
+    "attempt_lease",
+    "history",
+    "web_token",
+)
 # Keys that may be given once in [defaults] for every job.
 DEFAULTABLE_KEYS = (
     "timezone",
@@ -248,10 +267,78 @@ JOB_KEYS = JOB_ONLY_KEYS + DEFAULTABLE_KEYS
 SOLAR_KEYS = ("latitude", "longitude", "elevation", "depression", "offset")
 
 
+class _Identities:
+    """Fingerprints and digests of one load's jobs, computed once per distinct definition.
+
+    Jobs that share a schedule object (:meth:`_Reader.shared`) share its fingerprint; jobs that
+    run the same thing (the same command, no per-job arguments or environment) share a digest.
+    Each is a JSON encoding and a SHA-256 (~30 µs): once per job, 100,000 jobs spent seconds on
+    them before the first tick.
+    """
+
+    def __init__(self) -> None:
+        self._fingerprints: dict[int, tuple[Schedule, str]] = {}
+        self._digests: dict[tuple[Any, ...], str] = {}
+
+    def remember(self, job: JobConfig) -> None:
+        schedule = job.schedule
+        known = self._fingerprints.get(id(schedule))
+        if known is None or known[0] is not schedule:
+            # Keyed by id() (schedules compare by identity anyway); the entry keeps the schedule
+            # alive, so the id cannot be reused while it is here.
+            known = self._fingerprints[id(schedule)] = (schedule, job.fingerprint)
+        _prefill(job, "fingerprint", known[1])
+        if job.args or job.kwargs or job.env:
+            return  # per-job values: computed (once, lazily) from the job itself
+        key = (job.command, job.call, job.cwd, job.timeout, job.kill_grace)
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = self._digests[key] = job.digest
+        _prefill(job, "digest", digest)
+
+
+def _prefill(job: JobConfig, name: str, value: str) -> None:
+    # JobConfig's identities are cached_property values, kept in the instance __dict__ (a non-data
+    # descriptor: the instance value wins); a frozen dataclass refuses setattr, so go round it,
+    # as dataclasses' own __init__ does. The value is exactly what the property would compute.
+    object.__setattr__(job, name, value)
+
+
 class _Reader:
     def __init__(self, file: str) -> None:
         self.file = file
         self.issues: list[ConfigIssue] = []
+        # Per load, never kept between loads: schedules are immutable, so jobs with the same
+        # definition share one object (and its tables, for cron), and identities computed once.
+        self.crons = CronCache()
+        self._schedules: dict[tuple[Any, ...], Schedule] = {}
+        self._parsed: dict[tuple[Any, ...], Any] = {}
+        self.identities = _Identities()
+
+    def parsed(self, where: str, value: Any, parse: Callable[[Any], _T], kind: str) -> _T | None:
+        """:meth:`get` for a pure ``parse`` named ``kind``: a value is parsed once per load.
+
+        Thousands of jobs repeat the same values (``every = "1m"``, a shared ``start``); parsing
+        them is most of what reading a job costs. Only successes are remembered, so every job
+        with a bad value still reports it. The key holds the value's type: ``1``, ``1.0`` and
+        ``true`` are equal in Python but not to the parsers.
+        """
+        if not isinstance(value, _SCALARS):
+            return self.get(where, value, parse)
+        key = (kind, type(value), value)
+        if key in self._parsed:
+            return cast("_T", self._parsed[key])
+        result = self.get(where, value, parse)
+        if result is not None:
+            self._parsed[key] = result
+        return result
+
+    def shared(self, key: tuple[Any, ...], build: Callable[[], Schedule]) -> Schedule:
+        """The schedule defined by ``key`` built once per load (``build`` may raise)."""
+        found = self._schedules.get(key)
+        if found is None:
+            found = self._schedules[key] = build()
+        return found
 
     # -- reporting ---------------------------------------------------------------------------------
 
@@ -317,6 +404,7 @@ class _Reader:
             "namespace": _matching(NAMESPACE, "letters, digits, '_', '.', ':', '-'"),
             "workers": _int_range(0, 1024),
             "drain_timeout": _duration_at_least(timedelta()),
+            "attempt_lease": _duration_at_least(timedelta(seconds=1)),
             "history": _int_range(1, 100_000),
             "web_token": _string,
         }
@@ -347,29 +435,17 @@ class _Reader:
         schedule = self.schedule(name, body, pick, where, zone)
         values: dict[str, Any] = {}
         self.execution(name, body, values)
-        simple: dict[str, Callable[[Any], Any]] = {
-            "description": _string,
-            "queue": _matching(QUEUE_NAME, "letters, digits, '_', '.', '-'"),
-            "timeout": _duration_at_least(timedelta(seconds=1)),
-            "retries": _int_range(0, 100),
-            "retry_delay": _duration_at_least(timedelta()),
-            "kill_grace": _duration_at_least(timedelta()),
-            "grace": _duration_at_least(timedelta()),
-            "catchup": _choice(("none", "latest", "all")),
-            "catchup_limit": _int_range(1, 100_000),
-            "overlap": _choice(("skip", "queue", "allow")),
-            "env": _env,
-            "cwd": _string,
-        }
-        for key, parse in simple.items():
+        for key, parse in _SIMPLE_JOB_KEYS.items():
             value = pick(key)
             if value is not _MISSING:
-                parsed = self.get(where(key), value, parse)
+                parsed = self.parsed(where(key), value, parse, key)
                 if parsed is not None:
                     values[key] = parsed
         if len(self.issues) > before or schedule is None or zone is None:
             return None
-        return JobConfig(name=name, schedule=schedule, timezone=zone.name, **values)
+        job = JobConfig(name=name, schedule=schedule, timezone=zone.name, **values)
+        self.identities.remember(job)
+        return job
 
     def zone(self, where: str, value: Any) -> Zone | None:
         if value is _MISSING:
@@ -426,7 +502,9 @@ class _Reader:
             built = self.interval(prefix, body, zone)
         elif kind == "cron":
             built = self.get(
-                f"{prefix}.cron", body["cron"], lambda v: CronSchedule(_string(v), zone)
+                f"{prefix}.cron",
+                body["cron"],
+                lambda v: CronSchedule.cached(_string(v), zone, self.crons),
             )
         else:
             built = self.solar(prefix, pick, where, zone)
@@ -434,17 +512,23 @@ class _Reader:
             return None
         if start is None and end is None:
             return built
-        return WindowedSchedule(built, start, end)
+        return self.shared(
+            ("window", built, start, end), lambda: WindowedSchedule(built, start, end)
+        )
 
     def interval(self, prefix: str, body: dict[str, Any], zone: Zone) -> Schedule | None:
-        every = self.get(f"{prefix}.every", body["every"], _duration_at_least(timedelta(seconds=1)))
+        every = self.parsed(f"{prefix}.every", body["every"], _EVERY, "every")
         anchor = EPOCH
         if "anchor" in body:
             anchor = self.instant(f"{prefix}.anchor", body["anchor"], zone) or EPOCH
         if every is None:
             return None
         return self.get(
-            f"{prefix}.every", body["every"], lambda _: IntervalSchedule(every, zone, anchor)
+            f"{prefix}.every",
+            body["every"],
+            lambda _: self.shared(
+                ("every", every, zone.name, anchor), lambda: IntervalSchedule(every, zone, anchor)
+            ),
         )
 
     def solar(
@@ -477,24 +561,28 @@ class _Reader:
         lat, lon = coords["latitude"], coords["longitude"]
         if event is None or lat is None or lon is None:
             return None
+        definition = ("solar", event, lat, lon, zone.name, elevation, depression, offset)
         return self.get(
             f"{prefix}.solar",
             event,
-            lambda ev: SolarSchedule(
-                event=ev,
-                latitude=lat,
-                longitude=lon,
-                zone=zone,
-                elevation=elevation,
-                depression=depression,
-                offset=offset,
+            lambda ev: self.shared(
+                definition,
+                lambda: SolarSchedule(
+                    event=ev,
+                    latitude=lat,
+                    longitude=lon,
+                    zone=zone,
+                    elevation=elevation,
+                    depression=depression,
+                    offset=offset,
+                ),
             ),
         )
 
     def instant(self, where: str, value: Any, zone: Zone) -> datetime | None:
         if value is _MISSING:
             return None
-        return self.get(where, value, lambda v: parse_instant(v, zone))
+        return self.parsed(where, value, lambda v: parse_instant(v, zone), f"instant {zone.name}")
 
     def execution(self, name: str, body: dict[str, Any], values: dict[str, Any]) -> None:
         prefix = f"jobs.{name}."
@@ -657,6 +745,29 @@ def _require_json(value: Any) -> None:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
         raise ValueError("must be JSON-serializable (no dates, times or NaN)") from None
+
+
+_EVERY = _duration_at_least(timedelta(seconds=1))
+# Values _Reader.parsed remembers (immutable and hashable; what TOML gives besides arrays/tables).
+_SCALARS = (str, int, float, date, time)
+
+# Keys read the same way on every job (after [defaults]), with their parsers.
+_SIMPLE_JOB_KEYS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
+    {
+        "description": _string,
+        "queue": _matching(QUEUE_NAME, "letters, digits, '_', '.', '-'"),
+        "timeout": _duration_at_least(timedelta(seconds=1)),
+        "retries": _int_range(0, 100),
+        "retry_delay": _duration_at_least(timedelta()),
+        "kill_grace": _duration_at_least(timedelta()),
+        "grace": _duration_at_least(timedelta()),
+        "catchup": _choice(("none", "latest", "all")),
+        "catchup_limit": _int_range(1, 100_000),
+        "overlap": _choice(("skip", "queue", "allow")),
+        "env": _env,
+        "cwd": _string,
+    }
+)
 
 
 def parse_instant(value: Any, zone: Zone) -> datetime:

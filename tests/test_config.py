@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -292,3 +293,86 @@ def test_fingerprint_ignores_command_digest_ignores_schedule(tmp_path: Path) -> 
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+# -- one load shares what its jobs repeat --------------------------------------------------------
+
+
+def test_jobs_with_the_same_definition_share_their_schedule(tmp_path: Path) -> None:
+    body = ""
+    for i in range(3):
+        body += f'[jobs.c{i}]\ncron = "*/5 * * * *"\ncommand = "x"\n'
+        body += f'[jobs.i{i}]\nevery = "1m"\ncommand = "x"\n'
+        body += f'[jobs.w{i}]\nevery = "1m"\nstart = "2026-01-01"\ncommand = "x"\n'
+    body += '[jobs.other-zone]\ncron = "*/5 * * * *"\ntimezone = "UTC"\ncommand = "x"\n'
+    body += '[jobs.other-anchor]\nevery = "1m"\nanchor = "2026-01-01T00:00:30Z"\ncommand = "x"\n'
+    jobs = load_config(write(tmp_path, body)).jobs
+    for kind in "ciw":
+        assert jobs[f"{kind}0"].schedule is jobs[f"{kind}1"].schedule is jobs[f"{kind}2"].schedule
+    assert jobs["other-zone"].schedule is not jobs["c0"].schedule
+    assert jobs["other-anchor"].schedule is not jobs["i0"].schedule
+    assert jobs["w0"].schedule is not jobs["i0"].schedule
+    # Sharing is per load: a second load builds its own.
+    again = load_config(write(tmp_path, body)).jobs
+    assert again["c0"].schedule is not jobs["c0"].schedule
+
+
+def test_identities_computed_at_load_are_what_the_job_would_compute(tmp_path: Path) -> None:
+    body = """
+        [jobs.a]
+        cron = "0 9 * * *"
+        command = "x"
+        [jobs.b]
+        cron = "0 9 * * *"
+        command = "x"
+        timeout = "5m"
+        [jobs.c]
+        every = "1m"
+        call = "pkg.mod:fn"
+        args = [1]
+        [jobs.d]
+        every = "1m"
+        command = ["x", "y"]
+        env = { A = "1" }
+        """
+    jobs = load_config(write(tmp_path, body)).jobs
+    for job in jobs.values():
+        fresh = replace(job)  # a new instance: nothing remembered, both computed from scratch
+        assert "fingerprint" not in vars(fresh)
+        assert "digest" not in vars(fresh)
+        assert (job.fingerprint, job.digest) == (fresh.fingerprint, fresh.digest)
+    assert jobs["a"].fingerprint == jobs["b"].fingerprint
+    assert jobs["a"].digest != jobs["b"].digest  # the timeout is part of what runs
+
+
+def test_values_parsed_once_are_still_checked_per_job(tmp_path: Path) -> None:
+    # 1, 1.0 and true are equal in Python; a remembered "retries = 1" must not let them pass.
+    body = """
+        [jobs.a]
+        every = "1m"
+        command = "x"
+        retries = 1
+        [jobs.b]
+        every = "1m"
+        command = "x"
+        retries = true
+        [jobs.c]
+        every = "1m"
+        command = "x"
+        retries = 1.0
+        [jobs.d]
+        cron = "*/60 * * * *"
+        command = "x"
+        [jobs.e]
+        cron = "*/60 * * * *"
+        command = "x"
+        """
+    found = errors(tmp_path, body)
+    assert found == [
+        "FILE: jobs.b.retries: expected a whole number from 0 to 100 (got true)",
+        "FILE: jobs.c.retries: expected a whole number from 0 to 100 (got 1.0)",
+        "FILE: jobs.d.cron: minute field: step 60 does not fit the field; cron steps restart "
+        "every hour (for a fixed period use an interval schedule, 'every') (got \"*/60 * * * *\")",
+        "FILE: jobs.e.cron: minute field: step 60 does not fit the field; cron steps restart "
+        "every hour (for a fixed period use an interval schedule, 'every') (got \"*/60 * * * *\")",
+    ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 
 import pytest
 
 from chronod.errors import ScheduleError
 from chronod.schedules.base import Fire
-from chronod.schedules.cron import CronSchedule
+from chronod.schedules.cron import CronCache, CronSchedule, CronTables
 from chronod.tz import get_zone
 
 UTC = timezone.utc
@@ -581,3 +582,48 @@ def test_canonical_and_attributes() -> None:
     }
     assert CronSchedule("*/5 * * * *", NEW_YORK).canonical()["dst"] == "wildcard"
     assert repr(schedule) == "CronSchedule('0 9 * * L0', 'America/New_York')"
+
+
+# -- sharing parsed expressions (one CronCache per config load) ---------------------------------
+
+
+def test_cache_shares_tables_and_schedules() -> None:
+    cache = CronCache()
+    berlin = get_zone("Europe/Berlin")
+    first = CronSchedule.cached("*/15 9-17 * * mon-fri", NEW_YORK, cache)
+    # The same text and zone: the very same (immutable) schedule.
+    assert CronSchedule.cached(" */15 9-17 * * mon-fri ", NEW_YORK, cache) is first
+    # Another zone: its own schedule, the same tables.
+    other = CronSchedule.cached("*/15 9-17 * * mon-fri", berlin, cache)
+    assert other is not first
+    assert other._t is first._t
+    # Expressions that read the same share tables too.
+    assert CronSchedule.cached("@daily", NEW_YORK, cache)._t is cache.tables("0 0 * * *")
+    # A cached schedule is indistinguishable from one built on its own.
+    alone = CronSchedule("*/15 9-17 * * mon-fri", NEW_YORK)
+    start = utc("2026-03-06T12:00Z")
+    assert list(islice(first.fires(start), 50)) == list(islice(alone.fires(start), 50))
+    assert first.fingerprint == alone.fingerprint
+    assert first.canonical() == alone.canonical()
+    assert first.describe() == alone.describe()
+    assert first.expression == alone.expression
+
+
+def test_cache_reports_a_bad_expression_every_time() -> None:
+    cache = CronCache()
+    for _ in range(3):
+        with pytest.raises(ScheduleError, match="step 60 does not fit"):
+            CronSchedule.cached("*/60 * * * *", NEW_YORK, cache)
+
+
+def test_caches_are_independent() -> None:
+    one, two = CronCache(), CronCache()
+    assert CronSchedule.cached("5 4 * * *", NEW_YORK, one) is not CronSchedule.cached(
+        "5 4 * * *", NEW_YORK, two
+    )
+
+
+def test_tables_parse_is_what_the_constructor_reads() -> None:
+    assert CronTables.parse("0 9 * * L0").nth == CronSchedule("0 9 * * L0", NEW_YORK)._nth
+    with pytest.raises(ScheduleError):
+        CronTables.parse("0 0 30 2 *")

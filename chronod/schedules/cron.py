@@ -55,7 +55,7 @@ from typing import Any, Final
 from croniter import croniter
 
 from chronod.errors import ScheduleError
-from chronod.schedules.base import Fire, Schedule
+from chronod.schedules.base import Fire, Schedule, fingerprint_of
 from chronod.tz import UTC, WallKind, Zone
 
 MINUTE, HOUR, DOM, MONTH, DOW = range(5)
@@ -123,90 +123,169 @@ class _Field:
     nth: frozenset[tuple[int, int]] = frozenset()  # day-of-week (weekday, n); n = _LAST for L<d>
 
 
-class CronSchedule(Schedule):
-    """A cron expression evaluated in ``zone`` with cronie's day and DST rules (see module doc)."""
+@dataclass(frozen=True, slots=True, eq=False)
+class CronTables:
+    """One cron expression read, checked and expanded into lookup tables.
 
-    def __init__(self, expression: str, zone: Zone) -> None:
-        self.expression = expression.strip()
-        self.zone = zone
-        fields_text = _split(self.expression)
+    Independent of the zone and immutable, so every job whose expression reads the same shares
+    one (:class:`CronCache`): building them (croniter's expansion above all) costs far more than
+    any number of lookups, and 60,000 jobs saying ``* * * * *`` need them once.
+    """
+
+    fields: tuple[str, ...]  # the five fields as read (lower case, shortcut expanded)
+    fixed_time: bool  # neither minute nor hour starts with '*' (DST rule, module doc)
+    minutes: tuple[int, ...]
+    hours: tuple[int, ...]
+    dom: tuple[int, ...]
+    last_day: bool
+    months: frozenset[int]
+    dow: tuple[int, ...]
+    nth: tuple[tuple[int, int], ...]
+    day_or: bool  # cronie: "either" only when neither day field starts with '*'
+    next_minute: tuple[int, ...]
+    next_hour: tuple[int, ...]
+    month_ok: tuple[bool, ...]
+    day_masks: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def parse(cls, expression: str) -> CronTables:
+        """Read ``expression``; raise :class:`ScheduleError` saying what is wrong with it."""
+        return cls.from_fields(_split(expression))
+
+    @classmethod
+    def from_fields(cls, fields_text: tuple[str, ...]) -> CronTables:
         parsed = tuple(_parse_field(i, text) for i, text in enumerate(fields_text))
         _check_day_fields(fields_text, parsed)
         expanded = _croniter_expand(" ".join(fields_text))
         _cross_check(fields_text, parsed, expanded)
-
-        self._fixed_time = not (
-            fields_text[MINUTE].startswith("*") or fields_text[HOUR].startswith("*")
-        )
         # croniter's expansion drives matching; _cross_check has proven it equal to our reading.
         minutes, hours, dom, last_day, months, dow, nth = expanded
-        self._minutes = minutes
-        self._hours = hours
-        self._months = months
-        self._dom = dom
-        self._last_day = last_day
-        self._dow = dow
-        self._nth = nth
-        # cronie: "either" only when neither field starts with '*', else both must match.
-        self._day_or = not (fields_text[DOM].startswith("*") or fields_text[DOW].startswith("*"))
-        self._next_minute = _next_table(minutes, 60)
-        self._next_hour = _next_table(hours, 24)
-        self._month_ok = tuple(m in months for m in range(13))
-        self._day_masks = self._build_day_masks()
-        self._check_reachable()
+        day_or = not (fields_text[DOM].startswith("*") or fields_text[DOW].startswith("*"))
+        day_masks = _build_day_masks(dom, last_day, dow, nth, day_or)
+        _check_reachable(months, dom, last_day, day_masks)
+        return cls(
+            fields=fields_text,
+            fixed_time=not (
+                fields_text[MINUTE].startswith("*") or fields_text[HOUR].startswith("*")
+            ),
+            minutes=minutes,
+            hours=hours,
+            dom=dom,
+            last_day=last_day,
+            months=months,
+            dow=dow,
+            nth=nth,
+            day_or=day_or,
+            next_minute=_next_table(minutes, 60),
+            next_hour=_next_table(hours, 24),
+            month_ok=tuple(m in months for m in range(13)),
+            day_masks=day_masks,
+        )
 
-    # -- construction helpers ------------------------------------------------------------------
 
-    def _build_day_masks(self) -> tuple[tuple[int, ...], ...]:
-        """Matching days of a month as bit masks (bit d = day d), by weekday of the 1st and length.
+class CronCache:
+    """Cron expressions read during one config load, shared by the jobs that use them.
 
-        Which days match depends only on those two numbers, so 7 x 4 masks describe every month of
-        every year and matching a month costs one table lookup.
-        """
-        if len(self._dom) == 31 and len(self._dow) == 7:  # every day (the common case)
-            return (tuple((1 << (length + 1)) - 2 for length in (28, 29, 30, 31)),) * 7
-        dom_bits = 0
-        for day in self._dom:
-            dom_bits |= 1 << day
-        # Python weekdays (Monday = 0) are what date.weekday() gives; cron's Sunday = 0 is shifted.
-        plain = [(wd + 6) % 7 for wd in self._dow]
-        nth = [((wd + 6) % 7, n) for wd, n in self._nth]
-        rows: list[tuple[int, ...]] = []
-        for first_weekday in range(7):
-            row: list[int] = []
-            weekly = 0
-            for wd in plain:
-                weekly |= _EVERY_SEVENTH_DAY[1 + (wd - first_weekday) % 7]
-            for length in (28, 29, 30, 31):
-                whole = (1 << (length + 1)) - 2
-                dom_mask = (dom_bits & whole) | ((1 << length) if self._last_day else 0)
-                dow_mask = weekly & whole
-                for wd, n in nth:
-                    first = 1 + (wd - first_weekday) % 7
-                    day = first + 7 * ((length - first) // 7) if n == _LAST else first + 7 * (n - 1)
-                    if day <= length:
-                        dow_mask |= 1 << day
-                if self._day_or:
-                    row.append(dom_mask | dow_mask)
-                else:
-                    row.append(dom_mask & dow_mask)
-            rows.append(tuple(row))
-        return tuple(rows)
+    Create one per load (:func:`chronod.config.load_config` does) and build schedules with
+    :meth:`CronSchedule.cached`. Tables are shared by expressions that read the same (``@daily``
+    and ``0 0 * * *``); whole schedules by jobs with the same expression text and zone. Errors are
+    remembered too, so every job with a bad expression gets its own report without re-reading it.
+    It holds only immutable values, and nothing outlives the load that made it.
+    """
 
-    def _check_reachable(self) -> None:
-        months = sorted(self._months)
-        longest = max(29 if m == 2 else _DAYS_IN_MONTH[m] for m in months)
-        if self._dom and not self._last_day and min(self._dom) > longest:
-            # Every listed day lies beyond the longest selected month: a typo, even if
-            # day-of-week could still match on its own.
-            days = ", ".join(str(d) for d in sorted(self._dom))
-            verb = "never occurs" if len(self._dom) == 1 else "never occur"
-            raise ScheduleError(f"day-of-month {days} {verb} in {_join_or(_month_names(months))}")
-        for month in months:
-            for length in (28, 29) if month == 2 else (_DAYS_IN_MONTH[month],):
-                if any(row[length - 28] for row in self._day_masks):
-                    return
-        raise ScheduleError("no date ever matches both day-of-month and day-of-week")
+    def __init__(self) -> None:
+        self._tables: dict[tuple[str, ...], CronTables | ScheduleError] = {}
+        self._schedules: dict[tuple[str, str], CronSchedule] = {}
+
+    def tables(self, expression: str) -> CronTables:
+        fields_text = _split(expression)
+        found = self._tables.get(fields_text)
+        if found is None:
+            try:
+                found = CronTables.from_fields(fields_text)
+            except ScheduleError as exc:
+                found = exc
+            self._tables[fields_text] = found
+        if isinstance(found, ScheduleError):
+            raise ScheduleError(str(found))  # a fresh exception per job: tracebacks differ
+        return found
+
+    def schedule(self, expression: str, zone: Zone) -> CronSchedule:
+        key = (expression.strip(), zone.name)
+        found = self._schedules.get(key)
+        if found is None:
+            tables = self.tables(key[0])
+            found = self._schedules[key] = CronSchedule._from_tables(key[0], zone, tables)
+        return found
+
+
+class CronSchedule(Schedule):
+    """A cron expression evaluated in ``zone`` with cronie's day and DST rules (see module doc).
+
+    Immutable: the parsed tables (:class:`CronTables`) and the fingerprint may be shared.
+    """
+
+    # Slots: a config may hold tens of thousands of these; with shared tables each is a few words.
+    __slots__ = ("_fingerprint", "_t", "expression", "zone")
+
+    def __init__(self, expression: str, zone: Zone) -> None:
+        self.expression = expression.strip()
+        self.zone = zone
+        self._t = CronTables.parse(self.expression)
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def _from_tables(cls, expression: str, zone: Zone, tables: CronTables) -> CronSchedule:
+        """A schedule of ``expression`` that reuses ``tables`` (what ``expression`` reads as)."""
+        schedule = cls.__new__(cls)
+        schedule.expression = expression.strip()
+        schedule.zone = zone
+        schedule._t = tables
+        schedule._fingerprint = None
+        return schedule
+
+    @classmethod
+    def cached(cls, expression: str, zone: Zone, cache: CronCache) -> CronSchedule:
+        """The schedule of ``expression`` in ``zone``, shared through ``cache`` with every other
+        job of the same load that has the same expression and zone."""
+        return cache.schedule(expression, zone)
+
+    # The tables under the names the describing helpers (and tests) read.
+    @property
+    def _minutes(self) -> tuple[int, ...]:
+        return self._t.minutes
+
+    @property
+    def _hours(self) -> tuple[int, ...]:
+        return self._t.hours
+
+    @property
+    def _dom(self) -> tuple[int, ...]:
+        return self._t.dom
+
+    @property
+    def _last_day(self) -> bool:
+        return self._t.last_day
+
+    @property
+    def _months(self) -> frozenset[int]:
+        return self._t.months
+
+    @property
+    def _dow(self) -> tuple[int, ...]:
+        return self._t.dow
+
+    @property
+    def _nth(self) -> tuple[tuple[int, int], ...]:
+        return self._t.nth
+
+    @property
+    def _day_or(self) -> bool:
+        return self._t.day_or
+
+    @property
+    def _fixed_time(self) -> bool:
+        return self._t.fixed_time
 
     # -- matching ------------------------------------------------------------------------------
 
@@ -216,15 +295,21 @@ class CronSchedule(Schedule):
         Months are skipped by table lookups and days by bit tricks, so sparse schedules cost a
         few operations per month rather than per minute.
         """
-        next_hour, next_minute = self._next_hour, self._next_minute
-        first_hour, first_minute = self._hours[0], self._minutes[0]
+        t = self._t
+        next_hour, next_minute, month_ok, day_masks = (
+            t.next_hour,
+            t.next_minute,
+            t.month_ok,
+            t.day_masks,
+        )
+        first_hour, first_minute = t.hours[0], t.minutes[0]
         limit = min(y + _HORIZON_YEARS, 9999)
         while y <= limit:
-            if self._month_ok[mo]:
+            if month_ok[mo]:
                 length = _DAYS_IN_MONTH[mo]
                 if mo == 2 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):
                     length = 29
-                mask = self._day_masks[date(y, mo, 1).weekday()][length - 28] >> d
+                mask = day_masks[date(y, mo, 1).weekday()][length - 28] >> d
                 if mask & 1:
                     hour = next_hour[h]
                     if hour == h:
@@ -255,7 +340,7 @@ class CronSchedule(Schedule):
         if after.tzinfo is None:  # astimezone() would read it as the server's local time
             raise ValueError(f"naive datetime {after!r} where an aware instant was expected")
         try:
-            if self._fixed_time:
+            if self._t.fixed_time:
                 return self._next_fixed(after.astimezone(UTC))
             return self._next_wildcard(after.astimezone(UTC))
         except OverflowError:  # searching past year 9999 (or before year 1): nothing to find
@@ -346,12 +431,86 @@ class CronSchedule(Schedule):
             return {"dom": dom, "dow": "*"}
         return {"dom": dom, "dow": dow, "match": "both"}
 
+    @property
+    def fingerprint(self) -> str:
+        # Computed once: the schedule is immutable, and shared by every job that uses it.
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint_of(self.canonical())
+        return self._fingerprint
+
     def describe(self) -> str:
         text = _describe(self)
         return text if text is not None else f"cron '{self.expression}'"
 
     def __repr__(self) -> str:
         return f"CronSchedule({self.expression!r}, {self.zone.name!r})"
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+
+def _build_day_masks(
+    dom: tuple[int, ...],
+    last_day: bool,
+    dow: tuple[int, ...],
+    nth: tuple[tuple[int, int], ...],
+    day_or: bool,
+) -> tuple[tuple[int, ...], ...]:
+    """Matching days of a month as bit masks (bit d = day d), by weekday of the 1st and length.
+
+    Which days match depends only on those two numbers, so 7 x 4 masks describe every month of
+    every year and matching a month costs one table lookup.
+    """
+    if len(dom) == 31 and len(dow) == 7:  # every day (the common case)
+        return (tuple((1 << (length + 1)) - 2 for length in (28, 29, 30, 31)),) * 7
+    dom_bits = 0
+    for day in dom:
+        dom_bits |= 1 << day
+    # Python weekdays (Monday = 0) are what date.weekday() gives; cron's Sunday = 0 is shifted.
+    plain = [(wd + 6) % 7 for wd in dow]
+    shifted = [((wd + 6) % 7, n) for wd, n in nth]
+    rows: list[tuple[int, ...]] = []
+    for first_weekday in range(7):
+        row: list[int] = []
+        weekly = 0
+        for wd in plain:
+            weekly |= _EVERY_SEVENTH_DAY[1 + (wd - first_weekday) % 7]
+        for length in (28, 29, 30, 31):
+            whole = (1 << (length + 1)) - 2
+            dom_mask = (dom_bits & whole) | ((1 << length) if last_day else 0)
+            dow_mask = weekly & whole
+            for wd, n in shifted:
+                first = 1 + (wd - first_weekday) % 7
+                day = first + 7 * ((length - first) // 7) if n == _LAST else first + 7 * (n - 1)
+                if day <= length:
+                    dow_mask |= 1 << day
+            if day_or:
+                row.append(dom_mask | dow_mask)
+            else:
+                row.append(dom_mask & dow_mask)
+        rows.append(tuple(row))
+    return tuple(rows)
+
+
+def _check_reachable(
+    month_set: frozenset[int],
+    dom: tuple[int, ...],
+    last_day: bool,
+    day_masks: tuple[tuple[int, ...], ...],
+) -> None:
+    months = sorted(month_set)
+    longest = max(29 if m == 2 else _DAYS_IN_MONTH[m] for m in months)
+    if dom and not last_day and min(dom) > longest:
+        # Every listed day lies beyond the longest selected month: a typo, even if
+        # day-of-week could still match on its own.
+        days = ", ".join(str(d) for d in sorted(dom))
+        verb = "never occurs" if len(dom) == 1 else "never occur"
+        raise ScheduleError(f"day-of-month {days} {verb} in {_join_or(_month_names(months))}")
+    for month in months:
+        for length in (28, 29) if month == 2 else (_DAYS_IN_MONTH[month],):
+            if any(row[length - 28] for row in day_masks):
+                return
+    raise ScheduleError("no date ever matches both day-of-month and day-of-week")
 
 
 # -- parsing ------------------------------------------------------------------------------------
