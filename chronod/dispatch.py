@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 
 from chronod.config import JobConfig
 from chronod.instants import format_utc
+from chronod.logs import event
 from chronod.schedules import Schedule
 from chronod.store.base import (
     DispatchResult,
@@ -29,6 +31,7 @@ from chronod.store.base import (
     JobState,
     JobSync,
     Lease,
+    MissedSlots,
     SlotDispatch,
     Store,
 )
@@ -46,6 +49,16 @@ EARLY_RETRY = timedelta(milliseconds=20)
 # Slots per store.dispatch call. A call is one transaction on SQLite: unbounded, a large catch-up
 # held the write lock past the lease's expiry, so the leader could not renew and lost the lease.
 DISPATCH_BATCH = 2000
+# Jobs per store.advance_many call (missed slots, after an outage): on SQLite one transaction,
+# each job up to MISSED_ENTRIES history rows.
+ADVANCE_BATCH = 500
+# A tick that decides at most this many slots (or records missed slots of at most this many jobs)
+# logs one line per slot (job); a larger one logs one summary line and the per-slot lines at DEBUG.
+# Formatting and writing a line costs 50-80 µs: one per slot would make a tick of 100,000 slots
+# spend seconds writing logs (and flood the journal with what metrics already count).
+LOG_EACH = 20
+# Decisions that get a log line of their own (the others change nothing worth a line).
+_LOGGED = frozenset({DispatchStatus.QUEUED, DispatchStatus.WAITING, DispatchStatus.SKIPPED})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +137,28 @@ def guard_ttl(job: JobConfig, slot: datetime, next_due: datetime | None) -> time
     return max(GUARD_MIN, 2 * period)
 
 
+class _Plans:
+    """:func:`plan_slots` for the jobs of one tick (or one :meth:`Scheduler.prepare`), computed
+    once per distinct input.
+
+    A plan depends only on the schedule, the watermark, ``now`` and the grace/catchup settings,
+    and jobs with the same definition share one schedule object (chronod.config): the 20,000
+    crons of a burst at second 0 typically need a handful of plans, not 20,000. Plans are
+    immutable, so sharing them is safe. Lives for one call: nothing is kept between ticks.
+    """
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[object, ...], Plan] = {}
+
+    def plan(self, job: JobConfig, watermark: datetime | None, now: datetime) -> Plan:
+        # id(): the schedule is kept alive by the job for the whole call, so its id is stable.
+        key = (id(job.schedule), watermark, now, job.grace, job.catchup, job.catchup_limit)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plans[key] = plan_slots(job, watermark, now)
+        return found
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """A plan made ahead of the due instant (:meth:`Scheduler.prepare`), with its dispatch items."""
@@ -132,13 +167,21 @@ class _Prepared:
     watermark: datetime | None  # the job's watermark it was planned from
     plan: Plan
     items: list[SlotDispatch]
+    # The oldest slot to run (None: nothing to run): run slots are oldest first, so it is the
+    # first to fall out of grace, and checking a plan at the tick is a few comparisons.
+    oldest_run: datetime | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.plan.run:
+            object.__setattr__(self, "oldest_run", self.plan.run[0])
 
     def valid_at(self, job: JobConfig, watermark: datetime | None, now: datetime) -> bool:
         """Whether ``plan_slots(job, watermark, now)`` is exactly this plan.
 
         True when planned from the same watermark at or before ``now``, nothing was missed, no slot
         falls in (at, now] and every slot to run is still within grace at ``now``: then both plans
-        run every fire in (watermark, now] and name the same next fire.
+        run every fire in (watermark, now] and name the same next fire. (Every slot to run is at
+        or before ``at``, hence before ``now``; the oldest is the first to fall out of grace.)
         """
         plan = self.plan
         return (
@@ -146,7 +189,66 @@ class _Prepared:
             and self.at <= now
             and plan.missed_count == 0
             and (plan.next_due is None or plan.next_due > now)
-            and all(now - job.grace <= slot <= now for slot in plan.run)
+            and (self.oldest_run is None or now - job.grace <= self.oldest_run)
+        )
+
+
+class _Sender:
+    """The store calls of one tick: slots to dispatch and missed slots to record, in batches.
+
+    Missed slots go first (:meth:`Store.advance_many`, ADVANCE_BATCH jobs per call): recording a
+    job's missed slots moves its watermark to the newest of them, so they must be recorded before
+    any later slot of the same job is dispatched, or the store would find them behind the
+    watermark and record nothing. ``between()`` runs between two store calls.
+    """
+
+    def __init__(self, store: Store, lease: Lease, between: Callable[[], object]) -> None:
+        self.store, self.lease, self.between = store, lease, between
+        self.batch: list[SlotDispatch] = []
+        self.results: list[DispatchResult] = []
+        self.missed: list[tuple[JobConfig, Plan]] = []
+        self.recorded: list[JobState] = []  # the states advance_many returned, in order
+        self.calls = 0
+
+    def _call(self) -> None:
+        if self.calls:
+            self.between()
+        self.calls += 1
+
+    def record_missed(self, at_least: int = 1) -> None:
+        """Record pending missed slots, in ADVANCE_BATCH calls, while ``at_least`` are pending."""
+        while len(self.missed) - len(self.recorded) >= at_least:
+            start = len(self.recorded)
+            chunk = [
+                MissedSlots(
+                    job=job.name,
+                    fingerprint=job.fingerprint,
+                    missed=plan.missed,
+                    missed_count=plan.missed_count,
+                    next_due=plan.next_due,
+                )
+                for job, plan in self.missed[start : start + ADVANCE_BATCH]
+            ]
+            self._call()
+            self.recorded.extend(self.store.advance_many(self.lease, chunk))
+
+    def send_full(self) -> None:
+        """Send a batch if a full one is waiting (missed slots first if any are, or if many)."""
+        self.record_missed(ADVANCE_BATCH)
+        if len(self.batch) - len(self.results) >= DISPATCH_BATCH:
+            self._send()
+
+    def send_all(self) -> None:
+        self.record_missed()
+        while len(self.results) < len(self.batch):
+            self._send()
+
+    def _send(self) -> None:
+        self.record_missed()
+        self._call()
+        done = len(self.results)
+        self.results.extend(
+            self.store.dispatch(self.lease, self.batch[done : done + DISPATCH_BATCH])
         )
 
 
@@ -180,9 +282,22 @@ class Scheduler:
         self.clear()
         identity = {name: (j.fingerprint, j.digest) for name, j in jobs.items()}
         loaded_at = self.store.now()
+        # Jobs with the same definition share one schedule object (chronod.config), and a
+        # schedule is a pure function: its next slot after an instant is computed once here, not
+        # once per job (100,000 jobs may share a handful of schedules, and their watermarks).
+        firsts: dict[tuple[int, datetime], datetime | None] = {}
+
+        def first_after(schedule: Schedule, instant: datetime) -> datetime | None:
+            key = (id(schedule), instant)  # the schedules outlive this call: ids are stable
+            if key not in firsts:
+                firsts[key] = schedule.next_after(instant)
+            return firsts[key]
+
         syncs = [
             JobSync(
-                name=name, fingerprint=identity[name][0], next_due=j.schedule.next_after(loaded_at)
+                name=name,
+                fingerprint=identity[name][0],
+                next_due=first_after(j.schedule, loaded_at),
             )
             for name, j in jobs.items()
         ]
@@ -194,7 +309,10 @@ class Scheduler:
         self._identity = identity
         self._watermark = {s.name: s.watermark for s in states}
         for state in states:
-            self._push(state.name, self._first_after(state.name, state.watermark, loaded_at))
+            # The first slot the job may still run: after its watermark (catch-up), else after
+            # the load instant.
+            after = state.watermark if state.watermark is not None else loaded_at
+            self._push(state.name, first_after(jobs[state.name].schedule, after))
         return states
 
     def clear(self) -> None:
@@ -226,11 +344,12 @@ class Scheduler:
         were planned.
         """
         count = 0
+        plans = _Plans()
         for name, _ in self._due_by(at):
             if name not in self._prepared:
                 job = self.jobs[name]
                 watermark = self._watermark.get(name)
-                plan = plan_slots(job, watermark, at)
+                plan = plans.plan(job, watermark, at)
                 self._prepared[name] = _Prepared(at, watermark, plan, self._items(job, plan))
                 count += 1
         if self.prepared_until is None or at > self.prepared_until:
@@ -266,58 +385,52 @@ class Scheduler:
         slot (or never); slots a failed tick did dispatch are then refused as duplicates.
         """
         report = TickReport()
-        batch: list[SlotDispatch] = []
-        results: list[DispatchResult] = []
+        out = _Sender(self.store, lease, between)
         due: list[tuple[str, datetime]] = []
         next_dues: list[tuple[str, datetime | None]] = []
-
-        def send() -> None:  # the next DISPATCH_BATCH items of ``batch``
-            if results:
-                between()
-            results.extend(
-                self.store.dispatch(lease, batch[len(results) : len(results) + DISPATCH_BATCH])
-            )
-
+        # Locals: this loop runs once per due job, 100,000 times in a large tick.
+        heap, scheduled, prepared, jobs = self._heap, self._scheduled, self._prepared, self.jobs
+        watermarks, heappop, plans = self._watermark, heapq.heappop, _Plans()
         try:
             # A full batch goes out as soon as it is planned: the first slots of a large tick do
             # not wait for the planning of the last ones.
-            while (head := self.next_wake()) is not None and head <= now:
-                at, name = heapq.heappop(self._heap)
-                del self._scheduled[name]
+            while heap:
+                at, name = heap[0]
+                if scheduled.get(name) != at:
+                    heappop(heap)  # superseded entry
+                    continue
+                if at > now:
+                    break
+                heappop(heap)
+                del scheduled[name]
                 due.append((name, at))
-                job = self.jobs[name]
-                watermark = self._watermark.get(name)
-                prepared = self._prepared.pop(name, None)
-                if prepared is not None and prepared.valid_at(job, watermark, now):
-                    plan, items = prepared.plan, prepared.items
+                job = jobs[name]
+                watermark = watermarks.get(name)
+                ahead = prepared.pop(name, None)
+                if ahead is not None and ahead.valid_at(job, watermark, now):
+                    plan, items = ahead.plan, ahead.items
                 else:
-                    plan = plan_slots(job, watermark, now)
+                    plan = plans.plan(job, watermark, now)
                     items = self._items(job, plan)
                 if plan.missed_count:
-                    self._record_missed(lease, job, plan)
+                    out.missed.append((job, plan))
                     report.missed[name] = plan.missed_count
-                batch.extend(items)
+                out.batch.extend(items)
                 next_dues.append((name, plan.next_due))
-                if len(batch) - len(results) >= DISPATCH_BATCH:
-                    send()
-            while len(results) < len(batch):
-                send()
+                out.send_full()
+            out.send_all()
         except BaseException:
             for name, at in due:
                 self._push(name, at)
             raise
+        finally:
+            self._log_missed(out.missed[: len(out.recorded)])
+        for (job, _), state in zip(out.missed, out.recorded, strict=True):
+            self._watermark[job.name] = state.watermark
         # Pushed only now: the store calls are what the due slots were waiting for.
         for name, next_due in next_dues:
             self._push(name, next_due)
-        unknown: set[str] = set()
-        for item, result in zip(batch, results, strict=True):
-            if result.status is DispatchStatus.UNKNOWN_JOB:
-                unknown.add(item.job)
-            else:
-                self._settle(item, result)
-            report.dispatched.append((item, result))
-        if unknown:
-            self._resync(lease, sorted(unknown))
+        self._settle_all(lease, report, out.batch, out.results)
         return report
 
     # -- internals --------------------------------------------------------------------------------
@@ -342,29 +455,28 @@ class Scheduler:
             )
         return items
 
-    def _record_missed(self, lease: Lease, job: JobConfig, plan: Plan) -> None:
-        newest = plan.missed[-1] if plan.missed else None
-        state = self.store.advance(
-            lease,
-            job.name,
-            self._identity[job.name][0],
-            plan.missed,
-            plan.missed_count,
-            plan.next_due,
-        )
-        self._watermark[job.name] = state.watermark
-        log.warning(
-            "job %s: %d slot(s) missed (catchup=%s)%s",
-            job.name,
-            plan.missed_count,
-            job.catchup,
-            f", newest {format_utc(newest)}" if newest else "",
-        )
+    def _settle_all(
+        self,
+        lease: Lease,
+        report: TickReport,
+        batch: Sequence[SlotDispatch],
+        results: Sequence[DispatchResult],
+    ) -> None:
+        unknown: set[str] = set()
+        dispatched = report.dispatched
+        for item, result in zip(batch, results, strict=True):
+            if result.status is DispatchStatus.UNKNOWN_JOB:
+                unknown.add(item.job)
+            else:
+                self._settle(item, result)
+            dispatched.append((item, result))
+        self._log_dispatched(lease.epoch, dispatched)
+        if unknown:
+            self._resync(lease, sorted(unknown))
 
     def _settle(self, item: SlotDispatch, result: DispatchResult) -> None:
         name = item.job
-        status = result.status
-        if status is DispatchStatus.EARLY:
+        if result.status is DispatchStatus.EARLY:
             # The store's clock is behind the instant we judged by (e.g. a host clock stepped back):
             # come back for this slot shortly.
             retry = item.slot + EARLY_RETRY
@@ -374,10 +486,57 @@ class Scheduler:
         current = self._watermark.get(name)
         if current is None or item.slot > current:
             self._watermark[name] = item.slot
-        if status in (DispatchStatus.QUEUED, DispatchStatus.WAITING):
-            log.info("dispatched %s (%s)", result.run_id, status.value)
-        elif status is DispatchStatus.SKIPPED:
-            log.info("skipped %s: previous run still active (overlap=skip)", result.run_id)
+
+    # -- logging ----------------------------------------------------------------------------------
+
+    def _log_dispatched(
+        self, epoch: int, dispatched: Sequence[tuple[SlotDispatch, DispatchResult]]
+    ) -> None:
+        """One INFO line per dispatched or skipped slot, or for a large tick one summary line
+        (counts by status, largest lateness) with the per-slot lines at DEBUG."""
+        logged = [pair for pair in dispatched if pair[1].status in _LOGGED]
+        if len(logged) <= LOG_EACH:
+            for item, result in logged:
+                _log_slot(logging.INFO, epoch, item, result)
+            return
+        counts = Counter(result.status.value.replace("-", "_") for _, result in dispatched)
+        late = max(
+            (result.dispatched_at - item.slot for item, result in logged if result.dispatched_at),
+            default=timedelta(),
+        )
+        ran = counts["queued"] + counts["waiting"]
+        event(
+            log,
+            logging.INFO,
+            f"dispatched {ran} slot(s) of {len(dispatched)} decided in one tick",
+            epoch=epoch,
+            lateness_max_ms=round(late.total_seconds() * 1000, 1),
+            **dict(sorted(counts.items())),
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            for item, result in logged:
+                _log_slot(logging.DEBUG, epoch, item, result)
+
+    def _log_missed(self, missed: Sequence[tuple[JobConfig, Plan]]) -> None:
+        """One WARNING line per job with missed slots, or past LOG_EACH jobs one summary line
+        with the per-job lines at DEBUG."""
+        if not missed:
+            return
+        if len(missed) <= LOG_EACH:
+            for job, plan in missed:
+                _log_missed_job(logging.WARNING, job, plan)
+            return
+        slots = sum(plan.missed_count for _, plan in missed)
+        event(
+            log,
+            logging.WARNING,
+            f"{slots} slot(s) of {len(missed)} jobs missed (each job's catchup applied)",
+            jobs=len(missed),
+            slots=slots,
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            for job, plan in missed:
+                _log_missed_job(logging.DEBUG, job, plan)
 
     def _resync(self, lease: Lease, names: list[str]) -> None:
         """The store holds another fingerprint for these jobs (a leader with another config wrote
@@ -410,3 +569,23 @@ class Scheduler:
 
     def due_count(self) -> int:
         return len(self._scheduled)
+
+
+def _log_slot(level: int, epoch: int, item: SlotDispatch, result: DispatchResult) -> None:
+    slot = format_utc(item.slot)
+    if result.status is DispatchStatus.SKIPPED:
+        message = f"skipped {result.run_id}: previous run still active (overlap=skip)"
+    else:
+        message = f"dispatched {result.run_id} ({result.status.value})"
+    event(log, level, message, job=item.job, run_id=result.run_id, slot=slot, epoch=epoch)
+
+
+def _log_missed_job(level: int, job: JobConfig, plan: Plan) -> None:
+    newest = plan.missed[-1] if plan.missed else None
+    event(
+        log,
+        level,
+        f"job {job.name}: {plan.missed_count} slot(s) missed (catchup={job.catchup})"
+        + (f", newest {format_utc(newest)}" if newest else ""),
+        job=job.name,
+    )

@@ -3,6 +3,7 @@ of a tick, and plans prepared ahead of the due instant (``Scheduler.prepare``)."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,10 +15,19 @@ from hypothesis import strategies as st
 
 from chronod.clock import ManualClock
 from chronod.config import JobConfig
-from chronod.dispatch import Scheduler, _Prepared, plan_slots
+from chronod.dispatch import LOG_EACH, Scheduler, TickReport, _Prepared, plan_slots
 from chronod.errors import StoreUnavailable
+from chronod.instants import format_utc
+from chronod.logs import fields_of
 from chronod.schedules import IntervalSchedule
-from chronod.store.base import DispatchResult, DispatchStatus, JobState, Lease, SlotDispatch
+from chronod.store.base import (
+    DispatchResult,
+    DispatchStatus,
+    JobState,
+    Lease,
+    MissedSlots,
+    SlotDispatch,
+)
 from chronod.store.sqlite import SQLiteStore
 from chronod.tz import UTC, get_zone
 
@@ -62,6 +72,12 @@ class FlakyStore(SQLiteStore):
             self.fail_advance -= 1
             raise StoreUnavailable("blip")
         return super().advance(lease, job, fingerprint, missed, missed_count, next_due)
+
+    def advance_many(self, lease: Lease, items: Sequence[MissedSlots]) -> list[JobState]:
+        if self.fail_advance:  # the scheduler records missed slots in batches
+            self.fail_advance -= 1
+            raise StoreUnavailable("blip")
+        return super().advance_many(lease, items)
 
 
 @pytest.fixture
@@ -191,3 +207,97 @@ def test_a_prepared_plan_is_used_only_when_it_equals_planning_at_the_tick(
     # Never reused for a different watermark, or before the instant it was planned for.
     assert not ahead.valid_at(spec, watermark - SECOND, now)
     assert not ahead.valid_at(spec, watermark, at - timedelta(microseconds=1))
+
+
+# -- logging: a line per slot for small ticks, a summary for large ones ------------------------
+
+
+class Records(logging.Handler):
+    """Records of the scheduler's logger (attached to it directly: the chronod logger may not
+    propagate to the root logger that caplog listens on)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def at(self, level: int) -> list[logging.LogRecord]:
+        return [r for r in self.records if r.levelno == level]
+
+
+@pytest.fixture
+def records() -> Iterator[Records]:
+    logger = logging.getLogger("chronod.scheduler")
+    handler, level = Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def run_tick(store: FlakyStore, clock: ManualClock, count: int, down: timedelta) -> TickReport:
+    lease = lead(store)
+    scheduler = Scheduler(store)
+    scheduler.load(lease, {f"j{i:03d}": job(f"j{i:03d}") for i in range(count)})
+    clock.set(T0 + MINUTE + down)
+    return scheduler.tick(lease, store.now())
+
+
+def test_a_small_tick_logs_each_slot_with_its_fields(
+    store: FlakyStore, clock: ManualClock, records: Records
+) -> None:
+    report = run_tick(store, clock, LOG_EACH, timedelta(seconds=1))
+    assert len(report.dispatched) == LOG_EACH
+    lines = records.at(logging.INFO)
+    assert len(lines) == LOG_EACH
+    item, result = report.dispatched[0]
+    assert lines[0].getMessage() == f"dispatched {result.run_id} (queued)"
+    assert fields_of(lines[0]) == {
+        "job": item.job,
+        "run_id": result.run_id,
+        "slot": format_utc(item.slot),
+        "epoch": 1,
+    }
+    assert records.at(logging.DEBUG) == []
+
+
+def test_a_large_tick_logs_one_summary_and_each_slot_at_debug(
+    store: FlakyStore, clock: ManualClock, records: Records
+) -> None:
+    report = run_tick(store, clock, LOG_EACH + 1, timedelta(seconds=1))
+    [summary] = records.at(logging.INFO)
+    assert (
+        summary.getMessage()
+        == f"dispatched {LOG_EACH + 1} slot(s) of {LOG_EACH + 1} decided in one tick"
+    )
+    assert fields_of(summary) == {"epoch": 1, "lateness_max_ms": 1000.0, "queued": LOG_EACH + 1}
+    assert [r.getMessage() for r in records.at(logging.DEBUG)] == [
+        f"dispatched {result.run_id} (queued)" for _, result in report.dispatched
+    ]
+
+
+def test_missed_slots_are_summarised_past_the_threshold(
+    store: FlakyStore, clock: ManualClock, records: Records
+) -> None:
+    # Down five minutes with the default grace (60 s) and catchup "none": every job misses four.
+    run_tick(store, clock, LOG_EACH + 1, timedelta(minutes=4, seconds=10))
+    [summary] = records.at(logging.WARNING)
+    assert summary.getMessage() == (
+        f"{4 * (LOG_EACH + 1)} slot(s) of {LOG_EACH + 1} jobs missed (each job's catchup applied)"
+    )
+    per_job = [r.getMessage() for r in records.at(logging.DEBUG) if "missed" in r.getMessage()]
+    assert per_job[0] == "job j000: 4 slot(s) missed (catchup=none), newest 2026-11-21T12:04:00Z"
+    assert len(per_job) == LOG_EACH + 1
+
+
+def test_missed_slots_of_few_jobs_are_logged_per_job(
+    store: FlakyStore, clock: ManualClock, records: Records
+) -> None:
+    run_tick(store, clock, 2, timedelta(minutes=4, seconds=10))
+    assert [r.getMessage() for r in records.at(logging.WARNING)] == [
+        f"job j00{i}: 4 slot(s) missed (catchup=none), newest 2026-11-21T12:04:00Z"
+        for i in range(2)
+    ]

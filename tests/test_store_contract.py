@@ -42,6 +42,7 @@ from chronod.store.base import (
     JobSync,
     LeaderInfo,
     Lease,
+    MissedSlots,
     Outcome,
     Overlap,
     RunRecord,
@@ -497,6 +498,13 @@ LEADER_WRITES: dict[str, LeaderWrite] = {
         lease, "alpha", FP, [base + 30 * MINUTE], 3, base + 31 * MINUTE
     ),
     "retire_jobs": lambda s, lease, base: s.retire_jobs(lease, ["alpha"]),
+    "advance_many": lambda s, lease, base: s.advance_many(
+        lease,
+        [
+            missed_slots("alpha", [base + 30 * MINUTE], 3, base + 31 * MINUTE),
+            missed_slots("beta", [base + 30 * MINUTE], 1, base + 31 * MINUTE),
+        ],
+    ),
 }
 
 
@@ -983,6 +991,62 @@ def test_advance_fingerprint_mismatch_changes_nothing(
     state = store.advance(leader, "alpha", "fp-other", [base + MINUTE], 1, base + 2 * MINUTE)
     assert state == job(store, "alpha")
     assert snapshot(store) == before
+
+
+def missed_slots(
+    name: str, missed: Sequence[datetime], count: int, next_due: datetime | None
+) -> MissedSlots:
+    return MissedSlots(
+        job=name, fingerprint=FP, missed=tuple(missed), missed_count=count, next_due=next_due
+    )
+
+
+def test_advance_many_is_advance_per_item_in_order(
+    store: Store, leader: Lease, base: datetime, peers: Peers
+) -> None:
+    """The batch leaves exactly the state the same advance calls one by one leave (another
+    store, same leader steps), including an item whose fingerprint does not match."""
+    items = [
+        missed_slots(
+            "alpha", [base - MINUTE, base + MINUTE, base + 2 * MINUTE], 7, base + 3 * MINUTE
+        ),
+        replace(missed_slots("beta", [base + MINUTE], 1, None), fingerprint="fp-other"),
+        missed_slots("gamma", [base + 5 * MINUTE], 2, base + 6 * MINUTE),
+        missed_slots("alpha", [base + 4 * MINUTE], 1, base + 5 * MINUTE),  # the same job again
+    ]
+    states = store.advance_many(leader, items)
+    other = peers()
+    other_lease = lead(other, base)
+    one_by_one = [
+        other.advance(other_lease, i.job, i.fingerprint, i.missed, i.missed_count, i.next_due)
+        for i in items
+    ]
+    assert [s.name for s in states] == ["alpha", "beta", "gamma", "alpha"]
+
+    def comparable(state: JobState) -> JobState:
+        return replace(state, last_outcome_at=None)
+
+    assert [comparable(s) for s in states] == [comparable(s) for s in one_by_one]
+    assert states[1] == job(store, "beta")  # unchanged: the fingerprint did not match
+    assert (states[3].missed, states[3].watermark) == (8, base + 4 * MINUTE)
+    for name in JOBS:
+        assert [(e.slot, e.state) for e in store.history(name, 10)] == [
+            (e.slot, e.state) for e in other.history(name, 10)
+        ]
+    assert store.advance_many(leader, []) == []
+
+
+def test_advance_many_repeat_is_harmless(store: Store, leader: Lease, base: datetime) -> None:
+    """A client retry of the batch: no second entry, no double count, the same states."""
+    items = [
+        missed_slots("alpha", [base + MINUTE, base + 2 * MINUTE], 5, base + 3 * MINUTE),
+        missed_slots("beta", [base + MINUTE], 1, base + 2 * MINUTE),
+    ]
+    first = store.advance_many(leader, items)
+    again = store.advance_many(leader, items)
+    assert again == first
+    assert (len(store.history("alpha", 10)), len(store.history("beta", 10))) == (2, 1)
+    assert [s.missed for s in first] == [5, 1]
 
 
 # -- workers: claim, heartbeat, finish ---------------------------------------------------------

@@ -291,6 +291,67 @@ def run_twice_scenario(store: RedisStore) -> None:
     assert store.leader() is None
 
 
+# -- dispatch in chunks ------------------------------------------------------------------------
+
+
+def test_a_batch_of_many_chunks_answers_each_item_and_a_repeat_answers_the_same(
+    rstore: RedisStore, redis_server: RedisServer, namespace: str
+) -> None:
+    """Items cross chunk boundaries (one script call per DISPATCH_CHUNK, one flat JSON argument,
+    a compact reply): every status lands on its own item, and repeating the batch answers
+    DUPLICATE for what ran, with the first decision's instant and run id."""
+    count = 2 * redis_module.DISPATCH_CHUNK + 7
+    names = [f"job{i:04d}" for i in range(count)]
+    lease, base = lead(rstore, tuple(names))
+    first, second = base + MINUTE, base + 2 * MINUTE
+    items: list[SlotDispatch] = []
+    for i, name in enumerate(names):
+        if i % 50 == 3:
+            items.append(slot(name, base))  # at the watermark: STALE
+        elif i % 50 == 4:
+            items.append(slot("nope", first))  # no such job: UNKNOWN_JOB
+        else:
+            items.append(slot(name, first, queue="q-é" if i % 2 else "default"))
+    items.append(slot(names[0], first))  # the same slot again, in a later chunk: DUPLICATE
+    items.append(slot(names[1], rstore.now() + timedelta(hours=1)))  # EARLY
+    before = rstore.now()
+    results = rstore.dispatch(lease, items)
+    after = rstore.now()
+    assert len(results) == len(items)
+    expected: list[DispatchStatus] = []
+    for i in range(count):
+        expected.append(
+            DispatchStatus.STALE
+            if i % 50 == 3
+            else DispatchStatus.UNKNOWN_JOB
+            if i % 50 == 4
+            else DispatchStatus.QUEUED
+        )
+    expected += [DispatchStatus.DUPLICATE, DispatchStatus.EARLY]
+    assert [r.status for r in results] == expected
+    for item, result in zip(items, results, strict=True):
+        named = result.status in (DispatchStatus.QUEUED, DispatchStatus.DUPLICATE)
+        assert result.run_id == (slot_id(item.job, item.slot) if named else None)
+        assert result.dispatched_at is not None
+        assert before <= result.dispatched_at <= after
+    queued = [r for r in results if r.status is DispatchStatus.QUEUED]
+    assert sorted(r.run_id or "" for r in queued) == sorted(r.run_id for r in rstore.live_runs())
+    assert sum(rstore.queue_depths().values()) == len(queued)
+    state = rstore.job_states()[names[0]]
+    assert (state.watermark, state.last_slot, state.next_due) == (first, first, second)
+
+    again = rstore.dispatch(lease, items)
+    for result, repeat in zip(results, again, strict=True):
+        if result.status is DispatchStatus.QUEUED:
+            assert repeat.status is DispatchStatus.DUPLICATE
+            assert (repeat.run_id, repeat.dispatched_at) == (result.run_id, result.dispatched_at)
+        elif result.status is DispatchStatus.DUPLICATE:
+            assert repeat == result  # the guard's instant both times
+        else:
+            assert repeat.status is result.status
+    assert sum(rstore.queue_depths().values()) == len(queued)
+
+
 # -- the ticket stream -----------------------------------------------------------------------------
 
 

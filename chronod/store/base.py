@@ -161,6 +161,18 @@ class SlotDispatch:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MissedSlots:
+    """One job's slots the leader will not run: the arguments of :meth:`Store.advance`, for
+    :meth:`Store.advance_many`."""
+
+    job: str
+    fingerprint: str
+    missed: tuple[datetime, ...]
+    missed_count: int
+    next_due: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class DispatchResult:
     status: DispatchStatus
     run_id: str | None = None
@@ -328,7 +340,6 @@ class Store(ABC):
         ``last_slot`` is set for QUEUED and WAITING. The run records ``epoch`` = the lease's epoch.
         """
 
-    @abstractmethod
     def advance(
         self,
         lease: Lease,
@@ -345,6 +356,25 @@ class Store(ABC):
         ``len(missed)`` when the leader summarised a long outage); watermark = max(watermark,
         newest of ``missed``); ``next_due`` replaced. Fenced and fingerprint-checked like dispatch
         (a fingerprint mismatch changes nothing and returns the stored state).
+        """
+        item = MissedSlots(
+            job=job,
+            fingerprint=fingerprint,
+            missed=tuple(missed),
+            missed_count=missed_count,
+            next_due=next_due,
+        )
+        return self.advance_many(lease, [item])[0]
+
+    @abstractmethod
+    def advance_many(self, lease: Lease, items: Sequence[MissedSlots]) -> list[JobState]:
+        """:meth:`advance` for each item, in order: a batch method (each item is one atomic step
+        of its own); the states come back in input order.
+
+        Lease not current → raise :class:`Fenced` (that item and all later ones are not applied;
+        earlier ones may have been, as if advanced one by one). After an outage every job may have
+        missed slots: a store should record them in far fewer round trips (or transactions) than
+        one per job.
         """
 
     # -- manual runs -------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from chronod.store.base import (
     JobSync,
     LeaderInfo,
     Lease,
+    MissedSlots,
     Outcome,
     Overlap,
     RunRecord,
@@ -166,7 +167,10 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
 
 def _job_state(reply: Sequence[Any]) -> JobState:
     name, active, flat = reply
-    fields = _pairs(flat)
+    return _job_state_of(name, active, _pairs(flat))
+
+
+def _job_state_of(name: str, active: int | str, fields: Mapping[str, Any]) -> JobState:
     outcome = fields.get("last_outcome")
     return JobState(
         name=str(name),
@@ -234,6 +238,66 @@ def _output_tail(text: str) -> str:
     if len(data) <= OUTPUT_TAIL:
         return text
     return data[-OUTPUT_TAIL:].decode("utf-8", errors="ignore")
+
+
+_DISPATCH_STATUS = {status.value: status for status in DispatchStatus}
+# Results that name their run (the others decided nothing that has a run id).
+_NAMED = frozenset(
+    {
+        DispatchStatus.QUEUED,
+        DispatchStatus.WAITING,
+        DispatchStatus.SKIPPED,
+        DispatchStatus.DUPLICATE,
+    }
+)
+
+
+class _DispatchEncoder:
+    """Encodes dispatch items for dispatch.lua, once per distinct instant and duration.
+
+    The items of one tick share few distinct slots, next slots and guard lifetimes (1,000 jobs
+    due at the same second share one of each), and formatting an instant (its microseconds and
+    the ISO text of the slot id) cost more than everything else per item, so each distinct value
+    is formatted once per :meth:`RedisStore.dispatch` call.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[datetime, tuple[str, str]] = {}  # slot -> (µs, ISO text)
+        self._dues: dict[datetime | None, str] = {None: ""}
+        self._ttls: dict[timedelta, str] = {}
+
+    def chunk(self, items: Sequence[SlotDispatch], run_ids: list[str]) -> str:
+        """The JSON argument of one dispatch.lua call; appends each item's run id to ``run_ids``."""
+        flat: list[str] = []
+        slots, dues, ttls = self._slots, self._dues, self._ttls
+        for item in items:
+            slot = slots.get(item.slot)
+            if slot is None:
+                slot = slots[item.slot] = (str(to_micros(item.slot)), format_utc(item.slot))
+            due = dues.get(item.next_due)
+            if due is None:
+                assert item.next_due is not None
+                due = dues[item.next_due] = str(to_micros(item.next_due))
+            ttl = ttls.get(item.guard_ttl)
+            if ttl is None:
+                ttl = ttls[item.guard_ttl] = str(
+                    max(1, item.guard_ttl // timedelta(milliseconds=1))
+                )
+            run_id = f"{item.job}@{slot[1]}"  # instants.slot_id, with the formatting memoized
+            run_ids.append(run_id)
+            flat += (
+                item.job,
+                item.fingerprint,
+                slot[0],
+                due,
+                item.queue,
+                item.digest,
+                item.overlap,
+                str(item.max_attempts),
+                ttl,
+                run_id,
+            )
+        return json.dumps(flat, separators=(",", ":"))
 
 
 def _job_of(run_id: str) -> str:
@@ -427,14 +491,27 @@ class RedisStore(Store):
     def sync_jobs(
         self, lease: Lease, jobs: Sequence[JobSync], loaded_at: datetime
     ) -> list[JobState]:
-        args: list[str | int] = [lease.token, lease.epoch, to_micros(loaded_at)]
+        flat: list[str] = []
+        dues: dict[datetime | None, str] = {None: ""}  # jobs share few distinct next slots
         for job in jobs:
-            due = "" if job.next_due is None else to_micros(job.next_due)
-            args.extend((job.name, job.fingerprint, due))
-        reply = self._call("sync_jobs", [self._keys.lease, self._keys.jobs], *args)
+            due = dues.get(job.next_due)
+            if due is None:
+                assert job.next_due is not None
+                due = dues[job.next_due] = str(to_micros(job.next_due))
+            flat += (job.name, job.fingerprint, due)
+        reply = self._call(
+            "sync_jobs",
+            [self._keys.lease, self._keys.jobs],
+            lease.token,
+            lease.epoch,
+            to_micros(loaded_at),
+            json.dumps(flat, separators=(",", ":")),
+        )
         if reply[0] == "fenced":
             raise self._fenced(lease)
-        return [_job_state(state) for state in reply[1:]]
+        return [
+            _job_state_of(name, active, fields) for name, active, fields in json.loads(reply[1])
+        ]
 
     def retire_jobs(self, lease: Lease, keep: Sequence[str]) -> list[str]:
         reply = self._call(
@@ -458,64 +535,62 @@ class RedisStore(Store):
 
     def dispatch(self, lease: Lease, items: Sequence[SlotDispatch]) -> list[DispatchResult]:
         """Chunks of items, one script call each, all pipelined: one round trip for the batch."""
+        encoder = _DispatchEncoder()
         calls: list[tuple[str, Sequence[str], Sequence[str | int]]] = []
+        run_ids: list[str] = []
         for start in range(0, len(items), DISPATCH_CHUNK):
-            chunk = [
-                [
-                    item.job,
-                    item.fingerprint,
-                    str(to_micros(item.slot)),
-                    "" if item.next_due is None else str(to_micros(item.next_due)),
-                    item.queue,
-                    item.digest,
-                    item.overlap,
-                    str(item.max_attempts),
-                    str(max(1, item.guard_ttl // timedelta(milliseconds=1))),
-                    slot_id(item.job, item.slot),
-                ]
-                for item in items[start : start + DISPATCH_CHUNK]
-            ]
-            args: list[str | int] = [lease.token, lease.epoch, self._history, json.dumps(chunk)]
+            chunk = encoder.chunk(items[start : start + DISPATCH_CHUNK], run_ids)
+            args: list[str | int] = [lease.token, lease.epoch, self._history, chunk]
             calls.append(("dispatch", [self._keys.lease], args))
         results: list[DispatchResult] = []
         for reply in self._pipelined(calls) if calls else []:
             if reply[0] == "fenced":
                 # This chunk's items and all later ones were refused (a lease never revives).
                 raise self._fenced(lease)
-            results.extend(
-                DispatchResult(
-                    status=DispatchStatus(status),
-                    run_id=run_id or None,
-                    dispatched_at=from_micros(_int(decided)),
-                )
-                for status, run_id, decided in reply[1]
-            )
+            _, at, statuses, earlier = reply
+            decided_at = from_micros(_int(at))
+            firsts = iter(earlier.split())
+            for text in statuses.split():
+                status = _DISPATCH_STATUS[text]
+                run_id = run_ids[len(results)]
+                if status is DispatchStatus.DUPLICATE:
+                    first = from_micros(_int(next(firsts)))  # when the first decision was made
+                    results.append(
+                        DispatchResult(status=status, run_id=run_id, dispatched_at=first)
+                    )
+                else:
+                    results.append(
+                        DispatchResult(
+                            status=status,
+                            run_id=run_id if status in _NAMED else None,
+                            dispatched_at=decided_at,
+                        )
+                    )
         return results
 
-    def advance(
-        self,
-        lease: Lease,
-        job: str,
-        fingerprint: str,
-        missed: Sequence[datetime],
-        missed_count: int,
-        next_due: datetime | None,
-    ) -> JobState:
-        args: list[str | int] = [
-            lease.token,
-            lease.epoch,
-            job,
-            fingerprint,
-            missed_count,
-            "" if next_due is None else to_micros(next_due),
-            self._history,
-        ]
-        for slot in sorted(missed):
-            args.extend((to_micros(slot), slot_id(job, slot)))
-        reply = self._call("advance", [self._keys.lease, self._keys.job(job)], *args)
-        if reply[0] == "fenced":
-            raise self._fenced(lease)
-        return _job_state(reply[1])
+    def advance_many(self, lease: Lease, items: Sequence[MissedSlots]) -> list[JobState]:
+        """One advance.lua call per item, all pipelined: one round trip for the batch."""
+        calls: list[tuple[str, Sequence[str], Sequence[str | int]]] = []
+        for item in items:
+            args: list[str | int] = [
+                lease.token,
+                lease.epoch,
+                item.job,
+                item.fingerprint,
+                item.missed_count,
+                "" if item.next_due is None else to_micros(item.next_due),
+                self._history,
+            ]
+            for slot in sorted(item.missed):
+                args.extend((to_micros(slot), slot_id(item.job, slot)))
+            calls.append(("advance", [self._keys.lease, self._keys.job(item.job)], args))
+        states: list[JobState] = []
+        for reply in self._pipelined(calls) if calls else []:
+            if reply[0] == "fenced":
+                # This item and all later ones were refused (a lease never revives).
+                raise self._fenced(lease)
+            states.append(_job_state(reply[1]))
+        return states
 
     # -- manual runs -------------------------------------------------------------------------------
 

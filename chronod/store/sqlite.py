@@ -75,6 +75,7 @@ from chronod.store.base import (
     JobSync,
     LeaderInfo,
     Lease,
+    MissedSlots,
     Outcome,
     Overlap,
     RunRecord,
@@ -202,10 +203,14 @@ _JOB_COLUMNS = """name, fingerprint, watermark, last_slot, next_due, paused, las
     last_outcome_at, last_success_at, missed,
     (SELECT COUNT(*) FROM runs WHERE runs.job = jobs.name) AS active"""
 _JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ?"
+# The jobs named in ?1, each with whether it has a live run, looked up only for those in ?2.
 _BATCH_JOBS = """SELECT name, fingerprint, watermark, last_slot, next_due, paused,
-    EXISTS (SELECT 1 FROM runs WHERE runs.job = jobs.name) AS active
-    FROM jobs WHERE name IN (SELECT value FROM json_each(?))"""
+    CASE WHEN name IN (SELECT value FROM json_each(?2))
+        THEN EXISTS (SELECT 1 FROM runs WHERE runs.job = jobs.name) ELSE 0 END AS active
+    FROM jobs WHERE name IN (SELECT value FROM json_each(?1))"""
 _ALL_JOBS = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY name"
+_BATCH_JOB_STATES = f"""SELECT {_JOB_COLUMNS} FROM jobs
+    WHERE name IN (SELECT value FROM json_each(?))"""
 _CREATE_JOB = """INSERT INTO jobs (name, fingerprint, watermark, next_due)
     VALUES (?, ?, ?, ?)"""
 _REDEFINE_JOB = """UPDATE jobs SET fingerprint = ?, watermark = max(coalesce(watermark, ?), ?),
@@ -216,8 +221,7 @@ _RETIRE_JOB = "UPDATE jobs SET fingerprint = '' WHERE name = ?"
 _ENSURE_JOB = "INSERT OR IGNORE INTO jobs (name) VALUES (?)"
 _SET_PAUSED = "UPDATE jobs SET paused = ?, watermark = ? WHERE name = ?"
 _SET_PROGRESS = "UPDATE jobs SET watermark = ?, last_slot = ?, next_due = ? WHERE name = ?"
-_ADVANCE_JOB = """UPDATE jobs SET missed = missed + ?, watermark = ?, next_due = ?
-    WHERE name = ?"""
+_SET_ADVANCED = "UPDATE jobs SET missed = ?, watermark = ?, next_due = ? WHERE name = ?"
 _SET_OUTCOME = """INSERT INTO jobs (name, last_outcome, last_outcome_at, last_success_at)
     VALUES (:job, :outcome, :at, :success_at)
     ON CONFLICT (name) DO UPDATE SET
@@ -241,6 +245,10 @@ _INSERT_RUN = """INSERT INTO runs (run_id, job, slot, manual, state, queue, dige
         max_attempts, created_at, not_before)
     VALUES (:run_id, :job, :slot, :manual, :state, :queue, :digest, :epoch, :attempt,
         :max_attempts, :created_at, :not_before)"""
+# The same, positional, for the many runs one dispatch batch creates (cheaper to bind).
+_INSERT_DISPATCHED_RUN = """INSERT INTO runs (run_id, job, slot, manual, state, queue, digest,
+        epoch, attempt, max_attempts, created_at, not_before)
+    VALUES (?, ?, ?, 0, ?, ?, ?, ?, 0, ?, ?, ?)"""
 _RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
 _RUN_BY_TOKEN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE token = ? AND state = 'running'"
 _RUN_WITH_TOKEN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? AND token = ?"
@@ -327,7 +335,7 @@ def _output_tail(text: str) -> str:
     return data[-OUTPUT_TAIL:].decode("utf-8", errors="ignore")
 
 
-def _job_state(row: sqlite3.Row) -> JobState:
+def _job_state(row: Mapping[str, Any] | sqlite3.Row) -> JobState:
     outcome = row["last_outcome"]
     return JobState(
         name=row["name"],
@@ -493,26 +501,38 @@ class _DispatchPlan:
     epoch: int
     now: int
     guards: list[tuple[str, int, int]] = field(default_factory=list)
-    runs: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[tuple[Any, ...]] = field(default_factory=list)  # _INSERT_DISPATCHED_RUN rows
     history: list[dict[str, Any]] = field(default_factory=list)
     decided_at: datetime = field(init=False)
+    # A batch's items share few distinct slots (1,000 jobs due at one second share one), and
+    # converting an instant (microseconds, slot id text) cost more than deciding the item.
+    _slots: dict[datetime, tuple[int, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.decided_at = from_micros(self.now)
 
+    def slot(self, instant: datetime) -> tuple[int, str]:
+        """(microseconds, ISO text) of a slot instant."""
+        known = self._slots.get(instant)
+        if known is None:
+            known = self._slots[instant] = (to_micros(instant), format_utc(instant))
+        return known
+
     def decide(self, item: SlotDispatch, job: _BatchJob | None) -> DispatchResult:
-        run_id = slot_id(item.job, item.slot)
-        status = self._status(item, job, run_id)
+        micros, text = self.slot(item.slot)
+        run_id = f"{item.job}@{text}"  # instants.slot_id, with the formatting memoized
+        status = self._status(item, job, micros, run_id)
         return DispatchResult(
             status=status,
             run_id=run_id if status in _NAMED_RESULTS else None,
             dispatched_at=self.decided_at,
         )
 
-    def _status(self, item: SlotDispatch, job: _BatchJob | None, run_id: str) -> DispatchStatus:
+    def _status(
+        self, item: SlotDispatch, job: _BatchJob | None, slot: int, run_id: str
+    ) -> DispatchStatus:
         if job is None or not job.fingerprint or job.fingerprint != item.fingerprint:
             return DispatchStatus.UNKNOWN_JOB
-        slot = to_micros(item.slot)
         if slot > self.now:
             return DispatchStatus.EARLY
         if slot in job.guards:
@@ -522,29 +542,42 @@ class _DispatchPlan:
         job.guards.add(slot)
         self.guards.append((item.job, slot, self.now + _micros(item.guard_ttl)))
         job.watermark = slot
-        job.next_due = None if item.next_due is None else to_micros(item.next_due)
+        job.next_due = None if item.next_due is None else self.slot(item.next_due)[0]
         job.dirty = True
         if job.paused:
             return DispatchStatus.PAUSED
-        run = {
-            "run_id": run_id,
-            "job": item.job,
-            "slot": slot,
-            "manual": 0,
-            "queue": item.queue,
-            "digest": item.digest,
-            "epoch": self.epoch,
-            "attempt": 0,
-            "max_attempts": item.max_attempts,
-            "created_at": self.now,
-            "not_before": slot,
-        }
         if job.active and item.overlap == "skip":
+            run = {
+                "run_id": run_id,
+                "job": item.job,
+                "slot": slot,
+                "manual": 0,
+                "queue": item.queue,
+                "digest": item.digest,
+                "epoch": self.epoch,
+                "attempt": 0,
+                "max_attempts": item.max_attempts,
+                "created_at": self.now,
+                "not_before": slot,
+            }
             self.history.append(_history_entry(run, Outcome.SKIPPED, self.now))
             return DispatchStatus.SKIPPED
         waiting = job.active and item.overlap == "queue"
-        run["state"] = (RunState.WAITING if waiting else RunState.QUEUED).value
-        self.runs.append(run)
+        state = RunState.WAITING if waiting else RunState.QUEUED
+        self.runs.append(
+            (
+                run_id,
+                item.job,
+                slot,
+                state.value,
+                item.queue,
+                item.digest,
+                self.epoch,
+                item.max_attempts,
+                self.now,
+                slot,
+            )
+        )
         job.active = True
         job.last_slot = slot
         return DispatchStatus.WAITING if waiting else DispatchStatus.QUEUED
@@ -791,11 +824,11 @@ class SQLiteStore(Store):
         """
         with self._write() as tx:
             _fence(tx, lease)  # the lock is held for the whole batch: one check covers every item
-            jobs = _load_batch_jobs(tx, items)
             plan = _DispatchPlan(epoch=lease.epoch, now=tx.now)
+            jobs = _load_batch_jobs(tx, items, plan)
             results = [plan.decide(item, jobs.get(item.job)) for item in items]
             tx.conn.executemany(_INSERT_GUARD, plan.guards)
-            tx.conn.executemany(_INSERT_RUN, plan.runs)
+            tx.conn.executemany(_INSERT_DISPATCHED_RUN, plan.runs)
             tx.conn.executemany(_INSERT_HISTORY, plan.history)
             tx.conn.executemany(
                 _SET_PROGRESS,
@@ -810,40 +843,70 @@ class SQLiteStore(Store):
             tx.conn.execute(_PRUNE_GUARDS, (tx.now, len(items) + GUARD_PRUNE_EXTRA))
             return results
 
-    def advance(
-        self,
-        lease: Lease,
-        job: str,
-        fingerprint: str,
-        missed: Sequence[datetime],
-        missed_count: int,
-        next_due: datetime | None,
-    ) -> JobState:
+    def advance_many(self, lease: Lease, items: Sequence[MissedSlots]) -> list[JobState]:
+        """One transaction (one fsync) for the batch, its rows written in bulk.
+
+        After an outage of a large installation every job has missed slots: one transaction per
+        job kept the leader recording them for minutes. Under the write lock nothing else changes
+        the batch's jobs, so they are read once, each item is decided in order against that view
+        (which it updates: a job named twice sees its first item's effect), and the history
+        entries, job rows and history trims are written with one statement each.
+        """
         with self._write() as tx:
-            _fence(tx, lease)
-            row = tx.conn.execute(_JOB, (job,)).fetchone()
-            if row is None:
-                return JobState(
-                    name=job, fingerprint="", watermark=None, last_slot=None, next_due=None
-                )
-            if not row["fingerprint"] or row["fingerprint"] != fingerprint:
-                return _job_state(row)
-            watermark: int | None = row["watermark"]
-            recorded = 0
-            for slot in sorted(missed):
-                micros = to_micros(slot)
-                if watermark is None or micros > watermark:
-                    _insert_missed(tx, job, slot, lease.epoch)
-                    watermark = micros
-                    recorded += 1
-            # A client retry finds every named slot at or below the watermark the first call set:
-            # it records nothing and must not count them again. (A call naming no slot cannot be
-            # told from its repeat; it counts.)
-            counted = missed_count if recorded or not missed else 0
-            due = None if next_due is None else to_micros(next_due)
-            tx.conn.execute(_ADVANCE_JOB, (counted, watermark, due, job))
-            self._trim_history(tx, job)
-            return _job_state(tx.conn.execute(_JOB, (job,)).fetchone())
+            _fence(tx, lease)  # the lock is held for the whole batch: one check covers every item
+            names = json.dumps(sorted({item.job for item in items}))
+            rows = {row["name"]: dict(row) for row in tx.conn.execute(_BATCH_JOB_STATES, (names,))}
+            entries: list[dict[str, Any]] = []
+            touched: set[str] = set()  # jobs whose fingerprint matched: their rows change
+            states = [
+                self._advance(tx.now, lease.epoch, rows, item, entries, touched) for item in items
+            ]
+            tx.conn.executemany(_INSERT_HISTORY, entries)
+            tx.conn.executemany(
+                _SET_ADVANCED,
+                [
+                    (rows[n]["missed"], rows[n]["watermark"], rows[n]["next_due"], n)
+                    for n in touched
+                ],
+            )
+            tx.conn.executemany(
+                _TRIM_HISTORY, [{"job": name, "keep": self._history} for name in touched]
+            )
+            return states
+
+    @staticmethod
+    def _advance(
+        now: int,
+        epoch: int,
+        rows: dict[str, dict[str, Any]],
+        item: MissedSlots,
+        entries: list[dict[str, Any]],
+        touched: set[str],
+    ) -> JobState:
+        """Decide one item against ``rows`` (updated in place); queue its history entries."""
+        job = item.job
+        row = rows.get(job)
+        if row is None:
+            return JobState(name=job, fingerprint="", watermark=None, last_slot=None, next_due=None)
+        if not row["fingerprint"] or row["fingerprint"] != item.fingerprint:
+            return _job_state(row)
+        watermark: int | None = row["watermark"]
+        recorded = 0
+        for slot in sorted(item.missed):
+            micros = to_micros(slot)
+            if watermark is None or micros > watermark:
+                entries.append(_missed_entry(job, slot, epoch, now))
+                watermark = micros
+                recorded += 1
+        # A client retry finds every named slot at or below the watermark the first call set:
+        # it records nothing and must not count them again. (A call naming no slot cannot be
+        # told from its repeat; it counts.)
+        counted = item.missed_count if recorded or not item.missed else 0
+        touched.add(job)
+        row["missed"] += counted
+        row["watermark"] = watermark
+        row["next_due"] = None if item.next_due is None else to_micros(item.next_due)
+        return _job_state(row)
 
     # -- manual runs -------------------------------------------------------------------------------
 
@@ -1088,43 +1151,54 @@ def _fence(tx: _Tx, lease: Lease) -> None:
         raise Fenced(f"lease epoch {lease.epoch} of {lease.node} is not the current lease")
 
 
-def _load_batch_jobs(tx: _Tx, items: Sequence[SlotDispatch]) -> dict[str, _BatchJob]:
-    """The batch's stored jobs, each with those of the batch's slots that are already guarded."""
+def _load_batch_jobs(
+    tx: _Tx, items: Sequence[SlotDispatch], plan: _DispatchPlan
+) -> dict[str, _BatchJob]:
+    """The batch's stored jobs, each with those of the batch's slots that are already guarded.
+
+    ``active`` (does the job have a live run) is looked up only for jobs with an item whose
+    overlap is not ``allow``: nothing else reads it, and it is an index probe per job.
+    """
     names = json.dumps(sorted({item.job for item in items}))
+    watched = json.dumps(sorted({item.job for item in items if item.overlap != "allow"}))
     jobs = {
-        row["name"]: _BatchJob(
-            fingerprint=row["fingerprint"],
-            watermark=row["watermark"],
-            last_slot=row["last_slot"],
-            next_due=row["next_due"],
-            paused=bool(row["paused"]),
-            active=bool(row["active"]),
+        row[0]: _BatchJob(
+            fingerprint=row[1],
+            watermark=row[2],
+            last_slot=row[3],
+            next_due=row[4],
+            paused=bool(row[5]),
+            active=bool(row[6]),
             guards=set(),
         )
-        for row in tx.conn.execute(_BATCH_JOBS, (names,))
+        for row in tx.conn.execute(_BATCH_JOBS, (names, watched))
     }
-    wanted = json.dumps([[item.job, to_micros(item.slot)] for item in items])
+    wanted = json.dumps([[item.job, plan.slot(item.slot)[0]] for item in items])
     for name, slot in tx.conn.execute(_BATCH_GUARDS, (wanted,)):
         jobs[name].guards.add(slot)
     return jobs
 
 
-def _insert_missed(tx: _Tx, job: str, slot: datetime, epoch: int) -> None:
-    # advance() is not told the job's queue, digest or attempts: those stay empty for a missed slot.
+def _missed_entry(job: str, slot: datetime, epoch: int, now: int) -> dict[str, Any]:
+    """The _INSERT_HISTORY parameters of a missed slot.
+
+    advance() is not told the job's queue, digest or attempts: those stay empty for a missed slot.
+    """
+    micros = to_micros(slot)
     run = {
         "run_id": slot_id(job, slot),
         "job": job,
-        "slot": to_micros(slot),
+        "slot": micros,
         "manual": 0,
         "queue": "",
         "digest": "",
         "epoch": epoch,
         "attempt": 0,
         "max_attempts": 0,
-        "created_at": tx.now,
-        "not_before": to_micros(slot),
+        "created_at": now,
+        "not_before": micros,
     }
-    tx.conn.execute(_INSERT_HISTORY, _history_entry(run, Outcome.MISSED, tx.now))
+    return _history_entry(run, Outcome.MISSED, now)
 
 
 def _repeated_finish(tx: _Tx, run_id: str, token: str, result: AttemptResult) -> FinishStatus:

@@ -55,6 +55,11 @@ local function job_reply(name)
   return {name, redis.call('ZCARD', P .. 'live:' .. name), redis.call('HGETALL', P .. 'job:' .. name)}
 end
 
+-- The same as a table for cjson: {name, active, {field = value}} (an empty hash encodes as {}).
+local function job_json(name)
+  return {name, redis.call('ZCARD', P .. 'live:' .. name), hgetall(P .. 'job:' .. name) or {}}
+end
+
 -- A job hash (empty fingerprint) for a job that has none yet, registered in the jobs set.
 local function ensure_job(name)
   local key = P .. 'job:' .. name
@@ -92,8 +97,11 @@ local function add_ticket(queue, fields)
   redis.call('XADD', P .. 'q:' .. queue, '*', unpack(fields))
 end
 
+-- A ticket only wakes a worker of its queue (claim.lua reads queued:<queue>, never the ticket's
+-- fields), so it names its run for people reading the stream and nothing more: every field
+-- would be written once per dispatched slot.
 local function ticket_fields(run)
-  return {'run', run.run_id, 'job', run.job, 'slot', run.slot, 'digest', run.digest}
+  return {'run', run.run_id}
 end
 
 local function is_ready(run, now)

@@ -1,11 +1,16 @@
 -- sync_jobs.lua: reconcile stored job state with the loaded config (Store.sync_jobs).
 --
+-- A leader loads every job at once (100,000 of them in a large installation), so the jobs travel
+-- as one JSON argument and the states come back as one JSON string: packing and parsing hundreds
+-- of thousands of separate arguments and reply elements cost the client seconds.
+--
 -- KEYS[1]  lease hash
 -- KEYS[2]  jobs set
 -- ARGV[1]  key prefix; ARGV[2] lease token; ARGV[3] lease epoch; ARGV[4] loaded_at (µs)
--- ARGV[5+3i .. 7+3i]  name, fingerprint, next_due (µs, '' for none) of each job, in input order
+-- ARGV[5]  JSON array of strings, three per job: name, fingerprint, next_due (µs, '' for none)
 -- Also     job:<name>, live:<name> (for `active`)
--- Returns  {'fenced'} (nothing written) or {'ok', job_reply...} in input order.
+-- Returns  {'fenced'} (nothing written) or {'ok', JSON array of [name, active, {field: value}]
+--          (the job hash), in input order}.
 -- Twice:   the second run finds every fingerprint equal and changes nothing (same states).
 
 local now = now_us()
@@ -13,9 +18,10 @@ if not lease_ok(KEYS[1], ARGV[2], ARGV[3], now) then
   return {'fenced'}
 end
 local loaded = tonumber(ARGV[4])
-local reply = {'ok'}
-for i = 5, #ARGV, 3 do
-  local name, fingerprint, next_due = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local jobs = cjson.decode(ARGV[5])
+local states = {}
+for i = 1, #jobs, 3 do
+  local name, fingerprint, next_due = jobs[i], jobs[i + 1], jobs[i + 2]
   local key = P .. 'job:' .. name
   local state = redis.call('HMGET', key, 'fingerprint', 'watermark')
   if redis.call('EXISTS', key) == 0 or state[1] ~= fingerprint then
@@ -36,6 +42,6 @@ for i = 5, #ARGV, 3 do
     end
     redis.call('SADD', KEYS[2], name)
   end
-  reply[#reply + 1] = job_reply(name)
+  states[#states + 1] = job_json(name)
 end
-return reply
+return {'ok', cjson.encode(states)}
