@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import select
 import signal
@@ -18,8 +19,10 @@ import sys
 from collections.abc import Iterable
 
 _LINUX = sys.platform.startswith("linux")
-# Blocked around fork() so that none of them runs the parent's handler in the child before the
-# child has installed its own (or restored the defaults).
+# Blocked while a process starts a child (worker child, fork server): the mask survives exec, so
+# the new program starts with them blocked and unblocks them once its own handlers are in place.
+# A signal sent meanwhile (a reload, a stop) then waits for those handlers instead of killing it
+# half-started with the default action.
 FORK_BLOCKED = frozenset(
     {
         signal.SIGTERM,
@@ -36,13 +39,25 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-def _prctl(option: int, value: int) -> bool:
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once per process: a fork server's runs call ``prctl`` right after
+    ``fork()``, and loading it there every time would cost each run a ``dlopen``."""
     if not _LINUX:
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _prctl(option: int, value: int) -> bool:
+    libc = _libc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(option, value, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
+    except AttributeError:
         return False
 
 
@@ -105,17 +120,20 @@ def reap_group(pgid: int) -> list[tuple[int, int]]:
         reaped.append((pid, status))
 
 
-def reap_strays() -> int:
-    """Reap any exited child (adopted orphans of finished runs); returns how many. Never blocks."""
-    count = 0
+def reap_strays() -> list[tuple[int, int]]:
+    """Reap any exited child (adopted orphans of finished runs): [(pid, wait status)].
+
+    Never blocks. It may reap a child the caller also tracks (a worker's fork server): the caller
+    hands those statuses on."""
+    reaped: list[tuple[int, int]] = []
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return count
+            return reaped
         if pid == 0:
-            return count
-        count += 1
+            return reaped
+        reaped.append((pid, status))
 
 
 def group_alive(pgid: int) -> bool:
@@ -138,18 +156,19 @@ def group_alive(pgid: int) -> bool:
 
 def live_members(pgid: int) -> Iterable[int]:
     """Pids of the non-zombie processes in group ``pgid`` (Linux ``/proc``)."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue  # exited while we looked
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 3 and fields[0] != b"Z" and int(fields[2]) == pgid:
-            yield int(entry.name)
+    with os.scandir("/proc") as entries:  # closed even when the caller stops at the first
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                    stat = handle.read()
+            except OSError:
+                continue  # exited while we looked
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if len(fields) >= 3 and fields[0] != b"Z" and int(fields[2]) == pgid:
+                yield int(entry.name)
 
 
 def open_pidfd(pid: int) -> int | None:

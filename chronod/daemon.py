@@ -5,7 +5,8 @@ tick the scheduler with the store's time, report (systemd, metrics), sleep until
 (or until something changes).
 Signals only set flags and wake the loop: SIGHUP reloads (a bad file is reported, the running config
 kept; the embedded pool reloads too), SIGTERM/SIGINT stop (release the lease so a standby takes over
-at once, drain the pool).
+at once, drain the pool), SIGCHLD (with an embedded pool) has a dead worker child reaped and
+replaced at once; the loop also wakes when a replacement's backoff ends.
 A store outage is never fatal: the loop reports it (one log line when the store goes, one when it is
 back, ``STATUS=``, ``chronod_store_up 0``), stops dispatching (the keeper stops vouching for the
 lease once its validity runs out) and retries with backoff; the store sampler's probe wakes it as
@@ -36,7 +37,7 @@ from chronod.notify import Notifier
 from chronod.runtime import Pool, PoolHooks, node_name, store_settings
 from chronod.store import open_store
 from chronod.store.base import Fenced, Lease, Store
-from chronod.telemetry import Telemetry, fork_guarded, plural
+from chronod.telemetry import Telemetry, plural
 
 log = logging.getLogger("chronod.daemon")
 
@@ -87,10 +88,8 @@ class Daemon:
         self.metrics = metrics
         self.telemetry = Telemetry(open_store(settings, clock), clock=clock, metrics=metrics)
         self.telemetry.configured(config.jobs)
-        # The keeper's thread must not be inside the store when the pool forks (PoolHooks).
-        keeper_store = fork_guarded(open_store(settings, clock), self.telemetry.hooks.fork_lock)
         self.keeper = LeaseKeeper(
-            keeper_store,
+            open_store(settings, clock),
             node=self.node,
             ttl=config.daemon.lease,
             clock=clock,
@@ -109,6 +108,8 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
+        if self.pool is not None:  # a worker child died: reap and respawn it now, not next pass
+            signal.signal(signal.SIGCHLD, lambda _s, _f: self.flags.wake.set())
 
     def _on_hup(self, _sig: int, _frame: FrameType | None) -> None:
         self.flags.reload.set()
@@ -145,6 +146,9 @@ class Daemon:
                 delay = self.step()
                 if self.pool is not None:
                     self.pool.check()
+                    respawn = self.pool.next_check_in()
+                    if respawn is not None:
+                        delay = min(delay, respawn)
                 self.report()
                 watchdog = self.notifier.watchdog_interval()
                 if watchdog is not None:

@@ -1,20 +1,25 @@
 """Run one attempt of one run in its own process group (DESIGN §4).
 
 :func:`run_attempt` starts the job and supervises it until it is over, in one single-threaded loop
-that ``select``s on the output pipe, a pidfd of the main process (Linux; elsewhere it polls every
-50 ms) and the worker's wake-up pipe, with a timeout set by the nearest deadline (heartbeat, job
+that ``select``s on the output pipe, the fork server's socket (which says when the main process
+exited) and the worker's wake-up pipe, with a timeout set by the nearest deadline (heartbeat, job
 timeout, kill grace, drain). Time is monotonic; nothing sleeps.
 
 Starting
+    Every run is started by the worker's fork server (:mod:`chronod._forkserver`), a small process
+    that forks it, so starting costs neither a fork of the worker nor a fresh interpreter.
     ``command`` as a string runs as ``/bin/sh -c STRING``; as an array it is exec'd as argv
-    (``PATH`` from the run's environment). ``call`` forks the worker (cheap) and runs the function
-    in the child (:mod:`chronod._call`). Every run gets a new session, so its process group id is
-    its pid; stdin is ``/dev/null``; stdout and stderr share one pipe. The environment is the
-    worker's (minus systemd's ``NOTIFY_SOCKET``/``WATCHDOG_*``, which are the worker's own), plus
-    the job's ``env``, plus ``CHRONOD_JOB``, ``CHRONOD_RUN_ID``, ``CHRONOD_SLOT`` (ISO 8601, ``Z``),
+    (``PATH`` from the run's environment). ``call`` runs the function in the forked process
+    (:mod:`chronod._call`); its module may already be imported there (see "Call modules" in
+    :mod:`chronod._forkserver`). Every run gets a new session, so its process group id is its pid;
+    stdin is ``/dev/null``; stdout and stderr share one pipe. The environment is the worker's
+    (minus systemd's ``NOTIFY_SOCKET``/``WATCHDOG_*``, which are the worker's own), plus the job's
+    ``env``, plus ``CHRONOD_JOB``, ``CHRONOD_RUN_ID``, ``CHRONOD_SLOT`` (ISO 8601, ``Z``),
     ``CHRONOD_ATTEMPT`` and ``CHRONOD_EPOCH``, which the job's ``env`` cannot override. On Linux
-    the main process gets ``PR_SET_PDEATHSIG = SIGKILL``: if the worker dies, the run's main
-    process dies with it rather than run on unsupervised while its attempt is reclaimed elsewhere.
+    the main process gets ``PR_SET_PDEATHSIG = SIGKILL`` tied to the fork server, which has the
+    same tied to the worker: if the worker dies, the run's main process dies with it rather than
+    run on unsupervised while its attempt is reclaimed elsewhere. (If only the fork server dies,
+    the run dies too, and the attempt ends ``failed``: killed by SIGKILL.)
 
 Ending
     * The run is over when its main process has exited **and** nothing is left in its process
@@ -43,33 +48,27 @@ Output
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
-from chronod import _call
+from chronod._forkserver import ForkServer, StartFailed
 from chronod._proc import (
-    FORK_BLOCKED,
     close_quietly,
-    die_with_parent,
     exit_code_of,
     group_alive,
-    open_pidfd,
     read_available,
     reap_group,
     set_nonblocking,
     signal_group,
     signal_name,
-    signal_process,
     wait_readable,
 )
 from chronod.config import JobConfig
@@ -81,7 +80,7 @@ log = logging.getLogger("chronod.runner")
 job_log = logging.getLogger("chronod.job")
 
 MAX_WAIT = 1.0  # seconds: the longest single wait (signals wake the loop earlier via wake_fd)
-POLL_EXIT = 0.05  # seconds between looks at the main process when there is no pidfd
+POLL_EXIT = 0.05  # seconds between looks at the main process once its fork server is gone
 POLL_GROUP = 0.02  # seconds between looks at a group's leftovers once the main process is gone
 KILL_PATIENCE = 2.0  # seconds after SIGKILL to wait for the group to vanish (D state) before going
 MAX_LINE = 16 * 1024  # bytes: a longer line without a newline is logged in pieces
@@ -174,16 +173,30 @@ class Report:
         )
 
 
-def run_attempt(job: JobConfig, info: RunInfo, watch: Supervision | None = None) -> Report:
-    """Run ``job`` once for ``info`` and return how it went (see the module docstring)."""
+def run_attempt(
+    job: JobConfig,
+    info: RunInfo,
+    watch: Supervision | None = None,
+    server: ForkServer | None = None,
+) -> Report:
+    """Run ``job`` once for ``info`` and return how it went (see the module docstring).
+
+    ``server`` is the worker's fork server; without one, a server is started for this attempt
+    alone (tests, one-off runs)."""
+    if server is None:
+        own = ForkServer()
+        try:
+            return run_attempt(job, info, watch, own)
+        finally:
+            own.close()
     watch = watch or Supervision()
     began = watch.monotonic()
-    env = run_environment(job, info)
     out_r, out_w = os.pipe()
     report_r, report_w = os.pipe() if job.call is not None else (-1, -1)
     try:
-        leader = _start(job, env, out_w, report_w)
-    except OSError as exc:
+        fds = [fd for fd in (out_w, report_w) if fd >= 0]
+        leader = _Leader(server.spawn(start_request(job, run_environment(job, info)), fds))
+    except StartFailed as exc:
         for fd in (out_r, report_r):
             close_quietly(fd if fd >= 0 else None)
         return Report(
@@ -200,7 +213,9 @@ def run_attempt(job: JobConfig, info: RunInfo, watch: Supervision | None = None)
     if watch.wake_fd is not None:
         set_nonblocking(watch.wake_fd)  # it is drained, never waited on by reading
     report_fd = report_r if report_r >= 0 else None
-    attempt = _Attempt(job, info, watch, leader=leader, out_fd=out_r, report_fd=report_fd)
+    attempt = _Attempt(
+        job, info, watch, leader=leader, server=server, out_fd=out_r, report_fd=report_fd
+    )
     return attempt.supervise(began)
 
 
@@ -216,8 +231,21 @@ def run_environment(
     return env
 
 
-# --------------------------------------------------------------------------------------------------
-# starting
+def start_request(job: JobConfig, env: Mapping[str, str]) -> dict[str, Any]:
+    """What the fork server is asked to start (:mod:`chronod._forkserver`)."""
+    if job.call is not None:
+        return {
+            "call": job.call,
+            "args": list(job.args),
+            "kwargs": dict(job.kwargs),
+            "env": dict(env),
+            "cwd": job.cwd,
+            # Only where an import in the server sees what the run's own import would.
+            "cache": not job.env and job.cwd is None,
+        }
+    assert job.command is not None
+    argv = ["/bin/sh", "-c", job.command] if isinstance(job.command, str) else list(job.command)
+    return {"argv": argv, "env": dict(env), "cwd": job.cwd}
 
 
 @dataclass
@@ -225,70 +253,13 @@ class _Leader:
     """The run's main process (its pid is also its process group id)."""
 
     pid: int
-    popen: subprocess.Popen[bytes] | None  # for commands; we reap it ourselves
-    status: int | None = None  # wait status once reaped
+    status: int | None = None  # wait status once known
+    vanished: bool = False  # its fork server died and it was reaped elsewhere: status unknown
+    orphaned: bool = False  # its fork server died: we reaped it ourselves (as the subreaper)
 
-    def reaped(self, status: int) -> None:
-        self.status = status
-        if self.popen is not None:  # tell Popen, so it neither warns nor tries to reap it again
-            self.popen.returncode = os.waitstatus_to_exitcode(status)
-
-
-def _start(job: JobConfig, env: dict[str, str], out_w: int, report_w: int) -> _Leader:
-    if job.call is not None:
-        return _Leader(_fork_call(job, job.call, env, out_w, report_w), None)
-    assert job.command is not None
-    argv = ["/bin/sh", "-c", job.command] if isinstance(job.command, str) else list(job.command)
-    worker = os.getpid()
-    popen = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=out_w,
-        stderr=out_w,
-        env=env,
-        cwd=job.cwd,
-        close_fds=True,
-        start_new_session=True,
-        # A worker child is single-threaded (fork keeps only the forking thread), which is what
-        # makes a preexec_fn safe here.
-        preexec_fn=lambda: _leader_setup(worker),  # noqa: PLW1509
-    )
-    return _Leader(popen.pid, popen)
-
-
-def _leader_setup(worker: int) -> None:
-    """In the forked child before exec: die with the worker (see the module docstring)."""
-    die_with_parent(signal.SIGKILL)
-    if os.getppid() != worker:
-        os._exit(_call.EXIT_ORPHANED)
-
-
-def _fork_call(job: JobConfig, target: str, env: dict[str, str], out_w: int, report_w: int) -> int:
-    # A JSON round trip gives the child plain, private copies of the configured arguments.
-    args = json.loads(json.dumps(list(job.args)))
-    kwargs = json.loads(json.dumps(dict(job.kwargs)))
-    for stream in (sys.stdout, sys.stderr):  # or the child would write the worker's buffers too
-        with contextlib.suppress(Exception):
-            stream.flush()
-    worker = os.getpid()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
-    try:
-        pid = os.fork()
-        if pid == 0:
-            _call.child_main(
-                target=target,
-                args=args,
-                kwargs=kwargs,
-                env=env,
-                cwd=job.cwd,
-                out_fd=out_w,
-                report_fd=report_w,
-                worker_pid=worker,
-                signal_mask=previous,
-            )
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-    return pid
+    @property
+    def done(self) -> bool:
+        return self.status is not None or self.vanished
 
 
 # --------------------------------------------------------------------------------------------------
@@ -343,6 +314,7 @@ class _Attempt:
         watch: Supervision,
         *,
         leader: _Leader,
+        server: ForkServer,
         out_fd: int,
         report_fd: int | None,
     ) -> None:
@@ -350,10 +322,10 @@ class _Attempt:
         self.info = info
         self.watch = watch
         self.leader = leader
+        self.server = server
         self.pgid = leader.pid
         self.out_fd: int | None = out_fd
         self.report_fd = report_fd
-        self.pidfd = open_pidfd(leader.pid)
         self.output = _Output(info.run_id)
         self.ending: Ending | None = None  # set when we decide to end it, or when it exits
         self.kill_at: float | None = None  # SIGTERM sent: SIGKILL due at this instant
@@ -395,18 +367,30 @@ class _Attempt:
                 self.out_fd = None
         if self.watch.wake_fd is not None and self.watch.wake_fd in ready:
             read_available(self.watch.wake_fd)
+        server = self.server.fileno()
+        if server is not None and server in ready:
+            self.server.pump()
 
     def _reap(self, now: float) -> None:
-        for pid, status in reap_group(self.pgid):
-            if pid == self.leader.pid:
-                self.leader.reaped(status)
+        """Learn whether the main process exited; reap leftovers that became ours."""
+        leader = self.leader
+        status = self.server.exit_status(leader.pid)
+        if status is not None and not leader.done:
+            leader.status = status
+            self.exited_at = now
+        # Leftovers of the run are reparented to the worker (the subreaper), and so is the main
+        # process itself if its fork server died first.
+        for pid, reaped in reap_group(self.pgid):
+            if pid == leader.pid and not leader.done:
+                leader.status, leader.orphaned = reaped, True
                 self.exited_at = now
-                close_quietly(self.pidfd)
-                self.pidfd = None
+        if not leader.done and self.server.lost and not group_alive(self.pgid):
+            leader.vanished = True  # reaped by someone else (no subreaper here): status unknown
+            self.exited_at = now
 
     def _over(self, now: float) -> bool:
         self._reap(now)
-        if self.leader.status is None:
+        if not self.leader.done:
             return False
         if not group_alive(self.pgid):
             return True
@@ -432,7 +416,7 @@ class _Attempt:
 
     def _enforce(self, now: float) -> None:
         stop = self.watch.stop
-        running = self.leader.status is None
+        running = not self.leader.done
         if self.ending is None:
             if not running:
                 self.ending = Ending.EXITED
@@ -452,10 +436,9 @@ class _Attempt:
             self.kill_at = now + self.job.kill_grace.total_seconds()
 
     def _signal(self, sig: int) -> None:
+        # The fork server says "started" only after the run's setsid(), and a session leader
+        # cannot leave its group: the group always reaches the main process.
         signal_group(self.pgid, sig)
-        if self.leader.status is None:
-            # Until the child's setsid() its group does not exist yet; it has no children then.
-            signal_process(self.leader.pid, sig)
 
     def _plan(self, now: float) -> tuple[list[int], float]:
         """Descriptors to wait on and for how long (seconds)."""
@@ -466,11 +449,12 @@ class _Attempt:
                 deadlines.append(self.watch.stop.terminate_at)
         if self.kill_at is not None and self.killed_at is None:
             deadlines.append(self.kill_at)
-        fds = [fd for fd in (self.out_fd, self.watch.wake_fd, self.pidfd) if fd is not None]
-        if self.leader.status is not None:
+        server = self.server.fileno()
+        fds = [fd for fd in (self.out_fd, self.watch.wake_fd, server) if fd is not None]
+        if self.leader.done:
             deadlines.append(now + POLL_GROUP)  # leftovers: nothing to wait on but time
-        elif self.pidfd is None:
-            deadlines.append(now + POLL_EXIT)
+        elif server is None:
+            deadlines.append(now + POLL_EXIT)  # its server is gone: we (may) reap it ourselves
         if self.killed_at is not None:
             deadlines.append(now + POLL_GROUP)
         return fds, min(deadlines) - now
@@ -483,8 +467,6 @@ class _Attempt:
             self.output.feed(data)
             close_quietly(self.out_fd)
             self.out_fd = None
-        close_quietly(self.pidfd)
-        self.pidfd = None
         reap_group(self.pgid)
 
     def _call_error(self) -> str | None:
@@ -508,6 +490,10 @@ class _Attempt:
             error = call_error or reason
         else:
             error = self._termination_text(ending, exit_code)
+        if self.leader.vanished:
+            error = "the fork server died during the run: its exit status is unknown"
+        elif self.leader.orphaned:
+            error = f"{error} (the fork server died during the run, taking it down)"
         return Report(
             ending=ending,
             exit_code=exit_code,

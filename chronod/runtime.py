@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from chronod.config import Config
@@ -27,6 +26,10 @@ class Pool(Protocol):
     def check(self) -> None:
         """Reap and respawn dead children; called from the daemon loop."""
 
+    def next_check_in(self) -> float | None:
+        """Seconds until :meth:`check` must run again though no SIGCHLD came (a respawn after its
+        backoff); None when only a child's death (SIGCHLD) can give it something to do."""
+
     def reload(self, config: Config) -> None:
         """Use ``config`` from now on (SIGHUP, after the daemon validated it)."""
 
@@ -37,16 +40,12 @@ class PoolHooks:
 
     ``events`` is the write end of a pipe on which children report their runs (one JSON line per
     event) to the supervisor, which aggregates them for ``--metrics``; None: children report
-    nothing. ``fork_lock`` is held around every ``fork()``, and the supervisor's other threads
-    (the lease keeper, the store sampler) hold it while inside a store call. SQLite keeps
-    process-wide state (its mutexes, and which connection of the process holds which lock on a
-    database file) that a child inherits: forked while another thread is inside a transaction,
-    the child's own connection would find the write lock "held by this process" forever, or
-    hang on a mutex nobody will release.
+    nothing. (No lock around starting children: a pool starts them with fork+exec, never as
+    plain forks, so nothing the supervisor's threads or SQLite connections hold at that moment
+    can leak into a child; see :mod:`chronod.worker`.)
     """
 
     events: int | None = None
-    fork_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def node_name() -> str:

@@ -14,8 +14,9 @@ store becomes unreachable, one when it is back) and, with ``--metrics``, the Pro
     that it is back. Sampling off the main loop keeps a slow store read from delaying a dispatch,
     and sampling on a timer (never per scrape) bounds the load many scrapers can put on the store.
 :class:`EventWriter` / :class:`EventReader`
-    Worker children are forked processes: they report their runs (started, finished) as one JSON
-    line per event on a pipe the supervisor reads from a thread and turns into metrics. Lines are
+    Worker children are processes of their own: they report their runs (started, finished) as one
+    JSON line per event on a pipe (inherited) the supervisor reads from a thread and turns into
+    metrics. Lines are
     at most ``PIPE_BUF`` bytes, written in one non-blocking ``write``: lines from several children
     never interleave, and a supervisor that falls behind costs dropped samples, never a stalled run.
 
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import logging
 import os
@@ -43,7 +43,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from chronod._proc import Waker, close_quietly, read_available, wait_readable
 from chronod.clock import Clock
@@ -145,14 +145,12 @@ class Sampler:
         health: StoreHealth,
         *,
         clock: Clock,
-        fork_lock: threading.Lock,
         metrics: ChronodMetrics | None = None,
         every: float = SAMPLE_EVERY,
     ) -> None:
         self.store = store
         self.health = health
         self.clock = clock
-        self.fork_lock = fork_lock
         self.metrics = metrics
         self.every = every
         self.latest: Sample | None = None
@@ -188,10 +186,9 @@ class Sampler:
         """One round: read, report to health and metrics; True if the store answered."""
         self._started_at = self.clock.monotonic()
         try:
-            with self.fork_lock:  # see PoolHooks: no fork while we are inside the store
-                depths = self.store.queue_depths()
-                leader = self.store.leader()
-                states = self.store.job_states() if self.metrics is not None else None
+            depths = self.store.queue_depths()
+            leader = self.store.leader()
+            states = self.store.job_states() if self.metrics is not None else None
         except StoreError as exc:
             self.health.failed(exc)
             return False
@@ -217,31 +214,6 @@ class Sampler:
         jobs, self._jobs = self._jobs, None
         if jobs is not None and self.metrics is not None:
             self.metrics.configured(jobs, self.clock.now())
-
-
-def fork_guarded(store: Store, fork_lock: threading.Lock) -> Store:
-    """``store`` with every call made while holding ``fork_lock`` (see
-    :class:`~chronod.runtime.PoolHooks`): for a store used by a thread other than the one that
-    forks the pool's children, such as the lease keeper's."""
-    return cast(Store, _ForkGuarded(store, fork_lock))
-
-
-class _ForkGuarded:
-    def __init__(self, store: Store, fork_lock: threading.Lock) -> None:
-        self._store = store
-        self._fork_lock = fork_lock
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if not callable(attr) or name in ("close", "describe"):
-            return attr
-
-        @functools.wraps(attr)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            with self._fork_lock:
-                return attr(*args, **kwargs)
-
-        return guarded
 
 
 # --------------------------------------------------------------------------------------------------
@@ -339,14 +311,9 @@ class Telemetry:
     def __init__(self, store: Store, *, clock: Clock, metrics: ChronodMetrics | None) -> None:
         self.metrics = metrics
         self.health = StoreHealth(clock, metrics)
-        fork_lock = threading.Lock()
-        self.sampler = Sampler(
-            store, self.health, clock=clock, fork_lock=fork_lock, metrics=metrics
-        )
+        self.sampler = Sampler(store, self.health, clock=clock, metrics=metrics)
         self.events = EventReader(metrics.run_event) if metrics is not None else None
-        self.hooks = PoolHooks(
-            events=self.events.write_fd if self.events is not None else None, fork_lock=fork_lock
-        )
+        self.hooks = PoolHooks(events=self.events.write_fd if self.events is not None else None)
         self._announced = False  # READY=1 sent
         self._unhealthy: str | None = None  # why the watchdog was last not fed
 

@@ -1,24 +1,30 @@
 """Workers: a small supervisor of N child processes, each running one run at a time (DESIGN §4).
 
 Processes
-    :class:`WorkerPool` (the supervisor: ``chronod worker``, or embedded in ``chronod run``) forks N
-    children with the signals it handles blocked, so none of its handlers can run in a child before
-    the child has installed its own. Each child opens its **own** store connection after the fork,
-    then loops in :class:`Consumer`: claim → check the job against its own config → run the attempt
-    (:mod:`chronod.runner`, the run in its own process group) → finish. The supervisor only forks,
-    reaps and respawns: :meth:`WorkerPool.check` reaps children without blocking and respawns the
-    ones that died, after a backoff that grows while they keep dying young. It never uses a
-    store connection a child could inherit mid-call: the process's store sampler thread
-    (:mod:`chronod.telemetry`) holds :attr:`PoolHooks.fork_lock <chronod.runtime.PoolHooks>`
-    while in the store, and every fork takes it. Children report their runs (started, finished)
-    to the supervisor on a pipe, for ``--metrics``. Children always leave through
-    :func:`os._exit` with a named code, never by returning into the supervisor's code.
+    ``supervisor ─(fork+exec)→ worker child ─(fork+exec)→ fork server ─(fork)→ run``.
+    :class:`WorkerPool` (the supervisor: ``chronod worker``, or embedded in ``chronod run``) starts
+    N worker children as **new programs** (``python -m chronod._workerchild FD``), never as plain
+    forks: the supervisor may run threads (the lease keeper, the store sampler, the run event
+    reader) and hold SQLite connections, and a forked copy of such a process inherits their state
+    (SQLite's in-process lock table, a module import lock held by another thread) without the
+    threads that would release it. An exec'd child inherits nothing but what it is given: its
+    settings as JSON in an unlinked file (store URL, consumer settings, the config text the
+    supervisor accepted, log format, signal mask), the run event pipe, and the signals it handles
+    blocked until its handlers are installed. So the supervisor can start a child at any time,
+    from any process. Each child opens its **own** store connection, then loops in
+    :class:`Consumer`: claim → check the job against its own config → run the attempt
+    (:mod:`chronod.runner`: the worker's fork server, :mod:`chronod._forkserver`, forks the run
+    into its own session) → finish. The supervisor only starts, reaps and respawns:
+    :meth:`WorkerPool.check` reaps children without blocking and respawns the ones that died, after
+    a backoff that grows while they keep dying young. Children report their runs (started,
+    finished) to the supervisor on a pipe, for ``--metrics``, and exit with a named code.
 
 Signals (in each child)
     SIGTERM, or a first SIGINT: stop claiming; a running run may go on for up to ``drain_timeout``,
     then it is terminated (SIGTERM to its group, SIGKILL after ``kill_grace``) and handed back so
     another worker retries it without spending an attempt. A SIGINT while already stopping: kill
-    the run now (SIGKILL) and hand it back. SIGHUP: reload the config file before the next claim.
+    the run now (SIGKILL) and hand it back. SIGHUP: reload the config file, and restart the fork
+    server (call modules it imported are imported afresh), before the next claim.
     A child whose supervisor died stops as on SIGTERM (Linux: ``PR_SET_PDEATHSIG``; elsewhere the
     loop compares :func:`os.getppid` before each claim) and exits :data:`EXIT_ORPHANED`.
 
@@ -38,21 +44,25 @@ Retries
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
 import secrets
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any
 
+from chronod._forkserver import ForkServer
 from chronod._proc import (
     FORK_BLOCKED,
     Waker,
@@ -66,7 +76,7 @@ from chronod._proc import (
     wait_readable,
 )
 from chronod.clock import Clock, SystemClock
-from chronod.config import QUEUE_NAME, Config, JobConfig, load_config
+from chronod.config import QUEUE_NAME, Config, JobConfig, load_config, parse_config
 from chronod.errors import (
     ConfigError,
     StoreConfigError,
@@ -75,8 +85,8 @@ from chronod.errors import (
     UsageError,
 )
 from chronod.instants import format_utc
-from chronod.logs import event
-from chronod.metrics import ChronodMetrics
+from chronod.logs import JSONFormatter, LogFormat, event
+from chronod.logs import configure as configure_logs
 from chronod.notify import Notifier
 from chronod.runner import Ending, Report, RunInfo, StopRequest, Supervision, run_attempt
 from chronod.runtime import Pool, PoolHooks, store_settings
@@ -84,21 +94,27 @@ from chronod.store import StoreSettings, open_store
 from chronod.store.base import AttemptResult, Claim, FinishStatus, Outcome, Store, WorkerInfo
 from chronod.telemetry import EventWriter, Telemetry, plural
 
+if TYPE_CHECKING:  # a worker child has no use for the metrics server: not imported there
+    from chronod.metrics import ChronodMetrics
+
 log = logging.getLogger("chronod.worker")
 
 # Exit codes of a worker child (the supervisor logs them by name).
 EXIT_OK = 0  # stopped on request (drained)
+EXIT_CRASHED = 1  # an unexpected exception (Python's own exit code for one)
 EXIT_ORPHANED = 3  # its supervisor died; it drained and left
+EXIT_USAGE = 64  # EX_USAGE: started without readable settings (not by a supervisor)
 EXIT_STORE_ERROR = 69  # EX_UNAVAILABLE: the store failed in a way that is not transient
-EXIT_CRASHED = 70  # EX_SOFTWARE: an unexpected exception
-EXIT_CONFIG = 78  # EX_CONFIG: the store settings are unusable
+EXIT_CONFIG = 78  # EX_CONFIG: the store settings or the config text are unusable
 EXIT_NAMES = {
     EXIT_OK: "stopped",
-    EXIT_ORPHANED: "orphaned",
-    EXIT_STORE_ERROR: "store error",
     EXIT_CRASHED: "crashed",
-    EXIT_CONFIG: "bad store settings",
+    EXIT_ORPHANED: "orphaned",
+    EXIT_USAGE: "bad settings",
+    EXIT_STORE_ERROR: "store error",
+    EXIT_CONFIG: "bad store settings or config",
 }
+CHILD_MODULE = "chronod._workerchild"
 
 DEFAULT_ATTEMPT_TTL = timedelta(seconds=30)
 CLAIM_WAIT = 1.0  # seconds a claim blocks for work: bounds how long a stop request waits
@@ -188,6 +204,30 @@ class ConsumerSettings:
     def heartbeat_every(self) -> float:
         return self.attempt_ttl.total_seconds() / 3
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "queues": list(self.queues) if self.queues is not None else None,
+            "attempt_ttl": self.attempt_ttl.total_seconds(),
+            "drain_timeout": self.drain_timeout.total_seconds(),
+            "claim_wait": self.claim_wait,
+            "register_every": self.register_every,
+            "finish_patience": self.finish_patience,
+            "store_backoff": list(self.store_backoff),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConsumerSettings:
+        queues = data["queues"]
+        return cls(
+            queues=tuple(queues) if queues is not None else None,
+            attempt_ttl=timedelta(seconds=data["attempt_ttl"]),
+            drain_timeout=timedelta(seconds=data["drain_timeout"]),
+            claim_wait=float(data["claim_wait"]),
+            register_every=float(data["register_every"]),
+            finish_patience=float(data["finish_patience"]),
+            store_backoff=tuple(float(d) for d in data["store_backoff"]),
+        )
+
 
 class Consumer:
     """Claims runs and executes them, one at a time, until asked to stop."""
@@ -203,6 +243,7 @@ class Consumer:
         parent_pid: int | None = None,
         adopts_orphans: bool = False,
         events: EventWriter | None = None,
+        sys_path: Sequence[str] | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -216,6 +257,12 @@ class Consumer:
         self.events = events or EventWriter(None)  # run events for the supervisor's metrics
         self.host = socket.gethostname()
         self.worker_id = f"{self.host}:{os.getpid()}"
+        # Starts every run (started on first use; :meth:`run` starts it ahead of the first claim).
+        # ``sys_path``: what ``call`` targets resolve against (the supervisor's; default ours).
+        self.server = ForkServer(
+            sys_path=sys_path,
+            notice=lambda text: event(log, logging.WARNING, text, worker=self.worker_id),
+        )
         self.stop = StopRequest()
         self.waker = Waker()
         self.orphaned = False
@@ -260,6 +307,7 @@ class Consumer:
             queues=",".join(self.queues()),
             store=self.store.describe(),
         )
+        self.server.ensure()
         while not self.stopping:
             self.step()
         event(log, logging.INFO, "worker stopped", worker=self.worker_id)
@@ -270,9 +318,15 @@ class Consumer:
         if self._reload:
             self._reload = False
             self.config.refresh(force=True)
+            # A new fork server: call modules it had imported are imported afresh, so a deploy
+            # followed by a reload runs the new code (between runs: one run at a time).
+            self.server.close()
+            self.server.ensure()
         self._register()
         if self.adopts_orphans:
-            reap_strays()  # leftovers of finished runs that escaped their group, now ours
+            # Leftovers of finished runs that escaped their group, now ours; or the fork server.
+            for pid, status in reap_strays():
+                self.server.reaped(pid, status)
         claim = self._claim()
         if claim is not None:
             self.handle(claim)
@@ -357,7 +411,9 @@ class Consumer:
             return
         self._running = 1
         try:
-            report = run_attempt(job, self._info(claim), self._supervision(claim, fields))
+            report = run_attempt(
+                job, self._info(claim), self._supervision(claim, fields), self.server
+            )
         finally:
             self._running = 0
         self._conclude(claim, job, report, fields)
@@ -393,8 +449,9 @@ class Consumer:
             event(
                 log, logging.INFO, "started", job_pid=pid, late_ms=round(late * 1000, 1), **fields
             )
+            # No registration here: it would cost every run a store round trip; the periodic
+            # one (also made from heartbeats) says "running" within ``register_every``.
             self.events.emit("started", job=claim.run.job, late=late)
-            self._register(force=True)  # now "running": after the start, not delaying it
 
         return Supervision(
             heartbeat=lambda: self._heartbeat(claim),
@@ -565,6 +622,7 @@ class Consumer:
         }
 
     def close(self) -> None:
+        self.server.close()
         self.waker.close()
 
 
@@ -605,10 +663,14 @@ class _Slot:
     """One place in the pool and the child currently filling it."""
 
     index: int
-    pid: int | None = None
+    popen: subprocess.Popen[bytes] | None = None
     born: float = 0.0
     failures: int = 0  # consecutive early deaths
     respawn_at: float = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
 
 
 @dataclass
@@ -622,9 +684,13 @@ class WorkerPool:
     hooks: PoolHooks = field(default_factory=PoolHooks)
     slots: list[_Slot] = field(default_factory=list)
     stopping: bool = False
+    # The text of the config file as accepted (at start, at each reload): a child started later
+    # runs this config even if the file has been edited since without a reload.
+    config_text: str | None = field(default=None, repr=False)
 
     def start(self) -> None:
         self.stopping = False
+        self.config_text = _read_text(self.config.path)
         self.slots = [_Slot(i) for i in range(self.settings.concurrency)]
         event(
             log,
@@ -636,26 +702,31 @@ class WorkerPool:
         self.check()
 
     def pids(self) -> list[int]:
-        return [slot.pid for slot in self.slots if slot.pid is not None]
+        return [pid for slot in self.slots if (pid := slot.pid) is not None]
 
     def check(self) -> None:
         """Reap dead children (never blocks) and respawn those whose backoff has passed."""
         now = self.clock.monotonic()
         for slot in self.slots:
-            if slot.pid is not None:
+            if slot.popen is not None:
                 self._reap(slot, now)
-            if slot.pid is None and not self.stopping and now >= slot.respawn_at:
+            if slot.popen is None and not self.stopping and now >= slot.respawn_at:
                 self._spawn(slot)
 
-    def next_check_in(self) -> float:
-        """Seconds until :meth:`check` has something to do that no signal announces (a respawn)."""
+    def next_check_in(self) -> float | None:
+        """Seconds until :meth:`check` has something to do that no signal announces (a respawn
+        after its backoff); None when nothing is pending (a child's death is announced by
+        SIGCHLD)."""
+        if self.stopping:
+            return None
         now = self.clock.monotonic()
-        due = [s.respawn_at - now for s in self.slots if s.pid is None]
-        return max(0.0, min(due, default=1.0))
+        due = [s.respawn_at - now for s in self.slots if s.popen is None]
+        return max(0.0, min(due)) if due else None
 
     def reload(self, config: Config) -> None:
         """Use ``config`` for children started from now on, and tell the running ones to reload."""
         self.config = config
+        self.config_text = _read_text(config.path)
         for pid in self.pids():
             signal_process(pid, signal.SIGHUP)
 
@@ -684,59 +755,64 @@ class WorkerPool:
         with self._forwarding_sigint():
             self._wait_all(self.clock.monotonic() + limit)
         for slot in self.slots:
-            if slot.pid is not None:
+            if slot.popen is not None:
                 event(
                     log,
                     logging.ERROR,
                     "worker child did not stop in time: killing it",
-                    child_pid=slot.pid,
+                    child_pid=slot.popen.pid,
                 )
-                signal_process(slot.pid, signal.SIGKILL)
-                _, status = os.waitpid(slot.pid, 0)
-                self._exited(slot, status, self.clock.monotonic())
+                slot.popen.kill()
+                self._exited(slot, slot.popen.wait(), self.clock.monotonic())
         event(log, logging.INFO, "worker pool stopped")
 
     # -- children ---------------------------------------------------------------------------------
 
     def _spawn(self, slot: _Slot) -> None:
-        for stream in (sys.stdout, sys.stderr):  # or the child would flush our buffers again
-            with contextlib.suppress(Exception):
-                stream.flush()
-        parent = os.getpid()
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
+        # Blocked in the child until its handlers are installed (see FORK_BLOCKED); the child
+        # restores this mask, ours, afterwards.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
         try:
-            with self.hooks.fork_lock:
-                pid = os.fork()
-            if pid == 0:
-                _child_main(
-                    self.config,
-                    self.store,
-                    self.settings.consumer(),
-                    parent,
-                    previous,
-                    self.hooks.events,
+            with _settings_file(self._child_settings(mask)) as fd:
+                passed = (fd,) if self.hooks.events is None else (fd, self.hooks.events)
+                slot.popen = subprocess.Popen(
+                    [sys.executable, "-m", CHILD_MODULE, str(fd)],
+                    stdin=subprocess.DEVNULL,
+                    pass_fds=passed,
                 )
         except OSError as exc:
             slot.respawn_at = self.clock.monotonic() + self._backoff(slot)
             event(log, logging.ERROR, f"cannot start a worker child: {exc}", slot=slot.index)
             return
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        slot.pid = pid
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         slot.born = self.clock.monotonic()
 
-    def _reap(self, slot: _Slot, now: float) -> None:
-        assert slot.pid is not None
-        try:
-            pid, status = os.waitpid(slot.pid, os.WNOHANG)
-        except ChildProcessError:  # reaped elsewhere; the status is lost
-            pid, status = slot.pid, 0
-        if pid:
-            self._exited(slot, status, now)
+    def _child_settings(self, mask: Iterable[int]) -> ChildSettings:
+        root = logging.getLogger("chronod")
+        json_logs = any(isinstance(h.formatter, JSONFormatter) for h in root.handlers)
+        return ChildSettings(
+            parent=os.getpid(),
+            store=self.store,
+            consumer=self.settings.consumer(),
+            config_path=self.config.path,
+            config_text=self.config_text,
+            events=self.hooks.events,
+            log_format="json" if json_logs else "human",
+            log_level=root.getEffectiveLevel(),
+            sys_path=tuple(sys.path),
+            mask=frozenset(int(sig) for sig in mask),
+        )
 
-    def _exited(self, slot: _Slot, status: int, now: float) -> None:
-        pid, slot.pid = slot.pid, None
-        code = os.waitstatus_to_exitcode(status)
+    def _reap(self, slot: _Slot, now: float) -> None:
+        assert slot.popen is not None
+        code = slot.popen.poll()  # reaped elsewhere: 0, the status is lost
+        if code is not None:
+            self._exited(slot, code, now)
+
+    def _exited(self, slot: _Slot, code: int, now: float) -> None:
+        pid = slot.pid
+        slot.popen = None
         reason = EXIT_NAMES.get(code, f"killed by {signal_name(-code)}" if code < 0 else "?")
         if self.stopping:
             event(
@@ -769,14 +845,16 @@ class WorkerPool:
         return delay
 
     def _wait_all(self, deadline: float) -> None:
-        pidfds = {slot.index: open_pidfd(slot.pid) for slot in self.slots if slot.pid is not None}
+        pidfds = {
+            slot.index: open_pidfd(pid) for slot in self.slots if (pid := slot.pid) is not None
+        }
         try:
             while True:
                 now = self.clock.monotonic()
                 for slot in self.slots:
-                    if slot.pid is not None:
+                    if slot.popen is not None:
                         self._reap(slot, now)
-                live = [s for s in self.slots if s.pid is not None]
+                live = [s for s in self.slots if s.popen is not None]
                 if not live or now >= deadline:
                     return
                 fds = [fd for s in live if (fd := pidfds.get(s.index)) is not None]
@@ -799,60 +877,148 @@ class WorkerPool:
             signal.signal(signal.SIGINT, previous)
 
 
-def _child_main(
-    config: Config,
-    store: StoreSettings,
-    settings: ConsumerSettings,
-    parent: int,
-    mask: Iterable[int],
-    events: int | None = None,
-) -> NoReturn:
-    """Body of a worker child, right after fork: never returns into the supervisor's code."""
-    code = EXIT_CRASHED
+def _read_text(path: Path) -> str | None:
+    """The config file's text; None if it cannot be read now (a child then reads the file)."""
     try:
-        code = _child(config, store, settings, parent, mask, events)
-    except BaseException:
-        log.exception("worker child crashed")
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        event(log, logging.WARNING, f"cannot keep a copy of the config for new children: {exc}")
+        return None
 
 
-def _child(
-    config: Config,
-    store_settings: StoreSettings,
-    settings: ConsumerSettings,
-    parent: int,
-    mask: Iterable[int],
-    events: int | None = None,
-) -> int:
-    # Signals are blocked (see WorkerPool._spawn): drop the supervisor's handlers first.
-    for sig in FORK_BLOCKED:
-        signal.signal(sig, signal.SIG_DFL)
-    with contextlib.suppress(ValueError):
-        signal.set_wakeup_fd(-1)
-    # Parent death = drain and leave. (Linux sends it when the *thread* that forked us ends: the
+# --------------------------------------------------------------------------------------------------
+# A worker child: a program of its own (python -m chronod._workerchild FD)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildSettings:
+    """What a worker child is started with: JSON in a file its supervisor lets it inherit."""
+
+    parent: int  # the supervisor's pid
+    store: StoreSettings
+    consumer: ConsumerSettings
+    config_path: Path
+    config_text: str | None  # None: read config_path
+    events: int | None  # the run event pipe's write end (inherited), or None
+    log_format: LogFormat
+    log_level: int
+    sys_path: tuple[str, ...]  # the supervisor's: ``call`` targets resolve against it
+    mask: frozenset[int]  # the signal mask to run with once the handlers are installed
+
+    def to_json(self) -> dict[str, Any]:
+        store = self.store
+        return {
+            "parent": self.parent,
+            "store": {
+                "url": store.url,
+                "config_dir": str(store.config_dir),
+                "namespace": store.namespace,
+                "history": store.history,
+            },
+            "consumer": self.consumer.to_json(),
+            "config_path": str(self.config_path),
+            "config_text": self.config_text,
+            "events": self.events,
+            "log_format": self.log_format,
+            "log_level": self.log_level,
+            "sys_path": list(self.sys_path),
+            "mask": sorted(self.mask),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ChildSettings:
+        store = data["store"]
+        return cls(
+            parent=int(data["parent"]),
+            store=StoreSettings(
+                url=store["url"],
+                config_dir=Path(store["config_dir"]),
+                namespace=store["namespace"],
+                history=int(store["history"]),
+            ),
+            consumer=ConsumerSettings.from_json(data["consumer"]),
+            config_path=Path(data["config_path"]),
+            config_text=data["config_text"],
+            events=data["events"],
+            log_format="json" if data["log_format"] == "json" else "human",
+            log_level=int(data["log_level"]),
+            sys_path=tuple(data["sys_path"]),
+            mask=frozenset(int(sig) for sig in data["mask"]),
+        )
+
+    def load_config(self) -> Config:
+        if self.config_text is None:
+            return load_config(self.config_path)
+        return parse_config(self.config_text.encode("utf-8"), self.config_path)
+
+
+@contextlib.contextmanager
+def _settings_file(settings: ChildSettings) -> Iterator[int]:
+    """``settings`` in an unlinked file (nothing on disk, mode 0600); yields its descriptor.
+
+    A file rather than a pipe: the supervisor writes it at once whatever its size (a large config),
+    without waiting for the child to start reading; rather than argv: the store URL may hold a
+    password, which argv would show to every user."""
+    with tempfile.TemporaryFile() as handle:
+        handle.write(json.dumps(settings.to_json()).encode())
+        handle.flush()
+        yield handle.fileno()
+
+
+def _read_settings(fd: int) -> ChildSettings:
+    with open(fd, "rb") as handle:
+        handle.seek(0)
+        return ChildSettings.from_json(json.loads(handle.read()))
+
+
+def child_main(argv: Sequence[str]) -> int:
+    """``python -m chronod._workerchild FD``: one worker child; returns its exit code.
+
+    Started by :meth:`WorkerPool._spawn` with the signals it handles blocked: it installs its
+    handlers, then unblocks them (a stop or reload sent while it started up is handled then)."""
+    try:
+        settings = _read_settings(int(argv[0]))
+    except (IndexError, ValueError, KeyError, TypeError, OSError) as exc:
+        print(f"chronod worker child: no usable settings ({exc!r})", file=sys.stderr)
+        return EXIT_USAGE
+    # Parent death = drain and leave. (Linux sends it when the *thread* that started us ends: the
     # pool is driven from the supervisor's main thread, which lives as long as the process.)
     die_with_parent(signal.SIGTERM)
+    configure_logs(settings.log_format, settings.log_level)
+    if os.getppid() != settings.parent:
+        return EXIT_ORPHANED
+    try:
+        return _child(settings)
+    except Exception:
+        log.exception("worker child crashed")
+        return EXIT_CRASHED
+
+
+def _child(settings: ChildSettings) -> int:
+    try:
+        config = settings.load_config()
+    except ConfigError as exc:
+        for issue in exc.issues:
+            event(log, logging.ERROR, f"worker child cannot load the config: {issue.format()}")
+        return EXIT_CONFIG
     adopts = become_subreaper()
     try:
-        store = open_store(store_settings)  # our own connection: none crosses the fork
+        store = open_store(settings.store)
     except StoreConfigError as exc:
         event(log, logging.ERROR, f"worker child cannot open the store: {exc}")
         return EXIT_CONFIG
     consumer = Consumer(
         store,
         ConfigSource(config),
-        settings,
-        parent_pid=parent,
+        settings.consumer,
+        parent_pid=settings.parent,
         adopts_orphans=adopts,
-        events=EventWriter(events),
+        events=EventWriter(settings.events),
+        sys_path=settings.sys_path,
     )
     try:
         consumer.install_signals()
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, settings.mask)
         consumer.run()
     except StoreError as exc:
         event(
@@ -865,7 +1031,7 @@ def _child(
     finally:
         consumer.close()
         store.close()
-    return EXIT_ORPHANED if os.getppid() != parent else EXIT_OK
+    return EXIT_ORPHANED if os.getppid() != settings.parent else EXIT_OK
 
 
 # --------------------------------------------------------------------------------------------------
@@ -916,7 +1082,10 @@ class Foreground:
                 self.pool.check()
                 self.telemetry.announce(self.notifier, self.status_line())
                 self.telemetry.feed_watchdog(self.notifier)
-                wait = min(self.pool.next_check_in(), self.notifier.watchdog_interval() or 1.0)
+                respawn = self.pool.next_check_in()
+                wait = min(
+                    1.0 if respawn is None else respawn, self.notifier.watchdog_interval() or 1.0
+                )
                 self.waker.wait(wait)
         finally:
             self.notifier.stopping()
@@ -969,7 +1138,7 @@ def serve(
             raise UsageError(f"--queue {queue!r}: a queue name uses letters, digits, '_', '.', '-'")
     settings = store_settings(config, store_override)
     # A bad URL fails here, once (stores connect lazily). The supervisor's own connection is the
-    # sampler's (queue depth for STATUS and metrics); the children open theirs after the fork.
+    # sampler's (queue depth for STATUS and metrics); each child opens its own.
     telemetry = Telemetry(open_store(settings), clock=SystemClock(), metrics=metrics)
     telemetry.configured(config.jobs)
     pool = WorkerPool(
@@ -978,6 +1147,7 @@ def serve(
         settings=PoolSettings(
             concurrency=concurrency or default_concurrency(),
             queues=tuple(dict.fromkeys(queues)) or ("default",),
+            attempt_ttl=config.daemon.attempt_lease,
             drain_timeout=config.daemon.drain_timeout,
         ),
         hooks=telemetry.hooks,
@@ -1003,7 +1173,10 @@ def embedded_pool_factory(
         if size <= 0:
             return None
         settings = PoolSettings(
-            concurrency=size, queues=None, drain_timeout=config.daemon.drain_timeout
+            concurrency=size,
+            queues=None,
+            attempt_ttl=config.daemon.attempt_lease,
+            drain_timeout=config.daemon.drain_timeout,
         )
         return WorkerPool(
             config=config,

@@ -59,9 +59,22 @@ def write_config(tmp_path: Path, jobs: str, header: str = HEADER) -> Path:
     return path
 
 
-def consumer_for(store: Store, config: Config, **settings: Any) -> Consumer:
+@pytest.fixture
+def consumers() -> Iterator[list[Consumer]]:
+    """Consumers a test made: closed at the end (each has a fork server to let go of)."""
+    made: list[Consumer] = []
+    yield made
+    for consumer in made:
+        consumer.close()
+
+
+def consumer_for(
+    consumers: list[Consumer], store: Store, config: Config, **settings: Any
+) -> Consumer:
     values = {**FAST.__dict__, **settings}
-    return Consumer(store, ConfigSource(config), ConsumerSettings(**values))
+    consumer = Consumer(store, ConfigSource(config), ConsumerSettings(**values))
+    consumers.append(consumer)
+    return consumer
 
 
 def enqueue(store: Store, config: Config, job: str, *, digest: str | None = None) -> RunRecord:
@@ -127,7 +140,9 @@ def test_retry_at_doubles_with_bounded_jitter() -> None:
 # -- the consumer ---------------------------------------------------------------------------------
 
 
-def test_runs_a_job_and_records_success(store: Store, tmp_path: Path) -> None:
+def test_runs_a_job_and_records_success(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
     marker = tmp_path / "ran"
     config = load_config(
         write_config(
@@ -136,7 +151,7 @@ def test_runs_a_job_and_records_success(store: Store, tmp_path: Path) -> None:
         )
     )
     run = enqueue(store, config, "a")
-    consumer = consumer_for(store, config)
+    consumer = consumer_for(consumers, store, config)
     claim = consumer.step()
     assert claim is not None
     assert claim.run.run_id == run.run_id
@@ -148,13 +163,15 @@ def test_runs_a_job_and_records_success(store: Store, tmp_path: Path) -> None:
     assert seen[consumer.worker_id].queues == ("default",)
 
 
-def test_mismatched_digest_is_refused_without_running(store: Store, tmp_path: Path) -> None:
+def test_mismatched_digest_is_refused_without_running(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
     marker = tmp_path / "ran"
     config = load_config(
         write_config(tmp_path, f'[jobs.a]\nevery = "1m"\ncommand = "touch {marker}"\n')
     )
     run = enqueue(store, config, "a", digest="0123456789abcdef")
-    consumer = consumer_for(store, config)
+    consumer = consumer_for(consumers, store, config)
     assert consumer.step() is not None
     assert not marker.exists()
     [entry] = history(store, "a")
@@ -167,22 +184,24 @@ def test_mismatched_digest_is_refused_without_running(store: Store, tmp_path: Pa
     assert store.live_runs("a") == []
 
 
-def test_unknown_job_is_refused(store: Store, tmp_path: Path) -> None:
+def test_unknown_job_is_refused(store: Store, tmp_path: Path, consumers: list[Consumer]) -> None:
     config = load_config(write_config(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "true"\n'))
     enqueue(store, config, "ghost")
-    consumer = consumer_for(store, config)
+    consumer = consumer_for(consumers, store, config)
     assert consumer.step() is not None
     [entry] = history(store, "ghost")
     assert entry.state is Outcome.CONFIG_MISMATCH
     assert str(entry.error).startswith(f"unknown job 'ghost' on host {consumer.host}")
 
 
-def test_a_worker_behind_its_file_rereads_it_before_refusing(store: Store, tmp_path: Path) -> None:
+def test_a_worker_behind_its_file_rereads_it_before_refusing(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
     marker = tmp_path / "ran"
     old = load_config(
         write_config(tmp_path, f'[jobs.a]\nevery = "1m"\ncommand = "echo 1 > {marker}"\n')
     )
-    consumer = consumer_for(store, old)
+    consumer = consumer_for(consumers, store, old)
     new = load_config(
         write_config(tmp_path, f'[jobs.a]\nevery = "1m"\ncommand = "echo 2 > {marker}"\n')
     )
@@ -193,7 +212,41 @@ def test_a_worker_behind_its_file_rereads_it_before_refusing(store: Store, tmp_p
     assert history(store, "a")[0].state is Outcome.SUCCEEDED
 
 
-def test_failures_are_retried_with_growing_delays(store: Store, tmp_path: Path) -> None:
+def test_a_reload_runs_changed_call_code_with_a_new_fork_server(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
+    # The fork server keeps a call's module imported between runs; after a deploy, a reload
+    # (SIGHUP) must make the next run use the new code.
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    name = f"reloadmod_{uuid.uuid4().hex[:8]}"
+    target = lib / f"{name}.py"
+    target.write_text("def work():\n    print('v1')\n")
+    sys.path.insert(0, str(lib))
+    try:
+        config = load_config(
+            write_config(tmp_path, f'[jobs.a]\nevery = "1m"\ncall = "{name}:work"\n')
+        )
+        consumer = consumer_for(consumers, store, config)
+        for _ in range(2):
+            enqueue(store, config, "a")
+            assert consumer.step() is not None
+        # (another size: a .pyc written in the same second is judged by mtime and size)
+        target.write_text("def work():\n    print('version 2')\n")
+        enqueue(store, config, "a")
+        consumer.step()
+        assert history(store, "a")[-1].output == "v1\n"  # cached: still the imported code
+        consumer.request_reload()
+        enqueue(store, config, "a")
+        consumer.step()
+        assert history(store, "a")[-1].output == "version 2\n"
+    finally:
+        sys.path.remove(str(lib))
+
+
+def test_failures_are_retried_with_growing_delays(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
     config = load_config(
         write_config(
             tmp_path,
@@ -202,7 +255,7 @@ def test_failures_are_retried_with_growing_delays(store: Store, tmp_path: Path) 
         )
     )
     run = enqueue(store, config, "f")
-    consumer = consumer_for(store, config)
+    consumer = consumer_for(consumers, store, config)
     step_until(consumer, lambda: not store.live_runs("f"))
     entries = history(store, "f")
     assert [(e.attempt, e.state, e.exit_code) for e in entries] == [
@@ -222,21 +275,25 @@ def test_failures_are_retried_with_growing_delays(store: Store, tmp_path: Path) 
     assert gaps[1] < 0.6 * 1.15 + 2.0  # claimed promptly once due
 
 
-def test_a_timed_out_attempt_is_recorded_as_timed_out(store: Store, tmp_path: Path) -> None:
+def test_a_timed_out_attempt_is_recorded_as_timed_out(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
     config = load_config(
         write_config(
             tmp_path, '[jobs.t]\nevery = "1m"\ncommand = "exec sleep 30"\ntimeout = "1s"\n'
         )
     )
     enqueue(store, config, "t")
-    consumer_for(store, config).step()
+    consumer_for(consumers, store, config).step()
     [entry] = history(store, "t")
     assert entry.state is Outcome.TIMED_OUT
     assert entry.exit_code == 128 + signal.SIGTERM
     assert str(entry.error).startswith("timed out after 1s")
 
 
-def test_sigterm_drains_then_hands_the_run_back(store: Store, tmp_path: Path) -> None:
+def test_sigterm_drains_then_hands_the_run_back(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
     started = tmp_path / "started"
     config = load_config(
         write_config(
@@ -244,7 +301,7 @@ def test_sigterm_drains_then_hands_the_run_back(store: Store, tmp_path: Path) ->
         )
     )
     run = enqueue(store, config, "s")
-    consumer = consumer_for(store, config, drain_timeout=timedelta(seconds=0.3))
+    consumer = consumer_for(consumers, store, config, drain_timeout=timedelta(seconds=0.3))
     when_file(started, consumer.request_stop)
     begun = time.monotonic()
     consumer.step()
@@ -256,27 +313,31 @@ def test_sigterm_drains_then_hands_the_run_back(store: Store, tmp_path: Path) ->
     assert not alive(int(started.read_text()))
 
 
-def test_a_run_that_finishes_within_the_drain_is_recorded(store: Store, tmp_path: Path) -> None:
+def test_a_run_that_finishes_within_the_drain_is_recorded(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
     started = tmp_path / "started"
     config = load_config(
         write_config(tmp_path, f'[jobs.s]\nevery = "1m"\ncommand = "touch {started}; sleep 0.3"\n')
     )
     enqueue(store, config, "s")
-    consumer = consumer_for(store, config, drain_timeout=timedelta(seconds=20))
+    consumer = consumer_for(consumers, store, config, drain_timeout=timedelta(seconds=20))
     when_file(started, consumer.request_stop)
     consumer.step()
     assert consumer.stopping
     assert [e.state for e in history(store, "s")] == [Outcome.SUCCEEDED]
 
 
-def test_second_sigint_kills_at_once_and_hands_back(store: Store, tmp_path: Path) -> None:
+def test_second_sigint_kills_at_once_and_hands_back(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
     started = tmp_path / "started"
     script = f"trap '' TERM; touch {started}; while :; do sleep 0.05; done"
     config = load_config(
         write_config(tmp_path, f'[jobs.s]\nevery = "1m"\ncommand = "{script}"\nkill_grace = "1m"\n')
     )
     enqueue(store, config, "s")
-    consumer = consumer_for(store, config, drain_timeout=timedelta(minutes=1))
+    consumer = consumer_for(consumers, store, config, drain_timeout=timedelta(minutes=1))
 
     def twice() -> None:
         consumer.request_stop()
@@ -310,18 +371,23 @@ class FlakyStore:
         return call
 
 
-def test_finish_is_retried_while_the_store_is_unavailable(store: Store, tmp_path: Path) -> None:
+def test_finish_is_retried_while_the_store_is_unavailable(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
     config = load_config(write_config(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "true"\n'))
     enqueue(store, config, "a")
     flaky = FlakyStore(store)
     flaky.failing["finish"] = 3
     consumer = Consumer(flaky, ConfigSource(config), FAST)  # type: ignore[arg-type]
+    consumers.append(consumer)
     consumer.step()
     assert flaky.failing["finish"] == 0
     assert [e.state for e in history(store, "a")] == [Outcome.SUCCEEDED]
 
 
-def test_lost_lease_kills_the_run_and_discards_its_result(store: Store, tmp_path: Path) -> None:
+def test_lost_lease_kills_the_run_and_discards_its_result(
+    store: Store, tmp_path: Path, consumers: list[Consumer]
+) -> None:
     started = tmp_path / "started"
     config = load_config(
         write_config(
@@ -339,6 +405,7 @@ def test_lost_lease_kills_the_run_and_discards_its_result(store: Store, tmp_path
         ConfigSource(config),
         ConsumerSettings(**{**FAST.__dict__, "attempt_ttl": ttl}),
     )
+    consumers.append(consumer)
     stolen: list[Any] = []
 
     def reclaim_elsewhere() -> None:
