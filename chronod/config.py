@@ -682,6 +682,9 @@ def _duration(value: Any) -> timedelta:
     return parse_duration(value)
 
 
+MIN_GRACE = timedelta(milliseconds=100)
+
+
 def _duration_at_least(minimum: timedelta) -> Callable[[Any], timedelta]:
     def parse(value: Any) -> timedelta:
         parsed = _duration(value)
@@ -760,7 +763,8 @@ _SIMPLE_JOB_KEYS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "retries": _int_range(0, 100),
         "retry_delay": _duration_at_least(timedelta()),
         "kill_grace": _duration_at_least(timedelta()),
-        "grace": _duration_at_least(timedelta()),
+        # A dispatch is always some milliseconds late: with grace 0 every slot would be missed.
+        "grace": _duration_at_least(MIN_GRACE),
         "catchup": _choice(("none", "latest", "all")),
         "catchup_limit": _int_range(1, 100_000),
         "overlap": _choice(("skip", "queue", "allow")),

@@ -27,14 +27,14 @@ from pathlib import Path
 from types import FrameType
 
 from chronod.clock import Clock
-from chronod.config import Config, load_config
+from chronod.config import Config
 from chronod.dispatch import Scheduler
-from chronod.errors import ConfigError, StoreError
+from chronod.errors import StoreError
 from chronod.lock import LeaseKeeper
 from chronod.logs import event
 from chronod.metrics import ChronodMetrics
 from chronod.notify import Notifier
-from chronod.runtime import Pool, PoolHooks, node_name, store_settings
+from chronod.runtime import Pool, PoolHooks, node_name, reload_config, store_settings
 from chronod.store import open_store
 from chronod.store.base import Fenced, Lease, Store
 from chronod.telemetry import Telemetry, plural
@@ -257,15 +257,8 @@ class Daemon:
         """SIGHUP: load the file again; keep the running config if the new one is invalid."""
         self.flags.reload.clear()
         self.notifier.reloading()
-        try:
-            config = load_config(self.config_file)
-        except ConfigError as exc:
-            for issue in exc.issues:
-                event(
-                    log,
-                    logging.ERROR,
-                    f"reload refused, keeping the running config: {issue.format()}",
-                )
+        config = reload_config(self.config_file, self.config, log)
+        if config is None:
             self.telemetry.announce(self.notifier, self.status_line(), reloaded=True)
             return
         self.config = config

@@ -7,12 +7,16 @@ the daemon (an import cycle waiting to happen) and ``chronod status`` imports ne
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Protocol
 
-from chronod.config import Config
+from chronod.config import Config, DaemonConfig, load_config
+from chronod.errors import ConfigError
+from chronod.logs import event
 from chronod.store import StoreSettings
 
 
@@ -59,3 +63,35 @@ def store_settings(config: Config, override: str | None) -> StoreSettings:
         namespace=config.daemon.namespace,
         history=config.daemon.history,
     )
+
+
+def reload_config(path: Path, running: Config, log: logging.Logger) -> Config | None:
+    """SIGHUP's first half, for ``run`` and ``worker`` alike: the file loaded again, or None.
+
+    An invalid file is logged with every located error and None returned: the caller keeps
+    ``running``. ``[chronod]`` settings (store, lease, pool size, ...) are read once at start;
+    a reload that changes them says so, once, rather than pretending to have applied them.
+    """
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            event(
+                log, logging.ERROR, f"reload refused, keeping the running config: {issue.format()}"
+            )
+        return None
+    changed = daemon_changes(running.daemon, config.daemon)
+    if changed:
+        event(
+            log,
+            logging.WARNING,
+            "[chronod] settings changed; they take effect at the next restart: "
+            + ", ".join(changed),
+        )
+    return config
+
+
+def daemon_changes(old: DaemonConfig, new: DaemonConfig) -> list[str]:
+    """Names of the ``[chronod]`` keys whose values differ (never the values: a URL or a token
+    may hold a secret)."""
+    return [f.name for f in fields(DaemonConfig) if getattr(old, f.name) != getattr(new, f.name)]

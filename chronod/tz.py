@@ -5,9 +5,8 @@ instant. Everything outside this module sees :class:`Zone` and plain ``datetime`
 
 * instants are aware UTC datetimes;
 * wall-clock times are naive datetimes, meaningful only together with a :class:`Zone`;
-* local display times carry a stdlib fixed-offset ``timezone`` (named with the zone's abbreviation),
-so
-  arithmetic on them is plain elapsed time and no pytz tzinfo ever leaks out.
+* local display times carry a stdlib fixed-offset ``timezone`` (named with the zone's
+  abbreviation), so arithmetic on them is plain elapsed time and no pytz tzinfo ever leaks out.
 
 Offsets are looked up by bisecting pytz's transition table. pytz exposes that table only through
 underscored attributes; using them here (and only here) is what lets schedules answer "which offset

@@ -89,7 +89,7 @@ from chronod.logs import JSONFormatter, LogFormat, event
 from chronod.logs import configure as configure_logs
 from chronod.notify import Notifier
 from chronod.runner import Ending, Report, RunInfo, StopRequest, Supervision, run_attempt
-from chronod.runtime import Pool, PoolHooks, store_settings
+from chronod.runtime import Pool, PoolHooks, reload_config, store_settings
 from chronod.store import StoreSettings, open_store
 from chronod.store.base import AttemptResult, Claim, FinishStatus, Outcome, Store, WorkerInfo
 from chronod.telemetry import EventWriter, Telemetry, plural
@@ -1108,16 +1108,8 @@ class Foreground:
     def _reload(self) -> None:
         self.reload_requested = False
         self.notifier.reloading()
-        try:
-            config = load_config(self.pool.config.path)
-        except ConfigError as exc:
-            for issue in exc.issues:
-                event(
-                    log,
-                    logging.ERROR,
-                    f"reload refused, keeping the running config: {issue.format()}",
-                )
-        else:
+        config = reload_config(self.pool.config.path, self.pool.config, log)
+        if config is not None:
             self.pool.reload(config)
             self.telemetry.configured(config.jobs)
             event(log, logging.INFO, "config reloaded", jobs=len(config.jobs))

@@ -134,6 +134,13 @@ def test_bad_duration(tmp_path: Path, value: str) -> None:
     assert found[0].endswith(f"(got {value.replace(chr(39), chr(34))})")
 
 
+@pytest.mark.parametrize("value", ['"0s"', '"50ms"'])
+def test_grace_below_100ms_is_refused(tmp_path: Path, value: str) -> None:
+    # Every dispatch is a few milliseconds late: such a grace would mark every slot missed.
+    found = errors(tmp_path, f'[jobs.a]\nevery = "1m"\ncommand = "x"\ngrace = {value}\n')
+    assert found == [f"FILE: jobs.a.grace: must be at least 0.1s (got {value})"]
+
+
 def test_unknown_zone_did_you_mean(tmp_path: Path) -> None:
     found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "x"\ntimezone = "Europe/Berln"\n')
     assert found == [
