@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from croniter import croniter
 
+from chronod.durations import format_duration
 from chronod.schedules import IntervalSchedule, Schedule
 from chronod.schedules.cron import CronSchedule
 from chronod.schedules.solar import SolarSchedule
@@ -108,7 +109,7 @@ def main() -> None:
             zone=get_zone("Europe/Berlin"),
             offset=offset,
         )
-        label = f"solar {event} Berlin" + (f" offset {offset}" if offset else "")
+        label = f"solar {event} Berlin" + (f" offset {format_duration(offset)}" if offset else "")
         print(f"{label:44} {rate(walker(solar), args.seconds):15,.0f}")
 
     built = time.perf_counter()

@@ -1,4 +1,4 @@
-"""reload_config: what SIGHUP does to the config, shared by ``chronod run`` and ``chronod worker``."""
+"""reload_config: what SIGHUP does to the config, shared by `run` and `worker`."""
 
 from __future__ import annotations
 

@@ -632,6 +632,16 @@ def test_unknown_routes_and_methods_answer_json(
     assert reply.json() == {"error": reply.json()["error"], "status": status}
 
 
+def test_head_is_a_get_without_a_body(site: Site) -> None:
+    for path in ("/", "/api/v1/status"):
+        full = site.get(path)
+        head = site.request("HEAD", path)
+        assert (head.status, head.body) == (200, b"")
+        assert head.headers["content-type"] == full.headers["content-type"]
+        assert int(head.headers["content-length"]) > 0
+    assert site.request("HEAD", "/nope").status == 404
+
+
 def test_other_host_names_are_refused_on_loopback(site: Site) -> None:
     """A page elsewhere that rebinds its DNS name to 127.0.0.1 must not read the API."""
     assert site.get("/api/v1/status", Host="attacker.example").status == 403

@@ -195,6 +195,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve(b"")
 
+    def do_HEAD(self) -> None:
+        # A GET without its body (uptime checks, curl -I); _send leaves the body out.
+        self._serve(b"", method="GET")
+
     def do_POST(self) -> None:
         body = self._read_body()
         if body is not None:
@@ -209,13 +213,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._serve(b"")
 
-    def _serve(self, body: bytes) -> None:
+    def _serve(self, body: bytes, method: str | None = None) -> None:
         if not self.server.host_allowed(self.headers.get("Host")):
             self._send(error_response(403, "unexpected Host header; open the page by its address"))
             return
         url = urlsplit(self.path)
         request = Request(
-            method=self.command,
+            method=method or self.command,
             path=url.path,
             query=dict(parse_qsl(url.query)),
             headers={k.lower(): v for k, v in self.headers.items()},
