@@ -353,45 +353,37 @@ def _job_state(row: Mapping[str, Any] | sqlite3.Row) -> JobState:
 
 
 def _live_record(row: Mapping[str, Any] | sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        run_id=row["run_id"],
-        job=row["job"],
-        slot=_required_instant(row["slot"]),
-        manual=bool(row["manual"]),
-        state=RunState(row["state"]),
-        queue=row["queue"],
-        digest=row["digest"],
-        epoch=int(row["epoch"]),
-        attempt=int(row["attempt"]),
-        max_attempts=int(row["max_attempts"]),
-        created_at=_required_instant(row["created_at"]),
-        not_before=_instant(row["not_before"]),
-        started_at=_instant(row["started_at"]),
-        worker=row["worker"],
-    )
+    return RunRecord(state=RunState(row["state"]), **_run_columns(row))
 
 
 def _history_record(row: sqlite3.Row) -> RunRecord:
     return RunRecord(
-        run_id=row["run_id"],
-        job=row["job"],
-        slot=_required_instant(row["slot"]),
-        manual=bool(row["manual"]),
         state=Outcome(row["outcome"]),
-        queue=row["queue"],
-        digest=row["digest"],
-        epoch=int(row["epoch"]),
-        attempt=int(row["attempt"]),
-        max_attempts=int(row["max_attempts"]),
-        created_at=_required_instant(row["created_at"]),
-        not_before=_instant(row["not_before"]),
-        started_at=_instant(row["started_at"]),
         finished_at=_instant(row["finished_at"]),
-        worker=row["worker"],
         exit_code=row["exit_code"],
         output=row["output"],
         error=row["error"],
+        **_run_columns(row),
     )
+
+
+def _run_columns(row: Mapping[str, Any] | sqlite3.Row) -> dict[str, Any]:
+    """The columns a live run and a history entry share, as RunRecord fields."""
+    return {
+        "run_id": row["run_id"],
+        "job": row["job"],
+        "slot": _required_instant(row["slot"]),
+        "manual": bool(row["manual"]),
+        "queue": row["queue"],
+        "digest": row["digest"],
+        "epoch": int(row["epoch"]),
+        "attempt": int(row["attempt"]),
+        "max_attempts": int(row["max_attempts"]),
+        "created_at": _required_instant(row["created_at"]),
+        "not_before": _instant(row["not_before"]),
+        "started_at": _instant(row["started_at"]),
+        "worker": row["worker"],
+    }
 
 
 def _history_entry(
