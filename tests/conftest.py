@@ -15,7 +15,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from chronod.store.base import Store
+from tests.procs import Processes
 from tests.redis_server import RedisServer
+from tests.targets import Target
 
 settings.register_profile(
     "chronod", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
@@ -56,3 +58,20 @@ def store(store_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> It
     built = make_store(store_kind, request, tmp_path)
     yield built
     built.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    """The store process tests share with their ``chronod`` processes (see tests.targets)."""
+    if request.param == "sqlite":
+        return Target("sqlite", f"sqlite://{tmp_path / 'state' / 'chronod.db'}", tmp_path, None)
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.client().flushall()
+    return Target("redis", server.url, tmp_path, server)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """``chronod`` processes a test starts: stopped (and their logs kept) at teardown."""
+    with Processes(tmp_path / "logs") as started:
+        yield started

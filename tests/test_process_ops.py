@@ -43,12 +43,6 @@ WATCHDOG_USEC = 1_000_000  # WatchdogSec=1s: pings every 0.5 s
 # -- helpers --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with Processes(tmp_path / "logs") as started:
-        yield started
-
-
 def write_config(directory: Path, jobs: dict[str, str], header: str = "") -> Path:
     """``jobs``: name → command, each every second, ``overlap = "allow"``."""
     lines = [header, "[defaults]", 'timezone = "UTC"', 'overlap = "allow"']

@@ -14,11 +14,9 @@ import itertools
 import json
 import os
 import random
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,13 +24,12 @@ from typing import Any
 import pytest
 
 from chronod.config import load_config
-from chronod.instants import format_utc, to_micros
-from chronod.store import StoreSettings, open_store
+from chronod.instants import format_utc
 from chronod.store.base import JobState, JobSync, LeaderInfo, Outcome, RunRecord, Store
 from chronod.store.keys import KeySpace
 from chronod.tz import UTC
 from tests.procs import ChronodProcess, Processes, hold_for, wait_until, write_atomically
-from tests.redis_server import RedisServer
+from tests.targets import Target
 
 pytestmark = pytest.mark.process
 
@@ -43,79 +40,6 @@ NAMESPACE = "chronod"
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    """The store the daemons share, and test-side access to it (reads, guards, integrity)."""
-
-    kind: str
-    url: str
-    directory: Path
-    server: RedisServer | None
-
-    def open(self) -> Store:
-        return open_store(StoreSettings(url=self.url, config_dir=self.directory))
-
-    @property
-    def sqlite_path(self) -> Path:
-        return Path(self.url[len("sqlite://") :])
-
-    def _sqlite(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=10)
-
-    def guarded(self, job: str, slot: datetime) -> bool:
-        """Whether the per-slot guard of (job, slot) exists."""
-        if self.server is None:
-            with closing(self._sqlite()) as conn:
-                row = conn.execute(
-                    "SELECT 1 FROM guards WHERE job = ? AND slot = ?", (job, to_micros(slot))
-                ).fetchone()
-            return row is not None
-        key = KeySpace(NAMESPACE).guard(job, to_micros(slot))
-        return bool(self.server.client().exists(key))
-
-    def write_lock_free(self) -> bool:
-        """SQLite: nobody holds the database's write lock (Redis: always true)."""
-        if self.server is not None:
-            return True
-        conn = sqlite3.connect(self.sqlite_path, timeout=0.2, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            return False
-        finally:
-            conn.close()
-        return True
-
-    def expire_lease(self) -> None:
-        """Make the stored lease expired, as if its TTL had passed (the holder must be dead)."""
-        if self.server is None:
-            conn = sqlite3.connect(self.sqlite_path, timeout=10, isolation_level=None)
-            try:
-                conn.execute("UPDATE lease SET expires_at = 0")
-            finally:
-                conn.close()
-        else:
-            client = self.server.client()
-            if client.exists(KeySpace(NAMESPACE).lease):
-                client.hset(KeySpace(NAMESPACE).lease, "expires", "0")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    if request.param == "sqlite":
-        return Target("sqlite", f"sqlite://{tmp_path / 'state' / 'chronod.db'}", tmp_path, None)
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.client().flushall()
-    return Target("redis", server.url, tmp_path, server)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with Processes(tmp_path / "logs") as started:
-        yield started
 
 
 @pytest.fixture

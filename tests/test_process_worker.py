@@ -11,11 +11,10 @@ second in the past) whose state the test seeds with a watermark just before the 
 dispatches it as catch-up (within ``grace``) the moment it loads, so no test waits for a wall-clock
 instant.
 
-Attempt leases: a worker's attempt-lease TTL is fixed at 30 s (``DEFAULT_ATTEMPT_TTL`` in
-:mod:`chronod.worker`; neither ``[chronod]`` nor the command line sets it). The tests that need a
-lease to lapse (SIGKILL, SIGSTOP) expire it in the store, as if those 30 s had passed, the same
-way the scheduler's process tests expire a dead leader's lease. Everything after that (the reap at
-the next claim, the stale worker's refused finish) is the product's own behaviour.
+Attempt leases: a worker's attempt lease is ``[chronod] attempt_lease`` (default 30 s). The tests
+that need a lease to lapse (SIGKILL, SIGSTOP) expire it in the store, as if its TTL had passed, the
+same way the scheduler's process tests expire a dead leader's lease. Everything after that (the reap
+at the next claim, the stale worker's refused finish) is the product's own behaviour.
 """
 
 from __future__ import annotations
@@ -27,12 +26,10 @@ import os
 import shlex
 import signal
 import socket
-import sqlite3
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +40,6 @@ from chronod.config import load_config
 from chronod.instants import format_utc
 from chronod.store import StoreSettings, open_store
 from chronod.store.base import JobSync, Outcome, RunRecord, Store
-from chronod.store.keys import KeySpace
 from chronod.tz import UTC
 from tests.procs import (
     ChronodProcess,
@@ -59,7 +55,7 @@ from tests.procs import (
     worker_pid,
     write_atomically,
 )
-from tests.redis_server import RedisServer
+from tests.targets import Target
 
 pytestmark = [
     pytest.mark.process,
@@ -74,77 +70,6 @@ HOST = socket.gethostname()
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    """The store every process shares, and test-side access to it."""
-
-    kind: str
-    url: str
-    directory: Path
-    server: RedisServer | None
-
-    def open(self) -> Store:
-        return open_store(StoreSettings(url=self.url, config_dir=self.directory))
-
-    @property
-    def sqlite_path(self) -> Path:
-        return Path(self.url[len("sqlite://") :])
-
-    def expire_attempt(self, run_id: str) -> None:
-        """Make the running attempt's lease expired, as if its TTL had passed without heartbeats
-        (its worker is dead or frozen). The next claim by any worker reaps it."""
-        if self.server is None:
-            conn = sqlite3.connect(self.sqlite_path, timeout=10, isolation_level=None)
-            try:
-                changed = conn.execute(
-                    "UPDATE runs SET lease_expires_at = 0 WHERE run_id = ? AND state = 'running'",
-                    (run_id,),
-                ).rowcount
-            finally:
-                conn.close()
-            assert changed == 1, f"{run_id} is not running"
-            return
-        client = self.server.client()
-        keys = KeySpace(NAMESPACE)
-        assert client.hget(keys.run(run_id), "state") == b"running", f"{run_id} is not running"
-        client.hset(keys.run(run_id), "lease_expires", "0")
-        client.zadd(keys.leases, {run_id: 0})
-
-    def write_lock_free(self) -> bool:
-        """SQLite: nobody holds the database's write lock (Redis: always true)."""
-        if self.server is not None:
-            return True
-        conn = sqlite3.connect(self.sqlite_path, timeout=0.2, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            return False
-        finally:
-            conn.close()
-        return True
-
-    def reset(self) -> None:
-        """Empty the store (a fresh database file is a new URL: see :func:`fresh_target`)."""
-        if self.server is not None:
-            self.server.client().flushall()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    if request.param == "sqlite":
-        return Target("sqlite", f"sqlite://{tmp_path / 'state' / 'chronod.db'}", tmp_path, None)
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.client().flushall()
-    return Target("redis", server.url, tmp_path, server)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with Processes(tmp_path / "logs") as started:
-        yield started
 
 
 @pytest.fixture

@@ -594,12 +594,6 @@ def test_children_of_a_killed_supervisor_exit(backend: Backend, tmp_path: Path) 
 # -- `chronod worker` -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with Processes(tmp_path / "procs") as started:
-        yield started
-
-
 def test_chronod_worker_runs_jobs_and_stops_on_sigterm(
     backend: Backend, tmp_path: Path, procs: Processes
 ) -> None:
