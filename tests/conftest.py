@@ -7,6 +7,7 @@ SQLite half (and fails instead of skipping when CHRONOD_REQUIRE_REDIS=1).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,34 @@ settings.register_profile(
     "chronod", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
 settings.load_profile("chronod")
+
+
+def pytest_report_header() -> str:
+    """The runtime dependencies under test, so a failure in a drift run names its versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from tests.lockfile import RUNTIME
+
+    found = []
+    for name in RUNTIME:
+        try:
+            found.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pass
+    return "chronod runtime dependencies: " + " ".join(found)
+
+
+@pytest.fixture(autouse=True)
+def _chronod_logger_restored() -> Iterator[None]:
+    """Undo what a command run in-process (click's CliRunner) did to the ``chronod`` logger.
+
+    ``chronod.logs.configure`` points the logger at the stderr of the moment and stops propagation;
+    left in place, a later test's ``caplog`` sees nothing and logging writes to a closed stream.
+    """
+    logger = logging.getLogger("chronod")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture(scope="session")

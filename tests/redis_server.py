@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -53,8 +54,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+    def client(self) -> Any:
+        """A plain client (``Any``: redis-py's annotations differ between the releases we admit)."""
+        client: Any = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return client
 
     def start(self, timeout: float = 10.0) -> None:
         persistence = (

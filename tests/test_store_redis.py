@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import redis
@@ -207,14 +207,14 @@ class TwiceRedis(redis.Redis):
         return run(*args, **options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
+        pipe: Any = cast(Any, super()).pipeline(transaction, shard_hint)
         execute = pipe.execute
 
         def twice(raise_on_error: bool = True) -> list[Any]:
             pipe.command_stack = [c for c in pipe.command_stack for _ in (1, 2)]
             return list(execute(raise_on_error))[1::2]
 
-        pipe.execute = twice  # type: ignore[method-assign]
+        pipe.execute = twice
         return pipe
 
 
@@ -355,7 +355,7 @@ def test_a_batch_of_many_chunks_answers_each_item_and_a_repeat_answers_the_same(
 # -- the ticket stream -----------------------------------------------------------------------------
 
 
-def unread(client: redis.Redis, stream: str) -> int:
+def unread(client: Any, stream: str) -> int:
     """Tickets in ``stream`` the group has not delivered yet (after its last-delivered id; the
     group's ``lag`` is unknown to Redis 7.0 once entries have been deleted)."""
     for group in client.xinfo_groups(stream):
@@ -612,7 +612,7 @@ def sentinel(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+        client: Any = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
 
         def ready() -> bool:
             try:

@@ -42,7 +42,7 @@ from chronod.instants import parse_utc
 from chronod.preview import upcoming
 from tests.redis_server import free_port
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACT = REPO / "test-artifacts" / "web.png"

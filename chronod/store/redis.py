@@ -113,11 +113,19 @@ WORKER_WINDOW = timedelta(minutes=1)
 _MICRO = timedelta(microseconds=1)
 
 
-def _retry() -> Retry:
+# redis-py's annotations differ between the releases pyproject.toml admits (untyped helpers in
+# some, sync/async unions in others), so chronod holds clients, pipelines and the classes it
+# constructs them with as ``Any``: the type check then means the same with every release.
+_RedisClass: Any = redis.Redis
+_SentinelClass: Any = Sentinel
+_RetryClass: Any = Retry
+
+
+def _retry() -> Any:
     # ConnectionError (including BusyLoadingError while a restarted server loads its AOF) and
     # TimeoutError: retried with jittered exponential backoff (about 0.15 s in all), then surfaced
     # as StoreUnavailable so the daemon's own backoff and "stop dispatching" logic takes over.
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES)
+    return _RetryClass(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES)
 
 
 def _connection_options() -> dict[str, Any]:
@@ -310,7 +318,7 @@ class RedisStore(Store):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Any,
         *,
         namespace: str = "chronod",
         history: int = 100,
@@ -328,7 +336,7 @@ class RedisStore(Store):
             name: client.register_script(source) for name, source in _load_script_sources().items()
         }
         self._closed = threading.Event()  # also ends a claim() waiting in another thread
-        self._closers: list[redis.Redis] = []  # Sentinel connections, closed with the store
+        self._closers: list[Any] = []  # Sentinel connections, closed with the store
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "chronod", history: int = 100) -> RedisStore:
@@ -340,11 +348,11 @@ class RedisStore(Store):
         scheme = scheme_of(url)
         description = redact_url(url)
         options = _connection_options()
-        closers: list[redis.Redis] = []
+        closers: list[Any] = []
         if scheme == "redis+sentinel":
             target = parse_sentinel_url(url)
             # The URL's credentials are the data nodes'; sentinels are asked without them.
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]  # (redis.sentinel is untyped)
+            sentinel = _SentinelClass(
                 list(target.hosts),
                 sentinel_kwargs={
                     "socket_timeout": CONNECT_TIMEOUT,
@@ -352,7 +360,7 @@ class RedisStore(Store):
                     "decode_responses": True,
                 },
             )
-            client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            client = sentinel.master_for(
                 target.service,
                 db=target.db,
                 username=target.username,
@@ -362,7 +370,7 @@ class RedisStore(Store):
             closers.extend(sentinel.sentinels)
         elif scheme in ("redis", "rediss", "unix"):
             try:
-                client = redis.Redis.from_url(url, **options)
+                client = _RedisClass.from_url(url, **options)
             except ValueError as exc:
                 password = _password_of(url)
                 reason = _one_line(exc)
@@ -638,24 +646,27 @@ class RedisStore(Store):
             return None
         deadline = time.monotonic() + max(wait, 0.0)
         tickets: dict[str, list[str]] = {}
-        while True:
-            claimed, now_us, wake_us = self._claim_once(worker, names, token, ttl, tickets)
-            if claimed is not None:
-                return claimed
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed.is_set():
-                return None
-            block = min(remaining, BLOCK_SLICE)
-            if wake_us is not None:
-                block = min(block, max((wake_us - now_us) / 1e6, 0.001))
+        # close() from another thread ends the wait. It is checked before every pass, and an error
+        # while closed means "closed", because how a blocking read reacts to its socket being
+        # closed depends on the redis-py release: 8.1 raises from the half-closed buffer, 8.2
+        # retries on a new connection and returns empty once the block runs out.
+        while not self._closed.is_set():
             try:
+                claimed, now_us, wake_us = self._claim_once(worker, names, token, ttl, tickets)
+                if claimed is not None:
+                    return claimed
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                block = min(remaining, BLOCK_SLICE)
+                if wake_us is not None:
+                    block = min(block, max((wake_us - now_us) / 1e6, 0.001))
                 tickets = self._read_tickets(worker, names, block)
             except Exception:
-                # close() from another thread pulls the socket from under the blocking read, and
-                # redis-py then fails in whatever way the half-closed buffer dictates.
                 if self._closed.is_set():
                     return None
                 raise
+        return None
 
     def _claim_once(
         self,
