@@ -7,6 +7,7 @@ SQLite half (and fails instead of skipping when CHRONOD_REQUIRE_REDIS=1).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Iterator
@@ -34,10 +35,8 @@ def pytest_report_header() -> str:
 
     found = []
     for name in RUNTIME:
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            pass
     return "chronod runtime dependencies: " + " ".join(found)
 
 

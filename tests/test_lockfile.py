@@ -1,4 +1,4 @@
-"""The lock file matches pyproject.toml (``make lock-check`` runs the same check before the suite)."""
+"""The lock file matches pyproject.toml (as `make lock-check` checks it)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def test_a_pin_outside_its_range_is_named(tmp_path: Path) -> None:
     bad.write_text(text.replace("\ncroniter==7.", "\ncroniter==6."))
     found = problems(bad)
     assert len(found) == 1
-    assert found[0].startswith("croniter==6.") and found[0].endswith("is outside <8,>=7")
+    assert found[0].startswith("croniter==6.")
+    assert found[0].endswith("is outside <8,>=7")
 
 
 def test_a_dependency_missing_from_the_lock_is_named(tmp_path: Path) -> None:
