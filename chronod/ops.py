@@ -317,8 +317,9 @@ def _unused_store_warning(config: Config, states: Mapping[str, JobState]) -> str
 
 def _where_the_daemon_is(config: Config) -> str:
     return (
-        "a daemon reading this config keeps its state elsewhere: name the store in its "
-        f"[chronod] store ({config.path}), not in a daemon's environment or command line"
+        "if a daemon reads this config, it keeps its state in another store: name the store "
+        f"in the config's [chronod] store ({config.path}), not in a daemon's environment or "
+        "command line"
     )
 
 

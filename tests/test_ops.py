@@ -429,9 +429,9 @@ def test_status_of_a_fresh_store(capsys: pytest.CaptureFixture[str], env: Env) -
         warning = f"no scheduler has ever loaded a job of {env.config_file} on this store"
     assert lines[0] == f"store    {describe(env)}"
     assert lines[1] == (
-        f"warning  {warning}; a daemon reading this config keeps its state elsewhere: name the "
-        f"store in its [chronod] store ({env.config_file}), not in a daemon's environment or "
-        "command line"
+        f"warning  {warning}; if a daemon reads this config, it keeps its state in another "
+        f"store: name the store in the config's [chronod] store ({env.config_file}), not in a "
+        "daemon's environment or command line"
     )
     assert lines[2] == "leader   none (no scheduler holds the lease; nothing is being dispatched)"
     assert "schedulers: none seen in the last minute" in lines
