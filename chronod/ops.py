@@ -197,7 +197,7 @@ def missing_store_status(store: Store, config: Config, now: datetime) -> Cluster
         jobs=_job_statuses(config, {}, now),
         warning=(
             "this store does not exist, so no chronod process uses it; "
-            + _where_the_daemon_is(config)
+            + _another_store_hint(config)
         ),
     )
 
@@ -311,11 +311,11 @@ def _unused_store_warning(config: Config, states: Mapping[str, JobState]) -> str
         return None
     return (
         f"no scheduler has ever loaded a job of {config.path} on this store; "
-        + _where_the_daemon_is(config)
+        + _another_store_hint(config)
     )
 
 
-def _where_the_daemon_is(config: Config) -> str:
+def _another_store_hint(config: Config) -> str:
     return (
         "if a daemon reads this config, it keeps its state in another store: name the store "
         f"in the config's [chronod] store ({config.path}), not in a daemon's environment or "
@@ -375,7 +375,7 @@ def trigger(store: Store, job: JobConfig, *, force: bool = False) -> RunRecord:
     ``force``: see :func:`require_loaded`.
     """
     if not force:
-        require_loaded(store, job.name, "trigger", _job_states(store, job.name, "trigger"))
+        require_loaded(store, job.name, "trigger")
     return store.enqueue_manual(job.name, job.queue, job.digest, job.overlap, job.max_attempts)
 
 
@@ -390,44 +390,44 @@ def resume(store: Store, job: str, *, force: bool = False) -> PauseChange:
     return _set_paused(store, job, paused=False, force=force)
 
 
-def require_loaded(store: Store, job: str, action: str, states: Mapping[str, JobState]) -> None:
-    """Refuse to steer ``job`` on a store where no scheduler ever loaded it.
+def require_loaded(store: Store, job: str, action: str) -> dict[str, JobState]:
+    """The stored job states, unless no scheduler ever loaded ``job`` on ``store``: then refuse
+    to ``action`` it (:class:`JobNotLoaded`), as on a store that does not exist.
 
     Such a store is not the one any daemon schedules the job from (another config's, one made
     by a command that looked in the wrong place, an empty Redis namespace), so a pause or a
     trigger there would succeed and change nothing: the worst kind of failure for an operator
-    who pauses a job before a risky change. One line names the store and what to check.
+    who pauses a job before a risky change. One line names the store and what to check. (A
+    scheduler loading or retiring the job meanwhile can only make the answer a moment early.)
     """
-    if ever_loaded(states.get(job)):
-        return
-    raise JobNotLoaded(
-        f"refusing to {action} {job}: no scheduler has loaded it on store {store.describe()}; "
-        "check that this is the store the daemon uses ('chronod status' shows its leader) and "
-        "that the daemon's config has the job (reload it after adding one)"
-    )
-
-
-def _job_states(store: Store, job: str, action: str) -> Mapping[str, JobState]:
-    """The stored job states, or the refusal to ``action`` on a store that does not exist."""
     try:
-        return store.job_states()
+        states = store.job_states()
     except StoreMissing:
         raise JobNotLoaded(
             f"refusing to {action} {job}: store {store.describe()} does not exist, so no daemon "
             "uses it; check the store the daemon uses ([chronod] store in its config, or "
             "--store) and that this command reads the same config"
         ) from None
+    if not ever_loaded(states.get(job)):
+        raise JobNotLoaded(
+            f"refusing to {action} {job}: no scheduler has loaded it on store "
+            f"{store.describe()}; check that this is the store the daemon uses ('chronod "
+            "status' shows its leader) and that the daemon's config has the job (reload it "
+            "after adding one)"
+        )
+    return states
 
 
 def _set_paused(store: Store, job: str, *, paused: bool, force: bool) -> PauseChange:
-    action = "pause" if paused else "resume"
-    states = store.job_states() if force else _job_states(store, job, action)
-    if not force:
-        require_loaded(store, job, action, states)
+    if force:
+        states = store.job_states()
+    else:
+        states = require_loaded(store, job, "pause" if paused else "resume")
     before = states.get(job)
     was_paused = before is not None and before.paused
     # Written even when nothing changes: set_paused is idempotent (a repeated resume moves nothing),
-    # and the read above only words the answer; deciding on it would race another operator.
+    # and the read above only words the answer; deciding the write on it would race another
+    # operator.
     state = store.set_paused(job, paused)
     return PauseChange(job=job, changed=was_paused != paused, state=state)
 

@@ -41,7 +41,6 @@ REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "systemd" / "supervisor-chronod.conf"
 BIN = Path(sys.executable).parent
 STARTUP = 30.0  # seconds: generous for a loaded 2-core machine
-SETTLE = 2.0  # seconds for a run dispatched just before a pause to finish
 
 # The paths the shipped conf names and the README installs to, rewritten under the test directory.
 INSTALL_PATHS = ("/etc/chronod", "/var/lib/chronod", "/var/log/chronod")
@@ -213,7 +212,14 @@ def test_shipped_conf_under_a_real_supervisord(installed: Installed) -> None:
     # pause stops the job; resume restarts it.
     paused = site.shell("pause", "--job", "tick")
     assert (paused.returncode, paused.stderr) == (0, ""), paused
-    time.sleep(SETTLE)  # a run dispatched just before the pause may still write its line
+    # A run dispatched just before the pause may still be queued or running: once none is left
+    # (its line is written before its end is recorded), nothing may add a line.
+    wait_until(
+        lambda: _active(site, "tick") == 0,
+        timeout=STARTUP,
+        what="tick's last run before the pause to end",
+        context=site.context,
+    )
     count = len(site.lines("tick"))
     hold_for(
         lambda: len(site.lines("tick")) == count,
@@ -280,6 +286,14 @@ def test_shipped_conf_under_a_real_supervisord(installed: Installed) -> None:
     assert re.search(r"^leader\s+none", status.stdout, re.M), status.stdout
     assert re.search(rf":{daemon_pid}\s+stopped", status.stdout), status.stdout
     print(f"supervisord test body took {time.monotonic() - began:.1f} s; stop took {took:.1f} s")
+
+
+def _active(site: Installed, job: str) -> int | None:
+    done = site.shell("status", "--json")
+    if done.returncode != 0:
+        return None
+    (state,) = [j for j in json.loads(done.stdout)["jobs"] if j["job"] == job]
+    return int(state["active"])
 
 
 def _running_slow(site: Installed) -> list[str]:
