@@ -6,7 +6,10 @@
   RELOADING → READY on SIGHUP, STOPPING on SIGTERM, for ``run`` and for ``worker``;
 * a Redis restart (SIGKILL, then the same port with its AOF) in the middle of a run of 1-second
   jobs: the daemon stays up, reports the outage (log, STATUS, ``chronod_store_up``), resumes
-  dispatching within seconds of Redis being back, and nothing runs twice.
+  dispatching within seconds of Redis being back, and nothing runs twice;
+* which store, and who is there (issues 10 and 21): a daemon given a state directory by its service
+  manager refuses a config that names no store, and ``chronod status`` in another process lists
+  the leader and its standby and marks a worker and schedulers that stopped cleanly as stopped.
 
 Every wait is a polled deadline (:func:`tests.procs.wait_until`); "nothing happens" windows use
 :func:`tests.procs.hold_for`.
