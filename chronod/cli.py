@@ -22,7 +22,14 @@ from chronod import __version__, ops
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig, config_path, load_config, parse_instant
 from chronod.durations import format_duration
-from chronod.errors import EXIT_FAILURE, EXIT_USAGE, ChronodError, ConfigError, UsageError
+from chronod.errors import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    ChronodError,
+    ConfigError,
+    StoreMissing,
+    UsageError,
+)
 from chronod.instants import format_utc
 from chronod.logs import configure as configure_logs
 from chronod.preview import Upcoming, as_json, local_text, relative_text, table, upcoming
@@ -271,8 +278,12 @@ def check_command(ctx: Context) -> None:
 def status_command(ctx: Context, as_json_output: bool) -> None:
     """Show the leader, workers, queue depths and every job's last outcome and next fire."""
     config = ctx.config()
-    with _open_store(ctx, config) as store:
-        status = ops.cluster_status(store, config, store.now())
+    with _open_store(ctx, config, create=False) as store:
+        now = store.now()
+        try:
+            status = ops.cluster_status(store, config, now)
+        except StoreMissing:
+            status = ops.missing_store_status(store, config, now)
     if as_json_output:
         click.echo(json.dumps(ops.status_json(status), indent=2))
         return
@@ -294,28 +305,45 @@ def status_command(ctx: Context, as_json_output: bool) -> None:
 def history_command(ctx: Context, job_name: str, limit: int, as_json_output: bool) -> None:
     """Show a job's runs: slot, attempt, outcome, duration, exit code, worker and output tail."""
     config = ctx.config()
-    with _open_store(ctx, config) as store:
-        if job_name not in config.jobs and job_name not in store.job_states():
-            _job(config, job_name)  # raises the usual "no job named ..." usage error
-        history = ops.job_history(store, job_name, limit, config)
+    missing = False
+    with _open_store(ctx, config, create=False) as store:
+        try:
+            if job_name not in config.jobs and job_name not in store.job_states():
+                _job(config, job_name)  # raises the usual "no job named ..." usage error
+            history = ops.job_history(store, job_name, limit, config)
+        except StoreMissing:
+            missing = True
+            history = ops.JobHistory(job=job_name, config=_job(config, job_name), live=(), runs=())
         now = store.now()
+        where = store.describe()
     if as_json_output:
         click.echo(json.dumps(ops.history_json(history), indent=2))
         return
     for line in history_lines(history, now):
         click.echo(line)
+    if missing:
+        click.echo(f"note: store {where} does not exist: no chronod process has used it")
+
+
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="act even though no scheduler has loaded the job on this store (e.g. pause a new job "
+    "before its first load); creates the store if it does not exist",
+)
 
 
 @cli.command("trigger")
 @click.option("--job", "job_name", metavar="NAME", required=True, help="the job")
 @click.option("--json", "as_json_output", is_flag=True, help="print the run as JSON")
+@force_option
 @pass_context
-def trigger_command(ctx: Context, job_name: str, as_json_output: bool) -> None:
+def trigger_command(ctx: Context, job_name: str, as_json_output: bool, force: bool) -> None:
     """Run a job once now, through its normal queue (consumes no schedule slot)."""
     config = ctx.config()
     job = _job(config, job_name)
-    with _open_store(ctx, config) as store:
-        run = ops.trigger(store, job)
+    with _open_store(ctx, config, create=force) as store:
+        run = ops.trigger(store, job, force=force)
     if as_json_output:
         click.echo(json.dumps(ops.run_json(run), indent=2))
         return
@@ -326,13 +354,14 @@ def trigger_command(ctx: Context, job_name: str, as_json_output: bool) -> None:
 @cli.command("pause")
 @click.option("--job", "job_name", metavar="NAME", required=True, help="the job")
 @click.option("--json", "as_json_output", is_flag=True, help="machine-readable output")
+@force_option
 @pass_context
-def pause_command(ctx: Context, job_name: str, as_json_output: bool) -> None:
+def pause_command(ctx: Context, job_name: str, as_json_output: bool, force: bool) -> None:
     """Pause a job: its slots pass without running until it is resumed (persists)."""
     config = ctx.config()
     job = _job(config, job_name)
-    with _open_store(ctx, config) as store:
-        change = ops.pause(store, job.name)
+    with _open_store(ctx, config, create=force) as store:
+        change = ops.pause(store, job.name, force=force)
     if as_json_output:
         click.echo(json.dumps(ops.pause_json(change), indent=2))
     elif change.changed:
@@ -347,13 +376,14 @@ def pause_command(ctx: Context, job_name: str, as_json_output: bool) -> None:
 @cli.command("resume")
 @click.option("--job", "job_name", metavar="NAME", required=True, help="the job")
 @click.option("--json", "as_json_output", is_flag=True, help="machine-readable output")
+@force_option
 @pass_context
-def resume_command(ctx: Context, job_name: str, as_json_output: bool) -> None:
+def resume_command(ctx: Context, job_name: str, as_json_output: bool, force: bool) -> None:
     """Resume a paused job from now on (slots of the paused period do not run)."""
     config = ctx.config()
     job = _job(config, job_name)
-    with _open_store(ctx, config) as store:
-        change = ops.resume(store, job.name)
+    with _open_store(ctx, config, create=force) as store:
+        change = ops.resume(store, job.name, force=force)
         now = store.now()
     if as_json_output:
         click.echo(json.dumps(ops.pause_json(change), indent=2))
@@ -374,13 +404,29 @@ _SECOND = timedelta(seconds=1)
 
 
 def status_lines(status: ops.ClusterStatus) -> list[str]:
-    """``chronod status`` for humans: header, workers, queues and jobs tables, then notes."""
-    lines = table([["store", status.store], ["leader", _leader_text(status.leader)]])
+    """``chronod status`` for humans: header (with the store's warning, if any, right under the
+    store), schedulers, workers, queues and jobs tables, then notes."""
+    header = [["store", status.store]]
+    if status.warning is not None:
+        header.append(["warning", status.warning])
+    lines = table([*header, ["leader", _leader_text(status.leader)]])
+    lines.append("")
+    if status.schedulers:
+        grid = [["SCHEDULER", "ROLE", "SEEN"]]
+        grid += [[s.node, s.role, "-" if s.age is None else _ago(s.age)] for s in status.schedulers]
+        lines += table(grid)
+    else:
+        lines.append("schedulers: none seen in the last minute")
     lines.append("")
     if status.workers:
         grid = [["WORKER", "QUEUES", "SEEN", "RUNNING"]]
         grid += [
-            [w.worker, ",".join(w.queues), _ago(w.age), f"{w.running}/{w.concurrency}"]
+            [
+                w.worker,
+                ",".join(w.queues),
+                f"stopped {_ago(w.age)}" if w.stopped else _ago(w.age),
+                "-" if w.stopped else f"{w.running}/{w.concurrency}",
+            ]
             for w in status.workers
         ]
         lines += table(grid)
@@ -401,7 +447,7 @@ def history_lines(history: ops.JobHistory, now: datetime) -> list[str]:
     title = f"{history.job}: retired (no longer in the config)"
     if job is not None:
         title = f"{history.job}: {job.schedule.describe()} ({job.timezone})"
-    runs = [*reversed(history.live), *history.runs]  # all newest first
+    runs = ops.by_slot([*history.live, *history.runs])
     if not runs:
         return [title, "  no runs recorded yet"]
     zone = job.schedule.zone if job is not None else get_zone("UTC")
@@ -504,11 +550,13 @@ def _whole_seconds(delta: timedelta) -> timedelta:
     return timedelta(seconds=delta // _SECOND)
 
 
-def _open_store(ctx: Context, config: Config) -> Store:
+def _open_store(ctx: Context, config: Config, *, create: bool) -> Store:
+    """The store ``config`` (or ``--store``) names; ``create=False`` for commands that must not
+    create state (a SQLite file that does not exist then raises StoreMissing on first use)."""
     from chronod.runtime import store_settings
     from chronod.store import open_store
 
-    return open_store(store_settings(config, ctx.store_override), ctx.clock)
+    return open_store(store_settings(config, ctx.store_override), ctx.clock, create=create)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -86,7 +86,9 @@ class Daemon:
         settings = store_settings(config, store_override)
         self.store: Store = open_store(settings, clock)
         self.metrics = metrics
-        self.telemetry = Telemetry(open_store(settings, clock), clock=clock, metrics=metrics)
+        self.telemetry = Telemetry(
+            open_store(settings, clock), clock=clock, metrics=metrics, scheduler=self.node
+        )
         self.telemetry.configured(config.jobs)
         self.keeper = LeaseKeeper(
             open_store(settings, clock),
@@ -292,7 +294,11 @@ class Daemon:
         self.keeper.stop(release=True)
         if self.pool is not None:
             self.pool.stop()
-        self.telemetry.stop()
+        self.telemetry.stop()  # no announcement as alive after the goodbye below
+        try:
+            self.store.announce(self.node, "scheduler", stopped=True)
+        except StoreError as exc:  # listed until its entry expires, then forgotten anyway
+            event(log, logging.DEBUG, f"could not announce the stop: {exc}")
         self.store.close()
         self.keeper.store.close()
         event(log, logging.INFO, "stopped")

@@ -74,6 +74,17 @@ class StoreUnavailable(TransientError):
     """The store cannot be reached right now."""
 
 
+class StoreMissing(StoreError):
+    """A command that must not create state found no store where it looked (SQLite: no database
+    file there). Read-only commands report it as "nothing has used this store"; steering commands
+    refuse to act on it."""
+
+
+class JobNotLoaded(ChronodError):
+    """A steering action (trigger, pause, resume) was refused: no scheduler has ever loaded the job
+    on the store it opened, so acting there would change nothing any daemon reads."""
+
+
 class StoreConfigError(StoreError):
     """The store URL is malformed or names an unsupported scheme."""
 

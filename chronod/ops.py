@@ -11,10 +11,15 @@ Every instant is store time: leases and heartbeats are written in store time, so
 JSON shapes (keys are stable; instants are ISO 8601 UTC ``...Z`` strings, absent values null):
 
 ``status``
-    ``{"now", "store", "leader", "workers", "queues", "jobs"}`` where ``leader`` is null or
-    ``{"node", "epoch", "expires_at", "lease_left_s"}``; ``workers`` is a list of ``{"worker",
-    "queues", "seen_at", "age_s", "running", "concurrency"}``, newest first; ``queues`` maps a
-    queue name to the number of runs queued on it; ``jobs`` is a list (config order, then retired
+    ``{"now", "store", "warning", "leader", "schedulers", "workers", "queues", "jobs"}`` where
+    ``warning`` is null or one line saying that no daemon can be using this store (it does not
+    exist, or no scheduler ever loaded a job of the config on it: the daemon uses another store);
+    ``leader`` is null or ``{"node", "epoch", "expires_at", "lease_left_s"}``; ``schedulers`` is a
+    list of ``{"node", "role", "seen_at", "age_s"}`` (``role``: ``leader``, ``standby`` or
+    ``stopped``), leader first, then newest first; ``workers`` is a list of ``{"worker",
+    "queues", "seen_at", "age_s", "running", "concurrency", "stopped"}``, newest first
+    (``stopped``: it stopped cleanly; ``seen_at`` is then the instant it said so); ``queues`` maps
+    a queue name to the number of runs queued on it; ``jobs`` is a list (config order, then retired
     jobs by name) of ``{"job", "kind", "schedule", "timezone", "queue", "retired", "loaded",
     "paused", "last_outcome", "last_outcome_at", "last_success_at", "next_fire",
     "next_fire_local", "next_fire_note", "watermark", "active", "missed"}``. ``kind``,
@@ -23,7 +28,8 @@ JSON shapes (keys are stable; instants are ISO 8601 UTC ``...Z`` strings, absent
     job's current definition; ``next_fire_local`` is in the job's zone, with its offset.
 ``history``
     ``{"job", "live", "runs"}``: ``live`` are the job's queued/waiting/running runs (oldest first),
-    ``runs`` its finished runs (newest first); each is a run object (:func:`run_json`).
+    ``runs`` its finished attempts by slot, newest slot first, the attempts of one run together
+    (newest attempt first); each is a run object (:func:`run_json`).
 run
     ``{"run_id", "job", "manual", "slot", "state", "outcome", "queue", "attempt", "max_attempts",
     "epoch", "created_at", "not_before", "started_at", "finished_at", "duration_s", "worker",
@@ -50,6 +56,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
 from chronod.config import Config, JobConfig
+from chronod.errors import JobNotLoaded, StoreMissing
 from chronod.instants import format_utc
 from chronod.preview import Upcoming, upcoming
 from chronod.schedules import Schedule, WindowedSchedule
@@ -58,6 +65,7 @@ from chronod.store.base import (
     JobState,
     LeaderInfo,
     Outcome,
+    Presence,
     RunRecord,
     RunState,
     Store,
@@ -74,14 +82,28 @@ class LeaderStatus:
     lease_left: timedelta
 
 
+SchedulerRole = Literal["leader", "standby", "stopped"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerStatus:
+    """A ``chronod run`` process: the leader, a standby, or one that stopped cleanly."""
+
+    node: str
+    role: SchedulerRole
+    seen_at: datetime | None  # its last announcement (None: the leader, not announced yet)
+    age: timedelta | None
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerStatus:
     worker: str
     queues: tuple[str, ...]
-    seen_at: datetime
+    seen_at: datetime  # its last registration, or the instant it said it stopped
     age: timedelta
     running: int
     concurrency: int
+    stopped: bool = False  # stopped cleanly (listed until its entry expires)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +142,8 @@ class ClusterStatus:
     workers: tuple[WorkerStatus, ...]
     queues: Mapping[str, int]
     jobs: tuple[JobStatus, ...]
+    schedulers: tuple[SchedulerStatus, ...] = ()
+    warning: str | None = None  # why no daemon can be using this store (see the module docs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,26 +166,68 @@ class PauseChange:
 
 
 def cluster_status(store: Store, config: Config, now: datetime) -> ClusterStatus:
-    """Leader, workers, queue depths and every job (configured, then retired) as of ``now``."""
+    """Leader, schedulers, workers, queue depths and every job (configured, then retired) as of
+    ``now``; with a warning when no scheduler ever loaded a job of ``config`` on this store."""
     states = store.job_states()
-    workers = tuple(_worker_status(w, now) for w in store.workers())
+    presences = store.presences()
+    leader = _leader_status(store.leader(), now)
+    workers = tuple(_worker_statuses(store.workers(), presences, now))
     return ClusterStatus(
         now=now,
         store=store.describe(),
-        leader=_leader_status(store.leader(), now),
+        leader=leader,
+        schedulers=_scheduler_statuses(leader, presences, now),
         workers=workers,
         queues=_queue_depths(store.queue_depths(), config, workers),
         jobs=_job_statuses(config, states, now),
+        warning=_unused_store_warning(config, states),
+    )
+
+
+def missing_store_status(store: Store, config: Config, now: datetime) -> ClusterStatus:
+    """The status of a store that does not exist (:class:`StoreMissing`), read without creating
+    it: the configured jobs and their next fires, and a warning in place of everything a daemon
+    would have written."""
+    return ClusterStatus(
+        now=now,
+        store=store.describe(),
+        leader=None,
+        workers=(),
+        queues=_queue_depths({}, config, ()),
+        jobs=_job_statuses(config, {}, now),
+        warning=(
+            "this store does not exist, so no chronod process uses it; "
+            + _another_store_hint(config)
+        ),
     )
 
 
 def job_history(store: Store, job: str, limit: int, config: Config | None = None) -> JobHistory:
-    """The live runs and the newest ``limit`` finished runs of ``job``."""
+    """The live runs and the newest ``limit`` finished attempts of ``job``, the finished ones in
+    slot order (:func:`by_slot`)."""
     return JobHistory(
         job=job,
         config=None if config is None else config.jobs.get(job),
         live=tuple(store.live_runs(job)),
-        runs=tuple(store.history(job, limit)),
+        runs=by_slot(store.history(job, limit)),
+    )
+
+
+def by_slot(runs: Iterable[RunRecord]) -> tuple[RunRecord, ...]:
+    """``runs`` (live runs and finished attempts) newest slot first, the attempts of one run
+    together: its live record (the attempt under way or the retry to come) first, then its
+    finished attempts, newest first.
+
+    History is kept in the order attempts finished, which is not the order of their slots: a slot
+    retried or held behind an overlap finishes after later ones, and a table in that order puts
+    slots out of sequence and splits a run's attempts apart.
+    """
+    return tuple(
+        sorted(
+            runs,
+            key=lambda r: (r.slot, r.run_id, not isinstance(r.state, Outcome), r.attempt),
+            reverse=True,
+        )
     )
 
 
@@ -188,15 +254,81 @@ def _leader_status(info: LeaderInfo | None, now: datetime) -> LeaderStatus | Non
     )
 
 
-def _worker_status(info: WorkerInfo, now: datetime) -> WorkerStatus:
-    return WorkerStatus(
-        worker=info.worker,
-        queues=info.queues,
-        seen_at=info.seen_at,
-        age=max(now - info.seen_at, timedelta()),
-        running=info.running,
-        concurrency=info.concurrency,
+def _worker_statuses(
+    infos: Iterable[WorkerInfo], presences: Iterable[Presence], now: datetime
+) -> list[WorkerStatus]:
+    # A clean stop is announced apart from the registrations, which only expire; it counts when
+    # it came after the worker's last registration.
+    stops = {p.member: p.seen_at for p in presences if p.role == "worker" and p.stopped}
+    found = []
+    for info in infos:
+        stopped_at = stops.get(info.worker)
+        if stopped_at is not None and stopped_at < info.seen_at:
+            stopped_at = None  # registered again since (not expected: a pid is one process)
+        seen_at = info.seen_at if stopped_at is None else stopped_at
+        found.append(
+            WorkerStatus(
+                worker=info.worker,
+                queues=info.queues,
+                seen_at=seen_at,
+                age=max(now - seen_at, timedelta()),
+                running=info.running if stopped_at is None else 0,
+                concurrency=info.concurrency,
+                stopped=stopped_at is not None,
+            )
+        )
+    return found
+
+
+def _scheduler_statuses(
+    leader: LeaderStatus | None, presences: Iterable[Presence], now: datetime
+) -> tuple[SchedulerStatus, ...]:
+    """The leader first (from the lease, whether or not it announced itself yet), then every
+    other scheduler announced in the last minute, newest first."""
+    found: list[SchedulerStatus] = []
+    leader_node = None if leader is None else leader.node
+    for presence in presences:
+        if presence.role != "scheduler":
+            continue
+        role: SchedulerRole = "stopped" if presence.stopped else "standby"
+        if presence.member == leader_node and not presence.stopped:
+            role = "leader"
+        found.append(
+            SchedulerStatus(
+                node=presence.member,
+                role=role,
+                seen_at=presence.seen_at,
+                age=max(now - presence.seen_at, timedelta()),
+            )
+        )
+    if leader_node is not None and not any(s.role == "leader" for s in found):
+        found.append(SchedulerStatus(node=leader_node, role="leader", seen_at=None, age=None))
+    return tuple(sorted(found, key=lambda s: s.role != "leader"))  # stable: newest first stays
+
+
+def _unused_store_warning(config: Config, states: Mapping[str, JobState]) -> str | None:
+    if not config.jobs or any(ever_loaded(states.get(name)) for name in config.jobs):
+        return None
+    return (
+        f"no scheduler has ever loaded a job of {config.path} on this store; "
+        + _another_store_hint(config)
     )
+
+
+def _another_store_hint(config: Config) -> str:
+    return (
+        "if a daemon reads this config, it keeps its state in another store: name the store "
+        f"in the config's [chronod] store ({config.path}), not in a daemon's environment or "
+        "command line"
+    )
+
+
+def ever_loaded(state: JobState | None) -> bool:
+    """Whether a scheduler has loaded the job on this store (its current definition or an
+    earlier one). A job a pause or a manual run created before any load has an empty
+    fingerprint, and so has one retired by a scheduler whose config no longer has it: in both
+    cases no daemon reading the store schedules it."""
+    return state is not None and state.fingerprint != ""
 
 
 def _queue_depths(
@@ -236,25 +368,66 @@ def _watermark(state: JobState | None) -> datetime | None:
 # Actions
 
 
-def trigger(store: Store, job: JobConfig) -> RunRecord:
-    """One manual run of ``job`` now, through its normal queue; it consumes no schedule slot."""
+def trigger(store: Store, job: JobConfig, *, force: bool = False) -> RunRecord:
+    """One manual run of ``job`` now, through its normal queue; it consumes no schedule slot.
+
+    Refused (:class:`JobNotLoaded`) unless a scheduler has loaded the job on ``store`` or
+    ``force``: see :func:`require_loaded`.
+    """
+    if not force:
+        require_loaded(store, job.name, "trigger")
     return store.enqueue_manual(job.name, job.queue, job.digest, job.overlap, job.max_attempts)
 
 
-def pause(store: Store, job: str) -> PauseChange:
-    return _set_paused(store, job, paused=True)
+def pause(store: Store, job: str, *, force: bool = False) -> PauseChange:
+    """Pause ``job``; refused like :func:`trigger` unless a scheduler has loaded it here."""
+    return _set_paused(store, job, paused=True, force=force)
 
 
-def resume(store: Store, job: str) -> PauseChange:
-    """Resume ``job``; the store moves its watermark to now, so the paused period never runs."""
-    return _set_paused(store, job, paused=False)
+def resume(store: Store, job: str, *, force: bool = False) -> PauseChange:
+    """Resume ``job``; the store moves its watermark to now, so the paused period never runs.
+    Refused like :func:`trigger` unless a scheduler has loaded it here."""
+    return _set_paused(store, job, paused=False, force=force)
 
 
-def _set_paused(store: Store, job: str, *, paused: bool) -> PauseChange:
-    before = store.job_states().get(job)
+def require_loaded(store: Store, job: str, action: str) -> dict[str, JobState]:
+    """The stored job states, unless no scheduler ever loaded ``job`` on ``store``: then refuse
+    to ``action`` it (:class:`JobNotLoaded`), as on a store that does not exist.
+
+    Such a store is not the one any daemon schedules the job from (another config's, one made
+    by a command that looked in the wrong place, an empty Redis namespace), so a pause or a
+    trigger there would succeed and change nothing: the worst kind of failure for an operator
+    who pauses a job before a risky change. One line names the store and what to check. (A
+    scheduler loading or retiring the job meanwhile can only make the answer a moment early.)
+    """
+    try:
+        states = store.job_states()
+    except StoreMissing:
+        raise JobNotLoaded(
+            f"refusing to {action} {job}: store {store.describe()} does not exist, so no daemon "
+            "uses it; check the store the daemon uses ([chronod] store in its config, or "
+            "--store) and that this command reads the same config"
+        ) from None
+    if not ever_loaded(states.get(job)):
+        raise JobNotLoaded(
+            f"refusing to {action} {job}: no scheduler has loaded it on store "
+            f"{store.describe()}; check that this is the store the daemon uses ('chronod "
+            "status' shows its leader) and that the daemon's config has the job (reload it "
+            "after adding one)"
+        )
+    return states
+
+
+def _set_paused(store: Store, job: str, *, paused: bool, force: bool) -> PauseChange:
+    if force:
+        states = store.job_states()
+    else:
+        states = require_loaded(store, job, "pause" if paused else "resume")
+    before = states.get(job)
     was_paused = before is not None and before.paused
     # Written even when nothing changes: set_paused is idempotent (a repeated resume moves nothing),
-    # and the read above only words the answer; deciding on it would race another operator.
+    # and the read above only words the answer; deciding the write on it would race another
+    # operator.
     state = store.set_paused(job, paused)
     return PauseChange(job=job, changed=was_paused != paused, state=state)
 
@@ -497,7 +670,9 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
     return {
         "now": format_utc(status.now),
         "store": status.store,
+        "warning": status.warning,
         "leader": _leader_json(status.leader),
+        "schedulers": [_scheduler_json(s) for s in status.schedulers],
         "workers": [_worker_json(w) for w in status.workers],
         "queues": dict(status.queues),
         "jobs": [job_json(j) for j in status.jobs],
@@ -580,6 +755,15 @@ def _leader_json(leader: LeaderStatus | None) -> dict[str, Any] | None:
     }
 
 
+def _scheduler_json(scheduler: SchedulerStatus) -> dict[str, Any]:
+    return {
+        "node": scheduler.node,
+        "role": scheduler.role,
+        "seen_at": _utc(scheduler.seen_at),
+        "age_s": None if scheduler.age is None else round(scheduler.age.total_seconds(), 3),
+    }
+
+
 def _worker_json(worker: WorkerStatus) -> dict[str, Any]:
     return {
         "worker": worker.worker,
@@ -588,6 +772,7 @@ def _worker_json(worker: WorkerStatus) -> dict[str, Any]:
         "age_s": round(worker.age.total_seconds(), 3),
         "running": worker.running,
         "concurrency": worker.concurrency,
+        "stopped": worker.stopped,
     }
 
 

@@ -147,12 +147,14 @@ class Sampler:
         clock: Clock,
         metrics: ChronodMetrics | None = None,
         every: float = SAMPLE_EVERY,
+        scheduler: str | None = None,
     ) -> None:
         self.store = store
         self.health = health
         self.clock = clock
         self.metrics = metrics
         self.every = every
+        self.scheduler = scheduler  # this node announces itself as a scheduler each round
         self.latest: Sample | None = None
         self._jobs: Mapping[str, JobConfig] | None = None  # a config whose periods are not computed
         self._started_at: float | None = None  # monotonic: the request in progress began then
@@ -186,6 +188,8 @@ class Sampler:
         """One round: read, report to health and metrics; True if the store answered."""
         self._started_at = self.clock.monotonic()
         try:
+            if self.scheduler is not None:  # so that `chronod status` lists standbys too
+                self.store.announce(self.scheduler, "scheduler")
             depths = self.store.queue_depths()
             leader = self.store.leader()
             states = self.store.job_states() if self.metrics is not None else None
@@ -308,10 +312,19 @@ class EventReader:
 class Telemetry:
     """The store health, the sampler and (with metrics) the run event pipe of one process."""
 
-    def __init__(self, store: Store, *, clock: Clock, metrics: ChronodMetrics | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock,
+        metrics: ChronodMetrics | None,
+        scheduler: str | None = None,
+    ) -> None:
         self.metrics = metrics
         self.health = StoreHealth(clock, metrics)
-        self.sampler = Sampler(store, self.health, clock=clock, metrics=metrics)
+        self.sampler = Sampler(
+            store, self.health, clock=clock, metrics=metrics, scheduler=scheduler
+        )
         self.events = EventReader(metrics.run_event) if metrics is not None else None
         self.hooks = PoolHooks(events=self.events.write_fd if self.events is not None else None)
         self._announced = False  # READY=1 sent

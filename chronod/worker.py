@@ -310,6 +310,10 @@ class Consumer:
         self.server.ensure()
         while not self.stopping:
             self.step()
+        try:  # `chronod status` marks it stopped rather than listing it as alive for a minute
+            self.store.announce(self.worker_id, "worker", stopped=True)
+        except StoreError as exc:
+            event(log, logging.DEBUG, f"could not announce the stop: {exc}", worker=self.worker_id)
         event(log, logging.INFO, "worker stopped", worker=self.worker_id)
 
     def step(self) -> Claim | None:

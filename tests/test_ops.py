@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,10 +29,11 @@ import pytest
 from chronod import ops
 from chronod.cli import history_lines, main, status_lines
 from chronod.config import Config, JobConfig, load_config
+from chronod.errors import StoreConfigError
 from chronod.instants import format_utc, parse_utc
 from chronod.preview import upcoming
 from chronod.runtime import store_settings
-from chronod.store import open_store
+from chronod.store import StoreSettings, open_store
 from chronod.store.base import (
     AttemptResult,
     JobState,
@@ -49,6 +52,7 @@ from tests.redis_server import RedisServer, free_port
 REPO = Path(__file__).resolve().parent.parent
 LEASE_TTL = timedelta(seconds=60)
 WORKER = "host-b:42"
+STOPPED_WORKER = "host-c:7"  # registered, then announced its clean stop
 FAILED_OUTPUT = "".join(f"line {i}\n" for i in range(1, 9))
 
 CONFIG = """\
@@ -175,8 +179,9 @@ def run_slot(store: Store, lease: Lease, item: SlotDispatch, result: AttemptResu
 
 
 def seed(store: Store, config: Config) -> Seeded:
-    """node-a leads; report failed then succeeded and has a third slot queued; cleanup is paused;
-    legacy ran once and was retired; one worker is registered."""
+    """node-a leads and node-b stands by; report failed then succeeded and has a third slot
+    queued; cleanup is paused; legacy ran once and was retired; one worker is registered, another
+    stopped cleanly."""
     lease = store.acquire_lease("node-a", uuid.uuid4().hex, LEASE_TTL)
     assert lease is not None
     base = store.now().replace(second=0, microsecond=0) - timedelta(hours=2)
@@ -212,6 +217,14 @@ def seed(store: Store, config: Config) -> Seeded:
             worker=WORKER, queues=("reports", "default"), seen_at=base, running=0, concurrency=4
         )
     )
+    store.register_worker(
+        WorkerInfo(
+            worker=STOPPED_WORKER, queues=("default",), seen_at=base, running=1, concurrency=1
+        )
+    )
+    store.announce(STOPPED_WORKER, "worker", stopped=True)
+    store.announce("node-b", "scheduler")  # a standby
+    store.announce("node-a", "scheduler")  # the leader announces itself too
     return Seeded(lease=lease, base=base, slots=slots, legacy_run=legacy_run)
 
 
@@ -261,19 +274,39 @@ def test_status_json(capsys: pytest.CaptureFixture[str], env: Env, store: Store)
     now = parse_utc(status["now"])
     states = store.job_states()
     report, backup, cleanup = (env.config.jobs[n] for n in ("report", "backup", "cleanup"))
-    (worker,) = store.workers()
+    _, worker = store.workers()  # the first is STOPPED_WORKER
+    seen = {p.member: p.seen_at for p in store.presences()}
     legacy = states["legacy"]
 
     assert status == {
         "now": status["now"],
         "store": store.describe(),
+        "warning": None,
         "leader": {
             "node": "node-a",
             "epoch": seeded.lease.epoch,
             "expires_at": format_utc(seeded.lease.expires_at),
             "lease_left_s": seconds(seeded.lease.expires_at, now),
         },
+        "schedulers": [
+            {
+                "node": node,
+                "role": role,
+                "seen_at": format_utc(seen[node]),
+                "age_s": seconds(now, seen[node]),
+            }
+            for node, role in (("node-a", "leader"), ("node-b", "standby"))
+        ],
         "workers": [
+            {
+                "worker": STOPPED_WORKER,
+                "queues": ["default"],
+                "seen_at": format_utc(seen[STOPPED_WORKER]),  # when it said it stopped
+                "age_s": seconds(now, seen[STOPPED_WORKER]),
+                "running": 0,
+                "concurrency": 1,
+                "stopped": True,
+            },
             {
                 "worker": WORKER,
                 "queues": ["reports", "default"],
@@ -281,7 +314,8 @@ def test_status_json(capsys: pytest.CaptureFixture[str], env: Env, store: Store)
                 "age_s": seconds(now, worker.seen_at),
                 "running": 0,
                 "concurrency": 4,
-            }
+                "stopped": False,
+            },
         ],
         "queues": {"default": 0, "reports": 1},
         "jobs": [
@@ -345,13 +379,17 @@ def test_status_human(capsys: pytest.CaptureFixture[str], env: Env, store: Store
     assert lines[0] == f"store   {store.describe()}"
     assert re.fullmatch(rf"leader  node-a, epoch {seeded.lease.epoch}, lease \d+s left", lines[1])
     assert lines[2] == ""
-    assert re.fullmatch(r"WORKER\s+QUEUES\s+SEEN\s+RUNNING", lines[3])
-    assert re.fullmatch(
-        rf"{WORKER}\s+reports,default\s+(just now|\d+(ms|s) ago)\s+0/4", lines[4]
-    ), lines[4]
-    assert lines[5:9] == ["", "QUEUE    QUEUED", "default  0", "reports  1"]
-    assert lines[9] == ""
-    header, *rows = lines[10:]
+    ago = r"(just now|\d+[dhms]( \d+[hms])? ago)"
+    assert re.fullmatch(r"SCHEDULER\s+ROLE\s+SEEN", lines[3])
+    assert re.fullmatch(rf"node-a\s+leader\s+{ago}", lines[4]), lines[4]
+    assert re.fullmatch(rf"node-b\s+standby\s+{ago}", lines[5]), lines[5]
+    assert lines[6] == ""
+    assert re.fullmatch(r"WORKER\s+QUEUES\s+SEEN\s+RUNNING", lines[7])
+    assert re.fullmatch(rf"{STOPPED_WORKER}\s+default\s+stopped {ago}\s+-", lines[8]), lines[8]
+    assert re.fullmatch(rf"{WORKER}\s+reports,default\s+{ago}\s+0/4", lines[9]), lines[9]
+    assert lines[10:14] == ["", "QUEUE    QUEUED", "default  0", "reports  1"]
+    assert lines[14] == ""
+    header, *rows = lines[15:]
     assert re.fullmatch(
         r"JOB +KIND +SCHEDULE +ZONE +PAUSED +ACTIVE +MISSED +LAST +LAST OK +NEXT", header
     ), header
@@ -360,7 +398,6 @@ def test_status_human(capsys: pytest.CaptureFixture[str], env: Env, store: Store
     for row in rows:
         assert all(row[s - 2 : s] == "  " and row[s] != " " for s in starts), row
     when = r"\w{3} \d{4}-\d\d-\d\d \d\d:\d\d [A-Z]+ \(in \d+[dhms]( \d+[hms])?\)"
-    ago = r"(just now|\d+[dhms]( \d+[hms])? ago)"
     assert re.fullmatch(
         rf"report\s+interval\s+every 10m\s+UTC\s+no\s+1\s+0\s+succeeded {ago}\s+{ago}\s+{when}",
         rows[0],
@@ -380,10 +417,24 @@ def test_status_human(capsys: pytest.CaptureFixture[str], env: Env, store: Store
 
 
 def test_status_of_a_fresh_store(capsys: pytest.CaptureFixture[str], env: Env) -> None:
+    """Nothing has used the store: status says so in its first lines, and creates nothing."""
     result = chronod(capsys, env, "status")
     assert (result.code, result.err) == (0, "")
     lines = result.out.splitlines()
-    assert lines[1] == "leader  none (no scheduler holds the lease; nothing is being dispatched)"
+    if env.url.startswith("sqlite"):
+        assert not sqlite_file(env).exists()
+        assert list(sqlite_file(env).parent.iterdir()) == [env.config_file]
+        warning = "this store does not exist, so no chronod process uses it"
+    else:
+        warning = f"no scheduler has ever loaded a job of {env.config_file} on this store"
+    assert lines[0] == f"store    {describe(env)}"
+    assert lines[1] == (
+        f"warning  {warning}; if a daemon reads this config, it keeps its state in another "
+        f"store: name the store in the config's [chronod] store ({env.config_file}), not in a "
+        "daemon's environment or command line"
+    )
+    assert lines[2] == "leader   none (no scheduler holds the lease; nothing is being dispatched)"
+    assert "schedulers: none seen in the last minute" in lines
     assert "workers: none seen in the last minute" in lines
     assert [line for line in lines if line.startswith("note: ")] == [
         f"note: {name}: this definition is not loaded by a scheduler yet "
@@ -391,7 +442,9 @@ def test_status_of_a_fresh_store(capsys: pytest.CaptureFixture[str], env: Env) -
         for name in ("report", "backup", "cleanup")
     ]
     status = chronod_json(capsys, env, "status")
+    assert status["warning"] == lines[1][len("warning  ") :]
     assert status["leader"] is None
+    assert status["schedulers"] == []
     assert status["workers"] == []
     assert status["queues"] == {"default": 0, "reports": 0}
     assert [(j["job"], j["loaded"], j["last_outcome"], j["watermark"]) for j in status["jobs"]] == [
@@ -399,6 +452,15 @@ def test_status_of_a_fresh_store(capsys: pytest.CaptureFixture[str], env: Env) -
         ("backup", False, None, None),
         ("cleanup", False, None, None),
     ]
+
+
+def sqlite_file(env: Env) -> Path:
+    return Path("/" + env.url[len("sqlite:") :].lstrip("/"))
+
+
+def describe(env: Env) -> str:
+    with env.open() as store:
+        return store.describe()
 
 
 # -- history --------------------------------------------------------------------------------------
@@ -491,17 +553,71 @@ def test_history_of_a_retired_job(
 
 
 def test_history_of_a_job_without_runs(capsys: pytest.CaptureFixture[str], env: Env) -> None:
+    """On a store nothing has used yet: no runs, and (SQLite) a note that the store does not
+    exist rather than a new, empty one."""
     result = chronod(capsys, env, "history", "--job", "backup")
     assert result.code == 0, result
+    missing = [f"note: store {describe(env)} does not exist: no chronod process has used it"]
     assert result.out.splitlines() == [
         "backup: at 02:30 every day (Europe/Berlin)",
         "  no runs recorded yet",
+        *(missing if env.url.startswith("sqlite") else []),
     ]
     assert chronod_json(capsys, env, "history", "--job", "backup") == {
         "job": "backup",
         "live": [],
         "runs": [],
     }
+    unknown = chronod(capsys, env, "history", "--job", "nope")
+    assert (unknown.code, unknown.err) == (
+        2,
+        f"chronod: error: no job named 'nope' in {env.config_file} "
+        "(jobs: backup, cleanup, report)\n",
+    )
+    if env.url.startswith("sqlite"):  # read-only commands create no state
+        assert list(sqlite_file(env).parent.iterdir()) == [env.config_file]
+
+
+def test_history_orders_by_slot_with_attempts_together(
+    capsys: pytest.CaptureFixture[str], env: Env, store: Store
+) -> None:
+    """Attempts finish in another order than their slots: backup's first slot fails, its retry
+    waits, the next slot is skipped (overlap) meanwhile, then the retry succeeds. The store keeps
+    that finishing order; history shows the slots newest first, each run's attempts together."""
+    seeded = seed(store, env.config)
+    backup = env.config.jobs["backup"]  # 2 retries, overlap "skip"
+    first, second = seeded.base + timedelta(minutes=5), seeded.base + timedelta(minutes=6)
+    store.dispatch(seeded.lease, [slot_item(backup, first)])
+    claim = store.claim(WORKER, ["default"], uuid.uuid4().hex, LEASE_TTL, wait=0)
+    assert claim is not None
+    retry = AttemptResult(outcome=Outcome.FAILED, exit_code=1, retry_at=store.now())
+    store.finish(claim.run.run_id, claim.token, retry)
+    (skipped,) = store.dispatch(seeded.lease, [slot_item(backup, second)])
+    assert skipped.status.value == "skipped"
+    claim = store.claim(WORKER, ["default"], uuid.uuid4().hex, LEASE_TTL, wait=0)
+    assert claim is not None
+    assert claim.attempt == 2
+    store.finish(claim.run.run_id, claim.token, AttemptResult(outcome=Outcome.SUCCEEDED))
+    kept = [r.slot for r in store.history("backup", 10)]
+    assert [(r.slot, r.attempt) for r in store.history("backup", 10)] == [
+        (first, 2),
+        (second, 0),
+        (first, 1),
+    ]  # the order they finished in
+
+    runs = chronod_json(capsys, env, "history", "--job", "backup")["runs"]
+    assert [(r["slot"], r["attempt"], r["outcome"]) for r in runs] == [
+        (format_utc(second), 0, "skipped"),
+        (format_utc(first), 2, "succeeded"),
+        (format_utc(first), 1, "failed"),
+    ]
+    rows = chronod(capsys, env, "history", "--job", "backup").out.splitlines()[2:]
+    local = [backup.schedule.zone.to_local(s).strftime("%a %Y-%m-%d %H:%M %Z") for s in kept]
+    assert [row.split()[:6] for row in rows if not row.startswith(" ")] == [
+        [*local[1].split(), "0/3", "skipped"],
+        [*local[0].split(), "2/3", "succeeded"],
+        [*local[2].split(), "1/3", "failed"],
+    ]
 
 
 # -- trigger --------------------------------------------------------------------------------------
@@ -536,6 +652,7 @@ def test_trigger_json_and_overlap(
     capsys: pytest.CaptureFixture[str], env: Env, store: Store
 ) -> None:
     """backup (overlap skip, 2 retries): a second trigger waits behind the first."""
+    seed(store, env.config)
     first = chronod_json(capsys, env, "trigger", "--job", "backup")
     assert set(first) == set(ops.run_json(store.live_runs("backup")[0]))
     assert re.fullmatch(r"backup@\S+~manual", first["run_id"])
@@ -605,12 +722,15 @@ def test_pause_and_resume_persist(
         assert state_of(other, "report").watermark == state.watermark  # a repeat moves nothing
 
 
-def test_pause_and_resume_json(capsys: pytest.CaptureFixture[str], env: Env, store: Store) -> None:
-    """A job can be paused before any scheduler ever loaded it."""
-    paused = chronod_json(capsys, env, "pause", "--job", "cleanup")
+def test_pause_and_resume_json_with_force(
+    capsys: pytest.CaptureFixture[str], env: Env, store: Store
+) -> None:
+    """With --force a job can be paused before any scheduler loaded it (and the store is created
+    if need be): a new job paused ahead of the reload that adds it."""
+    paused = chronod_json(capsys, env, "pause", "--job", "cleanup", "--force")
     assert paused == {"job": "cleanup", "paused": True, "changed": True, "watermark": None}
-    assert chronod_json(capsys, env, "pause", "--job", "cleanup")["changed"] is False
-    resumed = chronod_json(capsys, env, "resume", "--job", "cleanup")
+    assert chronod_json(capsys, env, "pause", "--job", "cleanup", "--force")["changed"] is False
+    resumed = chronod_json(capsys, env, "resume", "--job", "cleanup", "--force")
     state = state_of(store, "cleanup")
     assert resumed == {
         "job": "cleanup",
@@ -619,6 +739,118 @@ def test_pause_and_resume_json(capsys: pytest.CaptureFixture[str], env: Env, sto
         "watermark": format_utc(state.watermark or datetime.min.replace(tzinfo=UTC)),
     }
     assert state.watermark is not None
+
+
+# -- steering the wrong store ---------------------------------------------------------------------
+
+STEERING = [["trigger"], ["pause"], ["resume"], ["pause", "--json"]]
+
+
+@pytest.mark.parametrize("command", STEERING, ids=" ".join)
+def test_steering_a_store_that_does_not_exist_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
+    """The phantom-store trap: a shell opens a store no daemon uses. Refused, one line naming the
+    store, exit 1, and the store is not created."""
+    env = sqlite_env(tmp_path)
+    result = chronod(capsys, env, command[0], "--job", "report", *command[1:])
+    assert (result.code, result.out) == (1, "")
+    assert result.err == (
+        f"chronod: error: refusing to {command[0]} report: store {describe(env)} does not exist, "
+        "so no daemon uses it; check the store the daemon uses ([chronod] store in its config, "
+        "or --store) and that this command reads the same config\n"
+    )
+    assert list(tmp_path.iterdir()) == [env.config_file]
+
+
+@pytest.mark.parametrize("command", STEERING, ids=" ".join)
+def test_steering_a_job_no_scheduler_loaded_here_is_refused(
+    capsys: pytest.CaptureFixture[str], env: Env, store: Store, command: list[str]
+) -> None:
+    """The store exists (SQLite) or answers (Redis), but no scheduler ever loaded the job on it:
+    the daemon reads another store, or a config without the job. Refused; nothing written."""
+    store.register_worker(  # something used the store, so it exists; no scheduler did
+        WorkerInfo(
+            worker=WORKER, queues=("default",), seen_at=store.now(), running=0, concurrency=1
+        )
+    )
+    result = chronod(capsys, env, command[0], "--job", "report", *command[1:])
+    assert (result.code, result.out) == (1, "")
+    assert result.err == (
+        f"chronod: error: refusing to {command[0]} report: no scheduler has loaded it on store "
+        f"{store.describe()}; check that this is the store the daemon uses ('chronod status' "
+        "shows its leader) and that the daemon's config has the job (reload it after adding one)\n"
+    )
+    assert store.job_states() == {}
+    assert store.live_runs() == []
+
+
+def test_steering_a_job_the_daemon_retired_is_refused(
+    capsys: pytest.CaptureFixture[str], env: Env, store: Store
+) -> None:
+    """The daemon's config no longer has cleanup (it retired it); this shell's config still does."""
+    seeded = seed(store, env.config)
+    store.retire_jobs(seeded.lease, ["report", "backup"])
+    for action in ("trigger", "pause", "resume"):
+        result = chronod(capsys, env, action, "--job", "cleanup")
+        assert result.code == 1, result
+        assert result.err.startswith(f"chronod: error: refusing to {action} cleanup: no scheduler")
+    assert chronod(capsys, env, "pause", "--job", "report").code == 0  # a loaded job: fine
+
+
+def sqlite_env(directory: Path) -> Env:
+    config_file = directory / "schedules.toml"
+    config_file.write_text(CONFIG.format(namespace="chronod"))
+    url = f"sqlite:///{directory / 'state' / 'chronod.db'}"
+    return Env(config_file=config_file, config=load_config(config_file), url=url)
+
+
+# -- which store: the same for every process that reads the config ------------------------------
+
+
+def test_default_store_is_beside_the_config_whatever_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    settings = StoreSettings(url=None, config_dir=tmp_path)
+    with open_store(settings) as store:
+        assert store.describe() == f"sqlite://{tmp_path / '.chronod' / 'state.db'}"
+    # A service manager's state directory never moves it: a process that has one refuses to
+    # guess, naming the line to put in the config (where a shell reads it too).
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/chronod:/var/lib/other")
+    with pytest.raises(StoreConfigError) as refused:
+        open_store(settings)
+    assert str(refused.value) == (
+        f"the config in {tmp_path} names no store, and a service's state must not depend on its "
+        'environment: set [chronod] store = "sqlite:///var/lib/chronod/chronod.db" there (or a '
+        "Redis URL), so that commands typed in a shell open the same store"
+    )
+    named = StoreSettings(url="sqlite:///var/lib/chronod/chronod.db", config_dir=tmp_path)
+    with open_store(named) as store:  # named in the config: the environment plays no part
+        assert store.describe() == "sqlite:///var/lib/chronod/chronod.db"
+    assert not (tmp_path / ".chronod").exists()
+
+
+def test_read_only_commands_read_an_older_schema_without_migrating_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A database an older chronod wrote (schema 1, no presence table) while it still runs: a
+    newer `chronod status` must not upgrade it under that daemon's feet."""
+    env = sqlite_env(tmp_path)
+    with env.open() as store:
+        seeded = seed(store, env.config)
+    with closing(sqlite3.connect(sqlite_file(env), isolation_level=None)) as conn:
+        conn.execute("DROP TABLE presence")
+        conn.execute("PRAGMA user_version = 1")
+    status = chronod_json(capsys, env, "status")
+    assert status["leader"]["epoch"] == seeded.lease.epoch
+    assert status["schedulers"] == [
+        {"node": "node-a", "role": "leader", "seen_at": None, "age_s": None}
+    ]
+    assert [w["stopped"] for w in status["workers"]] == [False, False]  # no stops recorded then
+    assert chronod(capsys, env, "pause", "--job", "report").code == 0
+    with closing(sqlite3.connect(sqlite_file(env))) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -685,17 +917,22 @@ def test_unreachable_redis(tmp_path: Path, command: list[str]) -> None:
     ), done.stderr
 
 
-def test_unusable_sqlite_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "verb"),
+    [(["status"], "open"), (["pause", "--job", "report", "--force"], "create")],
+    ids=["status", "pause --force"],
+)
+def test_unusable_sqlite_file(tmp_path: Path, command: list[str], verb: str) -> None:
     config_file = tmp_path / "schedules.toml"
     config_file.write_text(CONFIG.format(namespace="chronod"))
     (tmp_path / "plain-file").write_text("")
     path = tmp_path / "plain-file" / "state.db"
-    done, _ = run_process("--config", str(config_file), "--store", f"sqlite:///{path}", "status")
+    done, _ = run_process("--config", str(config_file), "--store", f"sqlite:///{path}", *command)
     assert done.returncode == 1, done
     assert done.stdout == ""
-    # (the reason in parentheses is the OS's: "File exists" from mkdir over a plain file)
+    # (the reason in parentheses is the OS's: "Not a directory", or "File exists" from mkdir)
     assert re.fullmatch(
-        rf"chronod: error: SQLite store {re.escape(str(path))}: cannot create the database file "
+        rf"chronod: error: SQLite store {re.escape(str(path))}: cannot {verb} the database file "
         r"\([^)]+\)\n",
         done.stderr,
     ), done.stderr
@@ -706,12 +943,20 @@ def test_unusable_sqlite_file(tmp_path: Path) -> None:
 NOW = datetime(2026, 3, 28, 23, 0, 30, tzinfo=UTC)
 
 # 2026-03-29 is the spring-forward night in Berlin: backup's 02:30 does not exist that day.
+_S = timedelta(seconds=1)
+
 STATUS_LAYOUT = """\
 store   redis://:***@db:6379/0
 leader  a:1, epoch 7, lease 8s left
 
-WORKER  QUEUES           SEEN    RUNNING
-b:2     default,reports  2s ago  1/4
+SCHEDULER  ROLE     SEEN
+a:1        leader   1s ago
+c:3        standby  4s ago
+d:4        stopped  20s ago
+
+WORKER  QUEUES           SEEN            RUNNING
+b:2     default,reports  2s ago          1/4
+e:5     default          stopped 9s ago  -
 
 QUEUE    QUEUED
 default  0
@@ -727,12 +972,12 @@ note: backup: this definition is not loaded by a scheduler yet (new or edited si
 note: cleanup: this definition is not loaded by a scheduler yet (new or edited since its last load or reload)
 """  # noqa: E501
 
+# By slot, newest first, whatever order the attempts finished in; the 22:10 slot's retry (queued)
+# sits on top of its failed first attempt.
 HISTORY_LAYOUT = """\
 report: every 10m (UTC), newest first
 SLOT                                  ATTEMPT  OUTCOME    DURATION  EXIT  WORKER  FINISHED
 Sat 2026-03-28 22:59:59 UTC (manual)  1/3      running    -         -     b:2     -
-Sat 2026-03-28 22:10 UTC              1/3      queued     -         -     -       -
-    error: exit 1; retrying
 Sat 2026-03-28 22:30 UTC              1/3      succeeded  2s        0     b:2     30m 26s ago
     | a
     | b
@@ -744,6 +989,10 @@ Sat 2026-03-28 22:20 UTC              3/3      timed-out  250ms     -     b:2   
     | 4
     | 5
     | 6
+Sat 2026-03-28 22:10 UTC              1/3      queued     -         -     -       -
+    error: exit 1; retrying
+Sat 2026-03-28 22:10 UTC              1/3      failed     1s        1     b:2     20m 30s ago
+    error: exit 1
 """
 
 
@@ -800,6 +1049,13 @@ def test_status_layout(config: Config) -> None:
             expires_at=NOW + timedelta(seconds=8.6),
             lease_left=timedelta(seconds=8.6),
         ),
+        schedulers=(
+            ops.SchedulerStatus(
+                node="a:1", role="leader", seen_at=NOW - timedelta(seconds=1), age=_S
+            ),
+            ops.SchedulerStatus(node="c:3", role="standby", seen_at=NOW - 4 * _S, age=4 * _S),
+            ops.SchedulerStatus(node="d:4", role="stopped", seen_at=NOW - 20 * _S, age=20 * _S),
+        ),
         workers=(
             ops.WorkerStatus(
                 worker="b:2",
@@ -808,6 +1064,15 @@ def test_status_layout(config: Config) -> None:
                 age=timedelta(seconds=2.5),
                 running=1,
                 concurrency=4,
+            ),
+            ops.WorkerStatus(
+                worker="e:5",
+                queues=("default",),
+                seen_at=NOW - 9 * _S,
+                age=9 * _S,
+                running=0,
+                concurrency=1,
+                stopped=True,
             ),
         ),
         queues={"default": 0, "reports": 12},
@@ -874,7 +1139,15 @@ def test_history_layout(config: Config) -> None:
                 exit_code=None,
             ),
         ),
-        runs=(
+        runs=(  # as the store keeps them: newest finished first, which is not slot order
+            finished_run(
+                slot - timedelta(minutes=20),
+                state=Outcome.FAILED,
+                exit_code=1,
+                error="exit 1",
+                started_at=slot + timedelta(minutes=9, seconds=59),
+                finished_at=slot + timedelta(minutes=10),
+            ),
             finished_run(slot, output="a\nb\n"),
             finished_run(
                 slot - timedelta(minutes=10),

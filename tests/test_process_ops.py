@@ -6,7 +6,10 @@
   RELOADING → READY on SIGHUP, STOPPING on SIGTERM, for ``run`` and for ``worker``;
 * a Redis restart (SIGKILL, then the same port with its AOF) in the middle of a run of 1-second
   jobs: the daemon stays up, reports the outage (log, STATUS, ``chronod_store_up``), resumes
-  dispatching within seconds of Redis being back, and nothing runs twice.
+  dispatching within seconds of Redis being back, and nothing runs twice;
+* which store, and who is there (issues 10 and 21): a daemon given a state directory by its service
+  manager refuses a config that names no store, and ``chronod status`` in another process lists
+  the leader and its standby and marks a worker and schedulers that stopped cleanly as stopped.
 
 Every wait is a polled deadline (:func:`tests.procs.wait_until`); "nothing happens" windows use
 :func:`tests.procs.hold_for`.
@@ -14,7 +17,9 @@ Every wait is a polled deadline (:func:`tests.procs.wait_until`); "nothing happe
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -22,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.metrics_core import Metric
@@ -31,8 +37,17 @@ from chronod.config import load_config
 from chronod.store import StoreSettings, open_store
 from chronod.store.base import Outcome, Store
 from chronod.tz import UTC
-from tests.procs import ChronodProcess, Processes, hold_for, wait_until, write_atomically
+from tests.procs import (
+    CHRONOD,
+    REPO,
+    ChronodProcess,
+    Processes,
+    hold_for,
+    wait_until,
+    write_atomically,
+)
 from tests.redis_server import RedisServer
+from tests.targets import Target
 
 pytestmark = pytest.mark.process
 
@@ -376,3 +391,79 @@ def _redis_restart(
 
 def _slot_of(run_id: str) -> datetime:
     return datetime.fromisoformat(run_id.split("@", 1)[1].replace("Z", "+00:00"))
+
+
+# -- which store, and who is there ---------------------------------------------------------------
+
+
+def test_service_with_a_state_directory_refuses_a_config_without_a_store(
+    tmp_path: Path, procs: Processes
+) -> None:
+    """The old trap: under systemd (STATE_DIRECTORY set) the daemon kept its SQLite store in the
+    state directory while shells opened one beside the config. Now a config that names no store
+    is refused there, in one line naming the line to add; nothing is created anywhere."""
+    config = write_config(tmp_path, {"tick": "true"})
+    state = tmp_path / "state"
+    state.mkdir()
+    for command in (["run", "--workers", "0"], ["worker"]):
+        daemon = procs.spawn(
+            command[0],
+            ["--config", str(config), *command],
+            env={"STATE_DIRECTORY": str(state)},
+        )
+        assert daemon.wait_exit(timeout=STARTUP) == 2
+        assert daemon.log_path.read_text() == (
+            f"chronod: error: the config in {tmp_path} names no store, and a service's state "
+            "must not depend on its environment: set [chronod] store = "
+            f'"sqlite://{state}/chronod.db" there (or a Redis URL), so that commands typed in '
+            "a shell open the same store\n"
+        )
+    assert list(state.iterdir()) == []
+    assert not (tmp_path / ".chronod").exists()
+
+
+def shell_status(config: Path, url: str) -> dict[str, Any]:
+    """``chronod status --json`` from a separate process, as an operator would run it."""
+    done = subprocess.run(
+        [*CHRONOD, "--config", str(config), "--store", url, "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_status_lists_standbys_and_marks_stopped_processes(
+    tmp_path: Path, procs: Processes, target: Target
+) -> None:
+    config = write_config(tmp_path, {"tick": "true"}, header='[chronod]\nlease = "3s"\n')
+    leader = procs.run(config, target.url, name="leader")
+    leader.wait_for_log(r"^became leader", timeout=STARTUP)
+    standby = procs.run(config, target.url, name="standby")
+    worker = procs.worker(config, target.url, concurrency=1)
+    worker.wait_for_log(r"^worker started$", timeout=STARTUP)
+
+    def roles() -> dict[str, str]:
+        return {s["node"]: s["role"] for s in shell_status(config, target.url)["schedulers"]}
+
+    wait_until(
+        lambda: roles() == {leader.node: "leader", standby.node: "standby"},
+        timeout=STARTUP,
+        what="the leader and the standby in status",
+        context=procs.logs,
+    )
+    workers = shell_status(config, target.url)["workers"]
+    assert [(w["stopped"], w["running"]) for w in workers] == [(False, 0)]
+    child = workers[0]["worker"]
+
+    assert ended(worker) == 0
+    (gone,) = shell_status(config, target.url)["workers"]  # listed until its entry expires...
+    assert (gone["worker"], gone["stopped"]) == (child, True)  # ...marked stopped at once
+    assert ended(standby) == 0
+    assert roles() == {leader.node: "leader", standby.node: "stopped"}
+    assert ended(leader) == 0
+    assert roles() == {leader.node: "stopped", standby.node: "stopped"}

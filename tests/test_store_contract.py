@@ -1601,6 +1601,38 @@ def test_register_worker_and_workers_round_trip(store: Store) -> None:
     assert [(w.worker, w.running) for w in seen] == [("host-a:101", 3), ("host-b:202", 2)]
 
 
+def test_announce_and_presences_round_trip(store: Store) -> None:
+    store.announce("host-a:1", "scheduler")
+    store.announce("host-b:2", "scheduler")
+    store.announce("host-b:2", "scheduler")  # a repeat only moves seen_at
+    store.announce("host-c:3", "worker", stopped=True)
+    seen = store.presences()
+    assert [(p.member, p.role, p.stopped) for p in seen] == [
+        ("host-c:3", "worker", True),
+        ("host-b:2", "scheduler", False),
+        ("host-a:1", "scheduler", False),
+    ]  # newest first
+    assert all(abs(store.now() - p.seen_at) < timedelta(seconds=5) for p in seen)
+    assert seen[0].seen_at >= seen[1].seen_at >= seen[2].seen_at
+
+
+def test_announce_replaces_the_members_previous_entry(peers: Peers) -> None:
+    store = peers()
+    store.announce("host-a:1", "scheduler")
+    store.announce("host-b:2", "scheduler")
+    store.announce("host-a:1", "scheduler", stopped=True)  # a clean stop, seen by everyone
+    other = peers()
+    assert [(p.member, p.stopped) for p in other.presences()] == [
+        ("host-a:1", True),
+        ("host-b:2", False),
+    ]
+    other.announce("host-a:1", "scheduler")  # the same member alive again: alive
+    assert [(p.member, p.stopped) for p in store.presences()] == [
+        ("host-a:1", False),
+        ("host-b:2", False),
+    ]
+
+
 def test_state_is_shared_between_instances_and_survives_reopen(peers: Peers) -> None:
     first = peers.open()
     try:

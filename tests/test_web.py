@@ -506,6 +506,20 @@ def test_actions_accepted_with_the_token(site: Site) -> None:
     assert site.post("/api/v1/jobs/nope/trigger").status == 404
 
 
+def test_actions_refused_where_no_scheduler_loaded_the_job(site: Site) -> None:
+    """The page's buttons refuse, like the CLI, a store no scheduler reads the job from: 409 and
+    the one-line reason naming the store; nothing is written."""
+    for action in ("trigger", "pause", "resume"):
+        reply = site.post(f"/api/v1/jobs/report/{action}")
+        assert reply.status == 409, (action, reply)
+        error = reply.json()["error"]
+        assert error.startswith(f"refusing to {action} report: no scheduler has loaded it on ")
+        assert STORE_PASSWORD not in error
+    with site.open() as store:
+        assert store.live_runs("report") == []
+        assert "report" not in store.job_states()
+
+
 def test_actions_disabled_without_a_configured_token(readonly_site: Site) -> None:
     assert readonly_site.get_json("/api/v1/status")["actions_enabled"] is False
     reply = readonly_site.post("/api/v1/jobs/report/trigger", token="")

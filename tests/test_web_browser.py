@@ -179,9 +179,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     config_file.write_text(CONFIG)
     store = f"sqlite:///{tmp_path / 'state.db'}"
     common = ["--config", str(config_file), "--store", store]
-    # Paused through the CLI before any daemon runs: the page must show the store's flag.
+    # Paused through the CLI before any daemon runs (--force: no scheduler has loaded it yet):
+    # the page must show the store's flag.
     paused = subprocess.run(
-        [sys.executable, "-m", "chronod", *common, "pause", "--job", "on-hold"],
+        [sys.executable, "-m", "chronod", *common, "pause", "--job", "on-hold", "--force"],
         env=child_env(),
         capture_output=True,
         text=True,

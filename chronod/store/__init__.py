@@ -3,8 +3,7 @@
 :func:`open_store` turns a store URL (DESIGN §5) into a :class:`Store`:
 
 * ``sqlite:///var/lib/chronod/state.db`` — absolute path; ``sqlite:state.db`` — relative to the
-config
-  file; default ``$STATE_DIRECTORY/chronod.db`` under systemd, else ``.chronod/state.db`` beside it;
+  config file; default ``.chronod/state.db`` beside the config file (:func:`default_sqlite_path`);
 * ``redis://…``, ``rediss://…`` (TLS), ``unix://…`` — a Redis server;
 * ``redis+sentinel://[:password@]host:26379,host2:26379/service_name/db`` — via Sentinel.
 
@@ -15,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -35,10 +35,36 @@ class StoreSettings:
 
 
 def default_sqlite_path(config_dir: Path) -> Path:
-    state_dir = os.environ.get("STATE_DIRECTORY")
-    if state_dir:  # systemd StateDirectory=; several directories are separated by ':'
-        return Path(state_dir.split(":")[0]) / "chronod.db"
+    """The store of a config that names none: ``.chronod/state.db`` beside the config file.
+
+    A function of where the config is and of nothing else, so every process that reads the same
+    file (a daemon under systemd or supervisord, a command typed in a shell, the web page) opens
+    the same store. The environment never moves it: a default that followed, say, systemd's
+    ``$STATE_DIRECTORY`` put the daemon's state where no shell looks (docs/operations.md).
+    """
     return config_dir / ".chronod" / "state.db"
+
+
+def refuse_default_under_service(
+    settings: StoreSettings, environ: Mapping[str, str] | None = None
+) -> None:
+    """Refuse the default store in a process a service manager gave a state directory.
+
+    Under systemd (``StateDirectory=``, exported as ``$STATE_DIRECTORY``) a config without
+    ``[chronod] store`` would put the state beside the config, usually read-only ``/etc``; older
+    releases used the state directory instead, which shells never saw. Either way the answer is
+    to name the store in the config, where every process reads it; this says so, with the path a
+    former default used, so an upgrade keeps its state.
+    """
+    state_dir = (os.environ if environ is None else environ).get("STATE_DIRECTORY", "")
+    if settings.url is not None or not state_dir:
+        return
+    suggested = Path(state_dir.split(":")[0]) / "chronod.db"  # several are ':'-separated
+    raise StoreConfigError(
+        f"the config in {settings.config_dir} names no store, and a service's state must not "
+        f'depend on its environment: set [chronod] store = "sqlite://{suggested}" there (or a '
+        "Redis URL), so that commands typed in a shell open the same store"
+    )
 
 
 def sqlite_path(url: str | None, config_dir: Path) -> Path:
@@ -122,14 +148,26 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     )
 
 
-def open_store(settings: StoreSettings, clock: Clock | None = None) -> Store:
-    """Build the store ``settings`` names. Connects lazily; raises StoreConfigError on a bad URL."""
+def open_store(
+    settings: StoreSettings, clock: Clock | None = None, *, create: bool = True
+) -> Store:
+    """Build the store ``settings`` names. Connects lazily; raises StoreConfigError on a bad URL.
+
+    ``create=False`` is for commands that must not create state (``status``, ``history``, the
+    steering commands): a SQLite database that does not exist raises
+    :class:`~chronod.errors.StoreMissing` on first use instead of being created, and one written
+    by an older chronod is read as it is, not migrated. (Reading a Redis store creates nothing.)
+    """
     url = settings.url
+    refuse_default_under_service(settings)
     if url is None or scheme_of(url) == "sqlite":
         from chronod.store.sqlite import SQLiteStore
 
         return SQLiteStore(
-            sqlite_path(url, settings.config_dir), history=settings.history, clock=clock
+            sqlite_path(url, settings.config_dir),
+            history=settings.history,
+            clock=clock,
+            create=create,
         )
     from chronod.store.redis import RedisStore
 

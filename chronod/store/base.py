@@ -239,6 +239,19 @@ class WorkerInfo:
     concurrency: int
 
 
+Role = Literal["scheduler", "worker"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Presence:
+    """A chronod process as it last announced itself: see :meth:`Store.announce`."""
+
+    member: str  # "host:pid"
+    role: Role
+    seen_at: datetime  # store time of the announcement
+    stopped: bool = False  # it said goodbye: stopped cleanly
+
+
 OUTPUT_TAIL = 64 * 1024
 
 
@@ -449,6 +462,25 @@ class Store(ABC):
     @abstractmethod
     def workers(self) -> list[WorkerInfo]:
         """Workers seen recently (within a minute), newest first."""
+
+    # -- presence ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def announce(self, member: str, role: Role, *, stopped: bool = False) -> None:
+        """Record that process ``member`` (``host:pid``) is alive in ``role``, or with
+        ``stopped`` that it has stopped cleanly; ``seen_at`` is store time.
+
+        Schedulers (``chronod run``) announce themselves every few seconds whether they lead or
+        not, so that standbys can be seen; workers, which :meth:`register_worker` while alive,
+        announce only their clean stop. Each announcement replaces the member's previous one
+        (a stopped member that announces itself alive again is alive). Entries not announced for
+        a minute (the window of :meth:`workers`) are forgotten. Not fenced; repeating it only
+        moves ``seen_at``.
+        """
+
+    @abstractmethod
+    def presences(self) -> list[Presence]:
+        """Members announced within the last minute, newest first."""
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ key (after prefix)     type    holds
 ``token:<token>``      hash    an attempt token: ``run``, and ``status`` once finished
 ``workers``            hash    worker id → JSON (queues, running, concurrency)
 ``workers:seen``       zset    worker ids by last registration
+``presence``           hash    member (``host:pid``) → JSON (role, stopped): announcements
+``presence:seen``      zset    members by last announcement
 =====================  ======  ===================================================================
 
 Instants are integer microseconds since the Unix epoch, written as decimal strings.
@@ -62,6 +64,8 @@ PATTERNS: tuple[str, ...] = (
     r"token:.+",
     r"workers",
     r"workers:seen",
+    r"presence",
+    r"presence:seen",
 )
 
 
@@ -110,6 +114,14 @@ class KeySpace:
     @property
     def workers_seen(self) -> str:
         return self.prefix + "workers:seen"
+
+    @property
+    def presence(self) -> str:
+        return self.prefix + "presence"
+
+    @property
+    def presence_seen(self) -> str:
+        return self.prefix + "presence:seen"
 
     def job(self, name: str) -> str:
         return f"{self.prefix}job:{name}"

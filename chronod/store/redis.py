@@ -67,6 +67,8 @@ from chronod.store.base import (
     MissedSlots,
     Outcome,
     Overlap,
+    Presence,
+    Role,
     RunRecord,
     RunState,
     SlotDispatch,
@@ -98,6 +100,8 @@ SCRIPTS = (
     "queue_depths",
     "register_worker",
     "workers",
+    "announce",
+    "presences",
 )
 
 SOCKET_TIMEOUT = 2.0  # seconds; below the lease renewal period, above BLOCK_SLICE (XREADGROUP)
@@ -787,6 +791,35 @@ class RedisStore(Store):
                     seen_at=from_micros(_int(reply[i + 1])),
                     running=int(details["running"]),
                     concurrency=int(details["concurrency"]),
+                )
+            )
+        return found
+
+    # -- presence ----------------------------------------------------------------------------------
+
+    def announce(self, member: str, role: Role, *, stopped: bool = False) -> None:
+        # seen_at is store time, like a worker's registration.
+        self._call(
+            "announce",
+            [self._keys.presence, self._keys.presence_seen],
+            member,
+            json.dumps({"role": role, "stopped": stopped}),
+            _us(WORKER_WINDOW),
+        )
+
+    def presences(self) -> list[Presence]:
+        reply = self._call(
+            "presences", [self._keys.presence, self._keys.presence_seen], _us(WORKER_WINDOW)
+        )
+        found: list[Presence] = []
+        for i in range(0, len(reply), 3):
+            details = json.loads(reply[i + 2])
+            found.append(
+                Presence(
+                    member=reply[i],
+                    role="worker" if details["role"] == "worker" else "scheduler",
+                    seen_at=from_micros(_int(reply[i + 1])),
+                    stopped=bool(details["stopped"]),
                 )
             )
         return found

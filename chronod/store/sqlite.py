@@ -45,6 +45,13 @@ status)``
     the answer it got the first time.
 ``workers(worker PK, queues, seen_at, running, concurrency)``
     Worker heartbeats; rows older than a minute are deleted on every registration.
+``presence(member PK, role, seen_at, stopped)`` (schema 2)
+    Scheduler announcements and clean stops (:meth:`SQLiteStore.announce`); rows older than a
+    minute are deleted on every announcement.
+
+Opened with ``create=False`` (commands that must not create state), the database file must exist
+and is used at the schema version it has: nothing is created or migrated, and the tables of later
+versions read as empty.
 """
 
 from __future__ import annotations
@@ -59,9 +66,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from chronod.clock import Clock, SystemClock
-from chronod.errors import StoreError, StoreUnavailable
+from chronod.errors import StoreError, StoreMissing, StoreUnavailable
 from chronod.instants import format_utc, from_micros, slot_id, to_micros
 from chronod.store.base import (
     OUTPUT_TAIL,
@@ -78,6 +86,8 @@ from chronod.store.base import (
     MissedSlots,
     Outcome,
     Overlap,
+    Presence,
+    Role,
     RunRecord,
     RunState,
     SlotDispatch,
@@ -85,7 +95,8 @@ from chronod.store.base import (
     WorkerInfo,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+PRESENCE_SCHEMA = 2  # the version that added the presence table
 MIN_SQLITE_VERSION = (3, 24, 0)  # UPSERT (ON CONFLICT DO UPDATE); no RETURNING (3.35) is used
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 POLL_INTERVAL = 0.005  # seconds between cheap PRAGMA data_version checks in a blocking claim
@@ -185,6 +196,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             seen_at INTEGER NOT NULL,
             running INTEGER NOT NULL,
             concurrency INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+    (
+        """CREATE TABLE IF NOT EXISTS presence (
+            member TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('scheduler', 'worker')),
+            seen_at INTEGER NOT NULL,
+            stopped INTEGER NOT NULL
         ) WITHOUT ROWID""",
     ),
 )
@@ -310,6 +329,12 @@ _PUT_WORKER = """INSERT OR REPLACE INTO workers (worker, queues, seen_at, runnin
 _FORGET_WORKERS = "DELETE FROM workers WHERE seen_at <= ?"
 _WORKERS = """SELECT worker, queues, seen_at, running, concurrency FROM workers
     WHERE seen_at > ? ORDER BY seen_at DESC, worker"""
+
+_PUT_PRESENCE = """INSERT OR REPLACE INTO presence (member, role, seen_at, stopped)
+    VALUES (?, ?, ?, ?)"""
+_FORGET_PRESENCE = "DELETE FROM presence WHERE seen_at <= ?"
+_PRESENCE = """SELECT member, role, seen_at, stopped FROM presence
+    WHERE seen_at > ? ORDER BY seen_at DESC, member"""
 
 
 # -- small pure helpers ----------------------------------------------------------------------------
@@ -461,6 +486,32 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         raise
 
 
+def _require_file(path: Path) -> None:
+    """For ``create=False``: the database file exists (StoreMissing if not; other OSErrors, such
+    as a directory the caller may not enter, are reported as they are)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise StoreMissing(f"SQLite store {path} does not exist") from None
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"SQLite store {path}: cannot open the database file ({exc.strerror})"
+        ) from None
+
+
+def _existing_schema(conn: sqlite3.Connection, path: Path) -> int:
+    """For ``create=False``: the schema version as found; nothing is migrated."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version == 0:
+        raise StoreMissing(f"SQLite store {path} holds no chronod state (an empty database)")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"SQLite store {path} has schema version {version}; this chronod knows up to "
+            f"{SCHEMA_VERSION} (upgrade chronod)"
+        )
+    return version
+
+
 # Dispatch results that name the slot's run id (a run or history entry exists, or existed, for it).
 _NAMED_RESULTS = frozenset(
     {
@@ -599,8 +650,11 @@ class SQLiteStore(Store):
         history: int = 100,
         clock: Clock | None = None,
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        create: bool = True,
     ) -> None:
         self._path = Path(os.path.abspath(path))
+        self._create = create  # False: the file must exist, and is neither created nor migrated
+        self._schema = SCHEMA_VERSION  # as found, when not migrated
         self._history = max(int(history), 0)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._busy_timeout_ms = busy_timeout_ms
@@ -634,21 +688,30 @@ class SQLiteStore(Store):
                 f"SQLite store: SQLite {sqlite3.sqlite_version} is too old; chronod needs "
                 + ".".join(map(str, MIN_SQLITE_VERSION))
             )
-        try:
-            _prepare_files(self._path)
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"SQLite store {self._path}: cannot create the database file ({exc.strerror})"
-            ) from None
+        if self._create:
+            try:
+                _prepare_files(self._path)
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"SQLite store {self._path}: cannot create the database file ({exc.strerror})"
+                ) from None
+        else:
+            _require_file(self._path)
+        # mode=rw: SQLite itself never creates the file (it may vanish after the check above).
+        target = self._path if self._create else f"file:{quote(str(self._path))}?mode=rw"
         conn = sqlite3.connect(
-            self._path,
+            target,
             isolation_level=None,
             timeout=self._busy_timeout_ms / 1000,
             check_same_thread=False,  # shared by this process's threads under self._lock
+            uri=not self._create,
         )
         try:
             _configure(conn, self._busy_timeout_ms)
-            _migrate(conn, self._path)
+            if self._create:
+                _migrate(conn, self._path)
+            else:
+                self._schema = _existing_schema(conn, self._path)
         except BaseException:
             conn.close()
             raise
@@ -1089,6 +1152,28 @@ class SQLiteStore(Store):
                     concurrency=row["concurrency"],
                 )
                 for row in conn.execute(_WORKERS, (since,))
+            ]
+
+    # -- presence ----------------------------------------------------------------------------------
+
+    def announce(self, member: str, role: Role, *, stopped: bool = False) -> None:
+        with self._write() as tx:
+            tx.conn.execute(_FORGET_PRESENCE, (tx.now - _micros(WORKER_SEEN_WINDOW),))
+            tx.conn.execute(_PUT_PRESENCE, (member, role, tx.now, int(stopped)))
+
+    def presences(self) -> list[Presence]:
+        with self._read() as conn:
+            if self._schema < PRESENCE_SCHEMA:  # opened as found, written by an older chronod
+                return []
+            since = to_micros(self._clock.now()) - _micros(WORKER_SEEN_WINDOW)
+            return [
+                Presence(
+                    member=row["member"],
+                    role=row["role"],
+                    seen_at=from_micros(row["seen_at"]),
+                    stopped=bool(row["stopped"]),
+                )
+                for row in conn.execute(_PRESENCE, (since,))
             ]
 
     # -- reading -----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 from chronod import __version__, ops
 from chronod.config import Config, JobConfig, load_config
-from chronod.errors import ConfigError, StoreError, StoreUnavailable
+from chronod.errors import ConfigError, JobNotLoaded, StoreError, StoreUnavailable
 from chronod.instants import format_utc, parse_utc
 from chronod.logs import event
 from chronod.preview import as_json, upcoming
@@ -395,10 +395,14 @@ class WebApp:
 
 
 def _perform(store: Store, job: JobConfig, action: str) -> Response:
-    if action == "trigger":
-        run = ops.trigger(store, job)
-        return json_response(202, {"action": action, "run": ops.run_json(run)})
-    change = ops.pause(store, job.name) if action == "pause" else ops.resume(store, job.name)
+    try:
+        if action == "trigger":
+            run = ops.trigger(store, job)
+            return json_response(202, {"action": action, "run": ops.run_json(run)})
+        change = ops.pause(store, job.name) if action == "pause" else ops.resume(store, job.name)
+    except JobNotLoaded as exc:
+        # The same refusal as the CLI's: acting on a store no scheduler reads changes nothing.
+        raise ApiError(409, str(exc)) from None
     return json_response(200, {"action": action, **ops.pause_json(change)})
 
 
