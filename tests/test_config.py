@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from chronod import config as config_module
 from chronod.config import load_config
 from chronod.errors import ConfigError
 from chronod.tz import UTC
@@ -83,7 +84,11 @@ def test_syntax_error_is_located(tmp_path: Path) -> None:
     found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "x\n')
     assert len(found) == 1
     assert found[0].startswith("FILE:5:")  # two header lines + the third job line
-    assert found[0] == "FILE:5:13: Illegal character '\\n'"
+    # Not tomllib's "Illegal character '\\n'" at the end of the line: the quote that opens it.
+    assert found[0] == (
+        'FILE:5:11: string not closed: a "..." string must end on the line where it starts '
+        '(add the closing ", or use """...""" for text on several lines)'
+    )
 
 
 def test_missing_key_value_syntax(tmp_path: Path) -> None:
@@ -297,9 +302,46 @@ def test_fingerprint_ignores_command_digest_ignores_schedule(tmp_path: Path) -> 
     assert first.digest == schedule_edit.digest
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_config(tmp_path / "missing.toml")
+POINT_ELSEWHERE = "(give the schedules file with --config PATH or CHRONOD_CONFIG)"
+
+
+def test_missing_file_names_the_absolute_path_and_no_fake_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config("missing.toml")
+    assert [issue.format() for issue in info.value.issues] == [
+        f"{tmp_path / 'missing.toml'}: no such file {POINT_ELSEWHERE}"
+    ]
+
+
+def test_a_directory_is_not_a_schedules_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, not a schedules file {POINT_ELSEWHERE}"
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "")
+
+    def refuse(self: Path, mode: str = "r") -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    # Root reads a chmod 000 file anyway, so the refusal is staged.
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: cannot read it: Permission denied {POINT_ELSEWHERE}"
+
+
+def test_a_file_over_the_size_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config_module, "MAX_FILE_BYTES", 100)
+    path = write(tmp_path, "# " + "x" * 200 + "\n")
+    with pytest.raises(ConfigError, match="larger than 0 MiB"):
+        load_config(path)
 
 
 # -- one load shares what its jobs repeat --------------------------------------------------------

@@ -133,13 +133,10 @@ class SolarSchedule(Schedule):
 
     # -- Schedule ----------------------------------------------------------------------------------
 
-    def next_fire(self, after: datetime) -> Fire | None:
+    def _first_after(self, after: datetime) -> Fire | None:
         if after.tzinfo is None:
             raise ValueError(f"naive datetime {after!r} where an aware instant was expected")
-        try:
-            return self._next_fire(after)
-        except OverflowError:  # past year 9999: nothing more can be represented
-            return None
+        return self._search(after)
 
     def canonical(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -176,7 +173,7 @@ class SolarSchedule(Schedule):
 
     # -- search ------------------------------------------------------------------------------------
 
-    def _next_fire(self, after: datetime) -> Fire | None:
+    def _search(self, after: datetime) -> Fire | None:
         # ``a_us``: the fire must be after ``after``, so its event must be after ``after − offset``.
         a_us = (after - _EPOCH) // _MICRO - self._offset_us
         # Solar day ``start − 1`` ends at least 55 min before ``a`` (its mean end is 72 min before,

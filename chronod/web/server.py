@@ -90,7 +90,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config
-from chronod.errors import UsageError
+from chronod.errors import ChronodError, UsageError
+from chronod.listen import listen_error
 from chronod.logs import event
 from chronod.runtime import store_settings
 from chronod.store import open_store
@@ -123,6 +124,10 @@ SECURITY_HEADERS = (
 REQUEST_TIMEOUT = 30.0
 DISCARD_LIMIT = 1024 * 1024  # an oversized body is read (and dropped) up to this, see _read_body
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+class BindError(ChronodError):
+    """The page cannot be served on the address asked for (exit 1: the command line was fine)."""
 
 
 @dataclass(frozen=True)
@@ -317,7 +322,8 @@ def start_web(
     """Serve the page on ``bind`` from a background thread (also for ``chronod run --web``).
 
     ``token`` (default: ``$CHRONOD_WEB_TOKEN``) overrides ``[chronod] web_token``. Raises
-    ConfigError for an invalid config, UsageError for a bad ``bind``, OSError if it is taken.
+    ConfigError for an invalid config, UsageError for a bad ``bind``, :class:`BindError` if it
+    cannot listen there (taken, not an address of this host, a name that does not resolve).
     """
     where = parse_bind(bind)
     used_clock = clock or SystemClock()
@@ -330,7 +336,10 @@ def start_web(
         open_store=opener,
         env_token=token if token is not None else env_token(),
     )
-    server = _Server(where, app)
+    try:
+        server = _Server(where, app)
+    except (OSError, OverflowError) as exc:
+        raise BindError(f"--bind {bind}: {listen_error(exc)}") from None
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="chronod-web", daemon=True
     )
