@@ -178,7 +178,7 @@ def _unterminated(src: _Source, found: re.Match[str]) -> _Explanation:
     if opened >= 0 and src.text.count(triple) % 2 == 1:
         return opened, f"text block not closed: the {triple} here has no closing {triple}"
     at = src.opening_quote(quote, same_line=False)
-    if "\n" in src.text[at:].rstrip("\n"):
+    if "\n" in src.text[at:]:
         return at, _not_closed_on_its_line(quote)
     return (
         at,
@@ -349,7 +349,8 @@ def _bad_statement(src: _Source, found: re.Match[str]) -> _Explanation:
 
 
 def _bad_escape(src: _Source, found: re.Match[str]) -> _Explanation:
-    return src.pos, (
+    backslash = src.text.rfind("\\", src.line_start(src.pos), src.pos + 1)
+    return (src.pos if backslash < 0 else backslash), (
         'unknown escape in a "..." string: write \\\\ for a backslash, or use single quotes, '
         "where backslashes are kept as they are ('C:\\temp', '\\d+')"
     )
@@ -400,7 +401,7 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[_Source, re.Match[str]], _Explana
     ),
     (re.compile(r"Invalid initial character for a key part"), _bad_key),
     (re.compile(r"Invalid statement"), _bad_statement),
-    (re.compile(r"Unescaped '\\\\' in a string"), _bad_escape),
+    (re.compile(r"Unescaped '\\' in a string"), _bad_escape),
     (
         re.compile(r"Invalid hex value|Escaped character is not a Unicode scalar value"),
         _bad_unicode_escape,

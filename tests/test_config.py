@@ -425,3 +425,150 @@ def test_values_parsed_once_are_still_checked_per_job(tmp_path: Path) -> None:
         "FILE: jobs.e.cron: minute field: step 60 does not fit the field; cron steps restart "
         "every hour (for a fixed period use an interval schedule, 'every') (got \"*/60 * * * *\")",
     ]
+
+
+# -- one mistake never hides another ---------------------------------------------------------------
+
+
+def test_a_bad_zone_hides_no_schedule_or_window_mistake(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        [jobs.a]
+        cron = "5-5 * * * *"
+        start = "soon"
+        command = "x"
+        [jobs.b]
+        every = "0s"
+        anchor = "never"
+        command = "x"
+        [jobs.c]
+        solar = "sunset"
+        latitude = 100
+        longitude = 0
+        command = "x"
+        """,
+        header='[defaults]\ntimezone = "Europe/Berln"\n',
+    )
+    wheres = [e.split(": ")[1] for e in found]
+    assert wheres == [
+        "defaults.timezone",
+        "jobs.a.start",
+        "jobs.a.cron",
+        "jobs.b.every",
+        "jobs.b.anchor",
+        "jobs.c.latitude",
+    ]
+
+
+def test_defaults_are_checked_even_when_every_job_overrides_them(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        [jobs.a]
+        every = "1m"
+        queue = "io"
+        timeout = "5m"
+        command = "x"
+        """,
+        header='[defaults]\ntimezone = "UTC"\nqueue = "bad queue!"\ntimeout = "5 min"\n'
+        "latitude = 95\n",
+    )
+    assert [e.split(": ")[1] for e in found] == [
+        "defaults.queue",
+        "defaults.timeout",
+        "defaults.latitude",
+    ]
+
+
+def test_a_job_with_a_bad_name_or_two_schedules_still_has_its_values_checked(
+    tmp_path: Path,
+) -> None:
+    found = errors(
+        tmp_path,
+        """
+        [jobs."bad name"]
+        every = "1m"
+        retries = -1
+        command = "x"
+        [jobs.two]
+        every = "0s"
+        cron = "5-5 * * * *"
+        command = "x"
+        """,
+    )
+    assert [e.split(": ")[1] for e in found] == [
+        "jobs.bad name",
+        "jobs.bad name.retries",
+        "jobs.two",
+        "jobs.two.every",
+        "jobs.two.cron",
+    ]
+
+
+# -- bounds: what check accepts, next and the daemon can use ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("every", '"999999999d"', "at most 3650d (about ten years)"),
+        ("every", '"1000000d"', "at most 3650d"),
+        ("every", '"1000000000d"', "at most 3650d"),
+        ("every", '"' + "9" * 5000 + 's"', "at most 3650d"),
+        ("timeout", '"3651d"', "at most 3650d"),
+        ("start", '"9999-12-31T23:00:00Z"', "expected an instant from 1970-01-01 to 9998-12-31"),
+        ("end", "9999-06-01", "expected an instant from 1970-01-01 to 9998-12-31"),
+        ("anchor", '"0001-01-01T00:00:00"', "expected an instant from 1970-01-01 to 9998-12-31"),
+        ("start", '"1969-12-31T23:00:00Z"', "expected an instant from 1970-01-01"),
+        ("description", '"' + "x" * 70_000 + '"', "longer than 65536 characters"),
+        ("env", '{ "A=B" = "1" }', "\"A=B\": a variable name is not empty and has no '='"),
+        ("env", '{ A = "a\\u0000b" }', '"A": a variable name is not empty'),
+        ("cwd", '"/tmp/\\u0000"', "must not contain a NUL character"),
+    ],
+)
+def test_values_beyond_the_bounds_are_refused_where_they_are(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    found = errors(
+        tmp_path,
+        f'[jobs.a]\nevery = "1h"\ncommand = "x"\n{key} = {value}\n'.replace(
+            'every = "1h"\n', "" if key == "every" else 'every = "1h"\n'
+        ),
+    )
+    assert len(found) == 1, found
+    assert found[0].startswith(f"FILE: jobs.a.{key}: {message}"), found[0]
+
+
+def test_args_nested_deeper_than_32_levels_are_refused(tmp_path: Path) -> None:
+    fine = "[" * 32 + "]" * 32
+    path = write(tmp_path, f'[jobs.a]\nevery = "1h"\ncall = "m:f"\nargs = {fine}\n')
+    nested: list[object] = []
+    for _ in range(30):  # args is the 32nd level
+        nested = [nested]
+    assert load_config(path).jobs["a"].args == (nested,)
+    # Dotted keys nest without brackets: 40 levels the parser reads without recursion.
+    deep = ".".join(["k"] * 40)
+    found = errors(tmp_path, f'[jobs.a]\nevery = "1h"\ncall = "m:f"\nkwargs.{deep} = 1\n')
+    (message,) = found
+    assert message.startswith('FILE: jobs.a.kwargs: nested more than 32 levels deep (got {"k": ')
+
+
+def test_command_and_args_are_limited_as_a_whole(tmp_path: Path) -> None:
+    argv = ", ".join(['"' + "x" * 20_000 + '"'] * 4)
+    found = errors(tmp_path, f'[jobs.a]\nevery = "1h"\ncommand = [{argv}]\n')
+    assert len(found) == 1
+    assert found[0].startswith(
+        "FILE: jobs.a.command: the arguments take more than 65536 characters"
+    )
+    found = errors(tmp_path, f'[jobs.a]\nevery = "1h"\ncall = "m:f"\nargs = [{argv}]\n')
+    assert found[0].startswith("FILE: jobs.a.args: as JSON, they take more than 65536 characters")
+
+
+def test_a_value_is_quoted_back_short(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path, '[jobs.a]\nevery = "1h"\ncommand = "x"\nretries = "' + "y" * 500 + '"\n'
+    )
+    assert found == [
+        'FILE: jobs.a.retries: expected a whole number from 0 to 100 (got "' + "y" * 59 + '…")'
+    ]
