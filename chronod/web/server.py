@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import signal
 import socket
 import socketserver
@@ -124,6 +125,8 @@ SECURITY_HEADERS = (
 REQUEST_TIMEOUT = 30.0
 DISCARD_LIMIT = 1024 * 1024  # an oversized body is read (and dropped) up to this, see _read_body
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# A Host header: a name or IPv4 address, or an IPv6 address in brackets; then an optional port.
+_HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:\[\]/@\s]+))(?::\d{1,5})?")
 
 
 class BindError(ChronodError):
@@ -177,14 +180,17 @@ class _Server(ThreadingHTTPServer):
         self.server_port = int(self.server_address[1])
 
     def host_allowed(self, host_header: str | None) -> bool:
-        """On a loopback bind only loopback names may be asked for (DNS-rebinding guard)."""
+        """On a loopback bind only loopback names may be asked for (DNS-rebinding guard).
+
+        The whole header must be a host and an optional port: ``[::1]evil.example`` names no
+        loopback address, whatever it starts with.
+        """
         if not self.bind.loopback or host_header is None:
             return True
-        host = host_header.strip()
-        if host.startswith("["):
-            host = host[1 : host.find("]")] if "]" in host else host
-        elif host.count(":") == 1:
-            host = host.split(":")[0]
+        match = _HOST_HEADER.fullmatch(host_header.strip())
+        if match is None:
+            return False
+        host = match["v6"] or match["name"]
         return host.lower() in (*LOOPBACK_NAMES, self.bind.host.lower())
 
 
