@@ -470,14 +470,15 @@ class _Reader:
             self.error("jobs", "no jobs defined; add a [jobs.NAME] table")
         jobs: dict[str, JobConfig] = {}
         for name, body in jobs_table.items():
-            where = f"jobs.{_clip(name)}"
             valid_name = JOB_NAME.match(name) is not None
+            shown = name if valid_name else _clip(name)  # a bad one may be any length
+            where = f"jobs.{shown}"
             if not valid_name:
                 self.error(
                     where, "a job name uses letters, digits, '_', '.', '-' (at most 100)", name
                 )
             # A bad name hides nothing else: the job's keys are checked all the same.
-            job = self.job(_clip(name), self.table(body, where), defaults)
+            job = self.job(shown, self.table(body, where), defaults)
             if job is not None and valid_name:
                 jobs[name] = job
         return Config(path=file, daemon=daemon, jobs=MappingProxyType(jobs))

@@ -572,3 +572,11 @@ def test_a_value_is_quoted_back_short(tmp_path: Path) -> None:
     assert found == [
         'FILE: jobs.a.retries: expected a whole number from 0 to 100 (got "' + "y" * 59 + '…")'
     ]
+
+
+def test_a_long_valid_job_name_is_kept_whole(tmp_path: Path) -> None:
+    name = "n" * 100
+    path = write(tmp_path, f'[jobs.{name}]\nevery = "1h"\ncommand = "x"\n')
+    assert load_config(path).jobs[name].name == name
+    found = errors(tmp_path, f'[jobs.{name}]\nevery = "1h"\ncommand = "x"\nretries = -1\n')
+    assert found[0].startswith(f"FILE: jobs.{name}.retries: ")
