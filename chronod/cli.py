@@ -263,8 +263,9 @@ def check_command(ctx: Context) -> None:
     except ConfigError as exc:
         for issue in exc.issues:
             click.echo(issue.format(), err=True)
-        noun = "error" if len(exc.issues) == 1 else "errors"
-        click.echo(f"{ctx.config_file}: {len(exc.issues)} {noun}", err=True)
+        if any(issue.where for issue in exc.issues):  # not for a missing file: one line says it
+            noun = "error" if len(exc.issues) == 1 else "errors"
+            click.echo(f"{ctx.config_file}: {len(exc.issues)} {noun}", err=True)
         sys.exit(EXIT_USAGE)
     kinds = Counter(job.kind for job in config.jobs.values())
     noun = "job" if len(config.jobs) == 1 else "jobs"
@@ -574,8 +575,8 @@ def _job(config: Config, name: str) -> JobConfig:
 def _after(text: str, job: JobConfig) -> datetime:
     try:
         return parse_instant(text, job.schedule.zone)
-    except (TypeError, ValueError):
-        raise UsageError(f"--after: expected an ISO 8601 date-time, got {text!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--after: {exc}, got {text!r}") from None
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
@@ -587,9 +588,12 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the click group and turns errors into one line and an exit code."""
     try:
         cli.main(args=argv, prog_name="chronod", standalone_mode=False)
+    except click.UsageError as exc:
+        # One line, like every other error (click's own form is usage, hint, blank, error).
+        command = exc.ctx.command_path if exc.ctx is not None else "chronod"
+        fail(f"{exc.format_message()} (see '{command} --help')", exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        fail(exc.format_message(), exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
@@ -30,11 +30,13 @@ from typing import Any, Literal, TypeVar, cast
 
 from chronod.durations import parse_duration
 from chronod.errors import ConfigError, ConfigIssue, ScheduleError
+from chronod.instants import END_OF_TIME, FIRST_INSTANT, RANGE_TEXT, check_range
 from chronod.schedules import IntervalSchedule, Schedule, WindowedSchedule
 from chronod.schedules.cron import CronCache, CronSchedule
 from chronod.schedules.interval import EPOCH
 from chronod.schedules.solar import DEPRESSIONS, SolarSchedule
 from chronod.schedules.solar import EVENTS as SOLAR_EVENTS
+from chronod.syntax import explain
 from chronod.tz import UTC, UnknownZone, Zone, get_zone
 
 if sys.version_info >= (3, 11):
@@ -52,6 +54,13 @@ QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 CALL_TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 SCHEDULE_KINDS = ("every", "cron", "solar")
+# Bounds on what a file may hold, so that every value `chronod check` accepts also works in
+# `next`, the daemon, a reload and the web page (durations: chronod.durations.MAX_DURATION;
+# instants: chronod.instants.check_range).
+MAX_FILE_BYTES = 64 * 2**20  # 100,000 jobs take about 10 MiB
+MAX_DEPTH = 32  # arrays and tables nested in the file, and in a job's args and kwargs
+MAX_TEXT = 64 * 1024  # characters of any string, and of command, args, kwargs and env as a whole
+_SHOWN = 60  # characters of a value quoted back in a message
 
 
 # The one empty read-only mapping every job without kwargs or env shares (nothing can write it).
@@ -154,6 +163,23 @@ def _micros(delta: timedelta) -> int:
 # Loading
 
 
+def unused_queues(config: Config, queues: Iterable[str]) -> str | None:
+    """A warning for ``chronod worker --queue`` names no job of ``config`` uses, else None.
+
+    A pool on such a queue takes nothing, silently: most likely a typo, or a worker started with
+    another host's config.
+    """
+    used = sorted({job.queue for job in config.jobs.values()})
+    unused = [queue for queue in queues if queue not in used]
+    if not unused:
+        return None
+    names = ", ".join(repr(queue) for queue in unused)
+    return (
+        f"no job in {config.path} uses queue {names}: this worker takes no runs from it "
+        f"(queues in use: {', '.join(used) or 'none'})"
+    )
+
+
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
     """``--config``, else ``$CHRONOD_CONFIG``, else ``./schedules.toml``."""
     chosen = explicit or os.environ.get("CHRONOD_CONFIG") or DEFAULT_CONFIG
@@ -164,30 +190,58 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate ``path``; raise :class:`ConfigError` listing every problem found."""
     file = Path(path)
     try:
-        raw = file.read_bytes()
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise _file_error(file, "no such file") from None
+    except IsADirectoryError:
+        raise _file_error(file, "is a directory, not a schedules file") from None
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    file=str(file), where="1:1", message=f"cannot read: {reason}", syntax=True
-                )
-            ]
-        ) from None
+        raise _file_error(file, f"cannot read it: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        limit = MAX_FILE_BYTES // 2**20
+        raise _file_error(file, f"larger than {limit} MiB; is this really a schedules file?")
     return parse_config(raw, file)
+
+
+def _file_error(file: Path, reason: str) -> ConfigError:
+    """A problem with the file as a whole: no location inside it, but the absolute path chronod
+    looked at (a relative one depends on a working directory the reader may not know) and how to
+    point it elsewhere."""
+    return ConfigError(
+        [
+            ConfigIssue(
+                file=str(file.absolute()),
+                where="",
+                message=f"{reason} (give the schedules file with --config PATH or CHRONOD_CONFIG)",
+            )
+        ]
+    )
 
 
 def parse_config(raw: bytes, file: Path) -> Config:
     name = str(file)
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(
             [ConfigIssue(file=name, where=f"{line}:1", message="not valid UTF-8", syntax=True)]
         ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_syntax_issue(name, raw, exc)]) from None
+        found = explain(text, exc)
+        raise ConfigError([_syntax(name, found.line, found.column, found.message)]) from None
+    except RecursionError:
+        # The parser recurses once per level of nested arrays and inline tables.
+        line, column = _deepest(text, MAX_DEPTH)
+        message = f"arrays and inline tables nested more than {MAX_DEPTH} levels deep"
+        raise ConfigError([_syntax(name, line, column, message)]) from None
+    except ValueError:
+        # int() refuses numbers of more than 4300 digits (CVE-2020-10735) inside the parser.
+        line, column = _huge_number(text)
+        raise ConfigError([_syntax(name, line, column, "number too large")]) from None
     reader = _Reader(name)
     config = reader.config(data, file)
     if reader.issues:
@@ -196,22 +250,50 @@ def parse_config(raw: bytes, file: Path) -> Config:
     return config
 
 
-_LOCATION = re.compile(
-    r"^(?P<msg>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$"
-)
+def _syntax(file: str, line: int, column: int, message: str) -> ConfigIssue:
+    return ConfigIssue(file=file, where=f"{line}:{column}", message=message, syntax=True)
 
 
-def _syntax_issue(file: str, raw: bytes, exc: Exception) -> ConfigIssue:
-    text = str(exc)
-    match = _LOCATION.match(text)
+def _deepest(text: str, limit: int) -> tuple[int, int]:
+    """Where arrays and inline tables first nest deeper than ``limit`` (line, column), skipping
+    strings and comments; 1:1 if this rough reading finds no such place."""
+    depth, pos, line, line_start = 0, 0, 1, 0
+    while pos < len(text):
+        char = text[pos]
+        if char == "\n":
+            line, line_start = line + 1, pos + 1
+        elif char == "#":
+            end = text.find("\n", pos)
+            pos = len(text) if end < 0 else end
+            continue
+        elif char in "\"'":
+            quote = text[pos : pos + 3] if text.startswith(char * 3, pos) else char
+            end = pos + len(quote)
+            while end < len(text) and not text.startswith(quote, end):
+                if text[end] == "\n" and len(quote) == 1:
+                    break  # a string cannot span lines: let the parser report it
+                end += 2 if text[end] == "\\" and char == '"' else 1
+            line += text.count("\n", pos, end)
+            if "\n" in text[pos:end]:
+                line_start = text.rfind("\n", pos, end) + 1
+            pos = end + len(quote)
+            continue
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return line, pos - line_start + 1
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        pos += 1
+    return 1, 1
+
+
+def _huge_number(text: str) -> tuple[int, int]:
+    match = re.search(r"[0-9_]{4000,}", text)
     if match is None:
-        return ConfigIssue(file=file, where="1:1", message=text, syntax=True)
-    if match.group("line") is None:  # "at end of document": point at the last line
-        lines = raw.decode("utf-8", "replace").splitlines() or [""]
-        where = f"{len(lines)}:{len(lines[-1]) + 1}"
-    else:
-        where = f"{match.group('line')}:{match.group('col')}"
-    return ConfigIssue(file=file, where=where, message=match.group("msg"), syntax=True)
+        return 1, 1
+    start = match.start()
+    return text.count("\n", 0, start) + 1, start - text.rfind("\n", 0, start)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -351,9 +433,9 @@ class _Reader:
         for key in table:
             if key in known:
                 continue
-            hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = difflib.get_close_matches(_clip(key), known, n=1, cutoff=0.6)
             extra = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(known)}"
-            self.error(f"{prefix}{key}", f"unknown key{extra}")
+            self.error(f"{prefix}{_clip(key)}", f"unknown key{extra}")
 
     def table(self, value: Any, where: str) -> dict[str, Any]:
         if value is _MISSING:
@@ -366,6 +448,9 @@ class _Reader:
     # -- typed getters: return None (after recording an issue) on a bad value ---------------------
 
     def get(self, where: str, value: Any, parse: Callable[[Any], _T]) -> _T | None:
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            self.error(where, f"longer than {MAX_TEXT} characters", value)
+            return None
         try:
             return parse(value)
         except (ValueError, TypeError, ScheduleError) as exc:
@@ -379,21 +464,38 @@ class _Reader:
         daemon = self.daemon(self.table(data.get("chronod", _MISSING), "chronod"))
         defaults = self.table(data.get("defaults", _MISSING), "defaults")
         self.unknown_keys(defaults, "defaults.", DEFAULTABLE_KEYS)
+        self.defaults(defaults)
         jobs_table = self.table(data.get("jobs", _MISSING), "jobs")
         if not jobs_table and "jobs" not in data:
             self.error("jobs", "no jobs defined; add a [jobs.NAME] table")
         jobs: dict[str, JobConfig] = {}
         for name, body in jobs_table.items():
-            where = f"jobs.{name}"
-            if not JOB_NAME.match(name):
+            valid_name = JOB_NAME.match(name) is not None
+            shown = name if valid_name else _clip(name)  # a bad one may be any length
+            where = f"jobs.{shown}"
+            if not valid_name:
                 self.error(
                     where, "a job name uses letters, digits, '_', '.', '-' (at most 100)", name
                 )
-                continue
-            job = self.job(name, self.table(body, where), defaults)
-            if job is not None:
+            # A bad name hides nothing else: the job's keys are checked all the same.
+            job = self.job(shown, self.table(body, where), defaults)
+            if job is not None and valid_name:
                 jobs[name] = job
         return Config(path=file, daemon=daemon, jobs=MappingProxyType(jobs))
+
+    def defaults(self, defaults: dict[str, Any]) -> None:
+        """Each ``[defaults]`` value checked once, whether or not a job inherits it.
+
+        A job that does inherit a bad one reports the very same issue, which is reported once.
+        """
+        for key, value in defaults.items():
+            where = f"defaults.{key}"
+            if key == "timezone":
+                self.zone(where, value)
+            elif key in _SIMPLE_JOB_KEYS:
+                self.parsed(where, value, _SIMPLE_JOB_KEYS[key], key)
+            elif key in _SOLAR_PARSERS:
+                self.get(where, value, _SOLAR_PARSERS[key])
 
     def daemon(self, table: dict[str, Any]) -> DaemonConfig:
         self.unknown_keys(table, "chronod.", DAEMON_KEYS)
@@ -475,12 +577,20 @@ class _Reader:
         zone: Zone | None,
     ) -> Schedule | None:
         prefix = f"jobs.{name}"
+        # A bad zone hides no other mistake: the values are read in UTC, only to be checked.
+        checking = zone or get_zone("UTC")
+        start = self.instant(where("start"), pick("start"), checking)
+        end = self.instant(where("end"), pick("end"), checking)
+        if start is not None and end is not None and end < start and zone is not None:
+            self.error(f"{prefix}.end", "ends before 'start'", body.get("end"))
         kinds = [kind for kind in SCHEDULE_KINDS if kind in body]
         if len(kinds) != 1:
             found = " and ".join(kinds) if kinds else "none"
             self.error(
                 prefix, f"needs exactly one schedule: 'every', 'cron' or 'solar' (found {found})"
             )
+            for kind in kinds:
+                self.schedule_value(prefix, kind, body[kind])
             return None
         kind = kinds[0]
         misplaced = [k for k in SOLAR_KEYS if k in body and kind != "solar"]
@@ -491,30 +601,33 @@ class _Reader:
                 f"only applies to {'every' if key == 'anchor' else 'solar'} "
                 f"schedules, this job uses '{kind}'",
             )
-        if zone is None:
-            return None
-        start = self.instant(where("start"), pick("start"), zone)
-        end = self.instant(where("end"), pick("end"), zone)
-        if start is not None and end is not None and end < start:
-            self.error(f"{prefix}.end", "ends before 'start'", body.get("end"))
         built: Schedule | None
         if kind == "every":
-            built = self.interval(prefix, body, zone)
+            built = self.interval(prefix, body, checking)
         elif kind == "cron":
             built = self.get(
                 f"{prefix}.cron",
                 body["cron"],
-                lambda v: CronSchedule.cached(_string(v), zone, self.crons),
+                lambda v: CronSchedule.cached(_string(v), checking, self.crons),
             )
         else:
-            built = self.solar(prefix, pick, where, zone)
-        if built is None:
+            built = self.solar(prefix, pick, where, checking)
+        if built is None or zone is None:
             return None
         if start is None and end is None:
             return built
         return self.shared(
             ("window", built, start, end), lambda: WindowedSchedule(built, start, end)
         )
+
+    def schedule_value(self, prefix: str, kind: str, value: Any) -> None:
+        """Check the value of one schedule kind of a job that names several."""
+        if kind == "every":
+            self.parsed(f"{prefix}.every", value, _EVERY, "every")
+        elif kind == "cron":
+            self.get(f"{prefix}.cron", value, lambda v: self.crons.tables(_string(v)))
+        else:
+            self.get(f"{prefix}.solar", value, _choice(SOLAR_EVENTS))
 
     def interval(self, prefix: str, body: dict[str, Any], zone: Zone) -> Schedule | None:
         every = self.parsed(f"{prefix}.every", body["every"], _EVERY, "every")
@@ -536,7 +649,7 @@ class _Reader:
     ) -> Schedule | None:
         event = self.get(f"{prefix}.solar", pick("solar"), _choice(SOLAR_EVENTS))
         coords: dict[str, float | None] = {}
-        for key, low, high in (("latitude", -90.0, 90.0), ("longitude", -180.0, 180.0)):
+        for key in ("latitude", "longitude"):
             value = pick(key)
             if value is _MISSING:
                 self.error(
@@ -544,16 +657,17 @@ class _Reader:
                 )
                 coords[key] = None
             else:
-                coords[key] = self.get(where(key), value, _float_range(low, high))
+                coords[key] = self.get(where(key), value, _SOLAR_PARSERS[key])
         elevation = 0.0
         if pick("elevation") is not _MISSING:
             elevation = (
-                self.get(where("elevation"), pick("elevation"), _float_range(-500.0, 9000.0)) or 0.0
+                self.get(where("elevation"), pick("elevation"), _SOLAR_PARSERS["elevation"]) or 0.0
             )
         depression = DEPRESSIONS["civil"]
         if pick("depression") is not _MISSING:
             depression = (
-                self.get(where("depression"), pick("depression"), _depression) or depression
+                self.get(where("depression"), pick("depression"), _SOLAR_PARSERS["depression"])
+                or depression
             )
         offset = timedelta()
         if pick("offset") is not _MISSING:
@@ -618,10 +732,17 @@ class _Reader:
 
 
 def _show(value: Any) -> str:
+    """``value`` as quoted back in a message: JSON, cut short (it may be 64 MiB or 1,000 deep)."""
+    if isinstance(value, str):
+        return json.dumps(_clip(value), ensure_ascii=False)
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
+        return _clip(json.dumps(value, ensure_ascii=False, default=str))
+    except (TypeError, ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
 
 def _zone_names() -> list[str]:
@@ -716,6 +837,13 @@ def _depression(value: Any) -> float:
 def _env(value: Any) -> Mapping[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise TypeError("expected a table of string values")
+    for name, text in value.items():
+        if not name or "=" in name or "\0" in name or "\0" in text:
+            raise ValueError(
+                f"{_show(name)}: a variable name is not empty and has no '=', and neither name "
+                "nor value has a NUL character"
+            )
+    _within(sum(len(k) + len(v) for k, v in value.items()), "the variables")
     return MappingProxyType(dict(value))
 
 
@@ -723,10 +851,30 @@ def _command(value: Any) -> str | tuple[str, ...]:
     if isinstance(value, str):
         if not value.strip():
             raise ValueError("command is empty")
+        _no_nul(value)
         return value
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        for item in value:
+            _no_nul(item)
+        _within(sum(len(v) for v in value), "the arguments")
         return tuple(value)
     raise TypeError("expected a string (run by /bin/sh -c) or a non-empty array of strings (argv)")
+
+
+def _path(value: Any) -> str:
+    _no_nul(_string(value))
+    return cast(str, value)
+
+
+def _no_nul(text: str) -> None:
+    # The kernel takes C strings: exec() refuses one with a NUL in it, at run time.
+    if "\0" in text:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+
+
+def _within(size: int, what: str) -> None:
+    if size > MAX_TEXT:
+        raise ValueError(f"{what} take more than {MAX_TEXT} characters")
 
 
 def _json_list(value: Any) -> tuple[JSONValue, ...]:
@@ -744,10 +892,29 @@ def _json_table(value: Any) -> Mapping[str, JSONValue]:
 
 
 def _require_json(value: Any) -> None:
+    # Depth first, without recursion: json.dumps recurses, and runs take args as JSON.
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
     try:
-        json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
         raise ValueError("must be JSON-serializable (no dates, times or NaN)") from None
+    _within(len(text), "as JSON, they")
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and tables nest in ``value`` (a scalar is 0), counted without recursion."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            if deepest > MAX_DEPTH:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 _EVERY = _duration_at_least(timedelta(seconds=1))
@@ -769,13 +936,25 @@ _SIMPLE_JOB_KEYS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "catchup_limit": _int_range(1, 100_000),
         "overlap": _choice(("skip", "queue", "allow")),
         "env": _env,
-        "cwd": _string,
+        "cwd": _path,
+    }
+)
+# Solar keys that [defaults] may hold, with their parsers.
+_SOLAR_PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
+    {
+        "latitude": _float_range(-90.0, 90.0),
+        "longitude": _float_range(-180.0, 180.0),
+        "elevation": _float_range(-500.0, 9000.0),
+        "depression": _depression,
     }
 )
 
 
 def parse_instant(value: Any, zone: Zone) -> datetime:
-    """An ISO 8601 instant; without an offset, wall time in the job's zone (DST rule applied)."""
+    """An ISO 8601 instant; without an offset, wall time in the job's zone (DST rule applied).
+
+    It must lie in chronod.instants' range (1970 to 9998), checked before any arithmetic on it.
+    """
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -790,10 +969,12 @@ def parse_instant(value: Any, zone: Zone) -> datetime:
         value = datetime.combine(value, time())
     if not isinstance(value, datetime):
         raise TypeError("expected an ISO 8601 date or date-time")
+    if not FIRST_INSTANT.year <= value.year < END_OF_TIME.year:
+        raise ValueError(f"expected an instant {RANGE_TEXT}")
     if value.tzinfo is not None:
-        return value.astimezone(UTC)
+        return check_range(value.astimezone(UTC))
     resolution = zone.resolve(value)
     if resolution.instants:
-        return resolution.instants[0]
+        return check_range(resolution.instants[0])
     assert resolution.gap_end is not None
-    return resolution.gap_end
+    return check_range(resolution.gap_end)

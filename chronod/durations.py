@@ -2,6 +2,10 @@
 
 Units are d, h, m, s and ms, largest first, each at most once; solar offsets may be signed
 (``"-30m"``). A duration is elapsed time: it is never stretched or shrunk by DST.
+
+No duration is longer than :data:`MAX_DURATION` (3650 days, about ten years): far beyond any
+useful interval, timeout or delay, and short enough that a duration added to any instant a
+schedule can produce stays inside the calendar (``datetime`` ends with year 9999).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ _UNITS: tuple[tuple[str, timedelta], ...] = (
     ("ms", timedelta(milliseconds=1)),
 )
 _PATTERN = re.compile(r"^([+-]?)(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+MAX_DURATION = timedelta(days=3650)
+_MAX_DIGITS = 16  # more digits than any duration up to MAX_DURATION needs, in any unit
+_MICRO = timedelta(microseconds=1)
 
 
 def parse_duration(text: str, *, signed: bool = False) -> timedelta:
@@ -30,10 +37,17 @@ def parse_duration(text: str, *, signed: bool = False) -> timedelta:
     sign, *parts = match.groups()
     if sign and not signed:
         raise ValueError("a duration cannot be negative or signed here")
-    total = timedelta()
+    # Summed as integer microseconds: timedelta itself overflows at 999,999,999 days.
+    micros = 0
     for (_, unit), part in zip(_UNITS, parts, strict=True):
         if part is not None:
-            total += int(part) * unit
+            if len(part.lstrip("0")) > _MAX_DIGITS:
+                micros = MAX_DURATION // _MICRO + 1
+                break
+            micros += int(part) * (unit // _MICRO)
+    if micros > MAX_DURATION // _MICRO:
+        raise ValueError(f"at most {MAX_DURATION.days}d (about ten years)")
+    total = timedelta(microseconds=micros)
     return -total if sign == "-" else total
 
 

@@ -30,7 +30,8 @@ class ConfigIssue:
     """One located problem in a config file.
 
     ``where`` is ``LINE:COL`` for syntax errors and a dotted key path (``jobs.digest.cron``) for
-    semantic ones; :meth:`format` renders the two shapes promised by ``chronod check``.
+    semantic ones; :meth:`format` renders the two shapes promised by ``chronod check``. It is empty
+    for a problem with the file as a whole, which has no place inside it.
     """
 
     file: str
@@ -39,6 +40,8 @@ class ConfigIssue:
     syntax: bool = False
 
     def format(self) -> str:
+        if not self.where:  # about the file as a whole (missing, unreadable, too large)
+            return f"{self.file}: {self.message}"
         if self.syntax:
             return f"{self.file}:{self.where}: {self.message}"
         return f"{self.file}: {self.where}: {self.message}"

@@ -157,6 +157,7 @@ from itertools import islice, pairwise
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from chronod.errors import ChronodError
+from chronod.listen import listen_error
 from chronod.logs import event
 from chronod.store.base import DispatchStatus, JobState, LeaderInfo, Lease
 
@@ -601,7 +602,7 @@ class MetricsServer:
             server = _Server(self.requested, self.registry)
         except (OSError, OverflowError) as exc:
             host, port = self.requested
-            raise MetricsError(f"--metrics {_join(host, port)}: cannot listen: {exc}") from None
+            raise MetricsError(f"--metrics {_join(host, port)}: {listen_error(exc)}") from None
         self._server = server
         # Worker children are forked, not exec'd: without this they would keep the port bound
         # after the supervisor died, and its restart could not listen again.

@@ -76,7 +76,14 @@ from chronod._proc import (
     wait_readable,
 )
 from chronod.clock import Clock, SystemClock
-from chronod.config import QUEUE_NAME, Config, JobConfig, load_config, parse_config
+from chronod.config import (
+    QUEUE_NAME,
+    Config,
+    JobConfig,
+    load_config,
+    parse_config,
+    unused_queues,
+)
 from chronod.errors import (
     ConfigError,
     StoreConfigError,
@@ -1114,6 +1121,7 @@ class Foreground:
         self.notifier.reloading()
         config = reload_config(self.pool.config.path, self.pool.config, log)
         if config is not None:
+            _warn_unused_queues(config, self.pool.settings.queues)
             self.pool.reload(config)
             self.telemetry.configured(config.jobs)
             event(log, logging.INFO, "config reloaded", jobs=len(config.jobs))
@@ -1132,6 +1140,7 @@ def serve(
     for queue in queues:
         if not QUEUE_NAME.match(queue):
             raise UsageError(f"--queue {queue!r}: a queue name uses letters, digits, '_', '.', '-'")
+    _warn_unused_queues(config, tuple(dict.fromkeys(queues)) or ("default",))
     settings = store_settings(config, store_override)
     # A bad URL fails here, once (stores connect lazily). The supervisor's own connection is the
     # sampler's (queue depth for STATUS and metrics); each child opens its own.
@@ -1151,6 +1160,12 @@ def serve(
     foreground = Foreground(pool, telemetry)
     foreground.install_signals()
     return foreground.run()
+
+
+def _warn_unused_queues(config: Config, queues: tuple[str, ...] | None) -> None:
+    warning = unused_queues(config, queues or ())
+    if warning is not None:
+        event(log, logging.WARNING, warning)
 
 
 def embedded_pool_factory(

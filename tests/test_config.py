@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from chronod import config as config_module
 from chronod.config import load_config
 from chronod.errors import ConfigError
 from chronod.tz import UTC
@@ -83,7 +84,11 @@ def test_syntax_error_is_located(tmp_path: Path) -> None:
     found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "x\n')
     assert len(found) == 1
     assert found[0].startswith("FILE:5:")  # two header lines + the third job line
-    assert found[0] == "FILE:5:13: Illegal character '\\n'"
+    # Not tomllib's "Illegal character '\\n'" at the end of the line: the quote that opens it.
+    assert found[0] == (
+        'FILE:5:11: string not closed: a "..." string must end on the line where it starts '
+        '(add the closing ", or use """...""" for text on several lines)'
+    )
 
 
 def test_missing_key_value_syntax(tmp_path: Path) -> None:
@@ -297,9 +302,46 @@ def test_fingerprint_ignores_command_digest_ignores_schedule(tmp_path: Path) -> 
     assert first.digest == schedule_edit.digest
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_config(tmp_path / "missing.toml")
+POINT_ELSEWHERE = "(give the schedules file with --config PATH or CHRONOD_CONFIG)"
+
+
+def test_missing_file_names_the_absolute_path_and_no_fake_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config("missing.toml")
+    assert [issue.format() for issue in info.value.issues] == [
+        f"{tmp_path / 'missing.toml'}: no such file {POINT_ELSEWHERE}"
+    ]
+
+
+def test_a_directory_is_not_a_schedules_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, not a schedules file {POINT_ELSEWHERE}"
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "")
+
+    def refuse(self: Path, mode: str = "r") -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    # Root reads a chmod 000 file anyway, so the refusal is staged.
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: cannot read it: Permission denied {POINT_ELSEWHERE}"
+
+
+def test_a_file_over_the_size_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config_module, "MAX_FILE_BYTES", 100)
+    path = write(tmp_path, "# " + "x" * 200 + "\n")
+    with pytest.raises(ConfigError, match="larger than 0 MiB"):
+        load_config(path)
 
 
 # -- one load shares what its jobs repeat --------------------------------------------------------
@@ -383,3 +425,158 @@ def test_values_parsed_once_are_still_checked_per_job(tmp_path: Path) -> None:
         "FILE: jobs.e.cron: minute field: step 60 does not fit the field; cron steps restart "
         "every hour (for a fixed period use an interval schedule, 'every') (got \"*/60 * * * *\")",
     ]
+
+
+# -- one mistake never hides another ---------------------------------------------------------------
+
+
+def test_a_bad_zone_hides_no_schedule_or_window_mistake(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        [jobs.a]
+        cron = "5-5 * * * *"
+        start = "soon"
+        command = "x"
+        [jobs.b]
+        every = "0s"
+        anchor = "never"
+        command = "x"
+        [jobs.c]
+        solar = "sunset"
+        latitude = 100
+        longitude = 0
+        command = "x"
+        """,
+        header='[defaults]\ntimezone = "Europe/Berln"\n',
+    )
+    wheres = [e.split(": ")[1] for e in found]
+    assert wheres == [
+        "defaults.timezone",
+        "jobs.a.start",
+        "jobs.a.cron",
+        "jobs.b.every",
+        "jobs.b.anchor",
+        "jobs.c.latitude",
+    ]
+
+
+def test_defaults_are_checked_even_when_every_job_overrides_them(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        [jobs.a]
+        every = "1m"
+        queue = "io"
+        timeout = "5m"
+        command = "x"
+        """,
+        header='[defaults]\ntimezone = "UTC"\nqueue = "bad queue!"\ntimeout = "5 min"\n'
+        "latitude = 95\n",
+    )
+    assert [e.split(": ")[1] for e in found] == [
+        "defaults.queue",
+        "defaults.timeout",
+        "defaults.latitude",
+    ]
+
+
+def test_a_job_with_a_bad_name_or_two_schedules_still_has_its_values_checked(
+    tmp_path: Path,
+) -> None:
+    found = errors(
+        tmp_path,
+        """
+        [jobs."bad name"]
+        every = "1m"
+        retries = -1
+        command = "x"
+        [jobs.two]
+        every = "0s"
+        cron = "5-5 * * * *"
+        command = "x"
+        """,
+    )
+    assert [e.split(": ")[1] for e in found] == [
+        "jobs.bad name",
+        "jobs.bad name.retries",
+        "jobs.two",
+        "jobs.two.every",
+        "jobs.two.cron",
+    ]
+
+
+# -- bounds: what check accepts, next and the daemon can use ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("every", '"999999999d"', "at most 3650d (about ten years)"),
+        ("every", '"1000000d"', "at most 3650d"),
+        ("every", '"1000000000d"', "at most 3650d"),
+        ("every", '"' + "9" * 5000 + 's"', "at most 3650d"),
+        ("timeout", '"3651d"', "at most 3650d"),
+        ("start", '"9999-12-31T23:00:00Z"', "expected an instant from 1970-01-01 to 9998-12-31"),
+        ("end", "9999-06-01", "expected an instant from 1970-01-01 to 9998-12-31"),
+        ("anchor", '"0001-01-01T00:00:00"', "expected an instant from 1970-01-01 to 9998-12-31"),
+        ("start", '"1969-12-31T23:00:00Z"', "expected an instant from 1970-01-01"),
+        ("description", '"' + "x" * 70_000 + '"', "longer than 65536 characters"),
+        ("env", '{ "A=B" = "1" }', "\"A=B\": a variable name is not empty and has no '='"),
+        ("env", '{ A = "a\\u0000b" }', '"A": a variable name is not empty'),
+        ("cwd", '"/tmp/\\u0000"', "must not contain a NUL character"),
+    ],
+)
+def test_values_beyond_the_bounds_are_refused_where_they_are(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    found = errors(
+        tmp_path,
+        f'[jobs.a]\nevery = "1h"\ncommand = "x"\n{key} = {value}\n'.replace(
+            'every = "1h"\n', "" if key == "every" else 'every = "1h"\n'
+        ),
+    )
+    assert len(found) == 1, found
+    assert found[0].startswith(f"FILE: jobs.a.{key}: {message}"), found[0]
+
+
+def test_args_nested_deeper_than_32_levels_are_refused(tmp_path: Path) -> None:
+    fine = "[" * 32 + "]" * 32
+    path = write(tmp_path, f'[jobs.a]\nevery = "1h"\ncall = "m:f"\nargs = {fine}\n')
+    nested: list[object] = []
+    for _ in range(30):  # args is the 32nd level
+        nested = [nested]
+    assert load_config(path).jobs["a"].args == (nested,)
+    # Dotted keys nest without brackets: 40 levels the parser reads without recursion.
+    deep = ".".join(["k"] * 40)
+    found = errors(tmp_path, f'[jobs.a]\nevery = "1h"\ncall = "m:f"\nkwargs.{deep} = 1\n')
+    (message,) = found
+    assert message.startswith('FILE: jobs.a.kwargs: nested more than 32 levels deep (got {"k": ')
+
+
+def test_command_and_args_are_limited_as_a_whole(tmp_path: Path) -> None:
+    argv = ", ".join(['"' + "x" * 20_000 + '"'] * 4)
+    found = errors(tmp_path, f'[jobs.a]\nevery = "1h"\ncommand = [{argv}]\n')
+    assert len(found) == 1
+    assert found[0].startswith(
+        "FILE: jobs.a.command: the arguments take more than 65536 characters"
+    )
+    found = errors(tmp_path, f'[jobs.a]\nevery = "1h"\ncall = "m:f"\nargs = [{argv}]\n')
+    assert found[0].startswith("FILE: jobs.a.args: as JSON, they take more than 65536 characters")
+
+
+def test_a_value_is_quoted_back_short(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path, '[jobs.a]\nevery = "1h"\ncommand = "x"\nretries = "' + "y" * 500 + '"\n'
+    )
+    assert found == [
+        'FILE: jobs.a.retries: expected a whole number from 0 to 100 (got "' + "y" * 59 + '…")'
+    ]
+
+
+def test_a_long_valid_job_name_is_kept_whole(tmp_path: Path) -> None:
+    name = "n" * 100
+    path = write(tmp_path, f'[jobs.{name}]\nevery = "1h"\ncommand = "x"\n')
+    assert load_config(path).jobs[name].name == name
+    found = errors(tmp_path, f'[jobs.{name}]\nevery = "1h"\ncommand = "x"\nretries = -1\n')
+    assert found[0].startswith(f"FILE: jobs.{name}.retries: ")

@@ -237,7 +237,9 @@ def test_server_serves_the_registry(server: MetricsServer) -> None:
 
 def test_server_reports_a_taken_port_in_one_line(server: MetricsServer) -> None:
     other = MetricsServer(Registry(), server.address)
-    with pytest.raises(MetricsError, match=r"^--metrics 127\.0\.0\.1:\d+: cannot listen: "):
+    with pytest.raises(
+        MetricsError, match=r"^--metrics 127\.0\.0\.1:\d+: address already in use \(another"
+    ):
         other.start()
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache
 from itertools import pairwise
+from pathlib import Path
 
 import ephem
 import pytest
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from chronod.errors import ScheduleError
 from chronod.schedules.base import Fire
-from chronod.schedules.solar import SolarSchedule
+from chronod.schedules.solar import DIP_ARCMIN_PER_SQRT_M, SolarSchedule
 from chronod.tz import UTC, Zone, get_zone
 
 TOLERANCE = timedelta(seconds=60)
@@ -895,3 +896,19 @@ def test_fingerprint_changes_with_every_field_that_matters() -> None:
 )
 def test_describe(changes: dict[str, object], text: str) -> None:
     assert _make(**changes).describe() == text
+
+
+def test_the_readme_states_the_dip_formula_the_code_uses() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"**{DIP_ARCMIN_PER_SQRT_M}′·√h**" in readme
+
+    def threshold(elevation: float) -> float:  # the sun's altitude (degrees) at the event
+        made = SolarSchedule(
+            event="sunrise", latitude=47.0, longitude=8.0, zone=get_zone("UTC"), elevation=elevation
+        )
+        return math.degrees(math.asin(made._sin_h0))
+
+    for height in (100.0, 1000.0, 4000.0):
+        dip = DIP_ARCMIN_PER_SQRT_M * math.sqrt(height) / 60.0
+        assert threshold(0.0) - threshold(height) == pytest.approx(dip, abs=1e-5)
+    assert threshold(-400.0) == threshold(0.0)  # no dip below sea level

@@ -433,12 +433,23 @@ def test_timeline_runs_and_dense_jobs(site: Site) -> None:
         ("zone=local", "zone"),
         ("at=yesterday", "at"),
         ("at=2027-03-13T12:00:00", "at"),  # no offset: ambiguous
+        ("at=9999-12-31T00:00:00Z", "at: expected an instant from 1970-01-01 to 9998-12-31"),
+        ("at=0001-01-01T00:00:00Z", "at: expected an instant from 1970-01-01"),
     ],
 )
 def test_timeline_bad_parameters(site: Site, query: str, reason: str) -> None:
     reply = site.get(f"/api/v1/timeline?{query}")
     assert reply.status == 400
+    assert reply.json() == {"error": reply.json()["error"], "status": 400}
     assert reply.json()["error"].startswith(reason)
+    assert "\n" not in reply.json()["error"]
+
+
+def test_timeline_at_the_end_of_the_range(site: Site) -> None:
+    data = site.get_json("/api/v1/timeline?at=9998-12-31T00:00:00Z&hours=168")
+    assert data["at"] == "9998-12-31T00:00:00Z"
+    for job in data["jobs"]:
+        assert all(fire["utc"] < "9999-01-01" for fire in job["fires"])
 
 
 # -- actions ------------------------------------------------------------------------------------
@@ -660,6 +671,10 @@ def test_other_host_names_are_refused_on_loopback(site: Site) -> None:
     """A page elsewhere that rebinds its DNS name to 127.0.0.1 must not read the API."""
     assert site.get("/api/v1/status", Host="attacker.example").status == 403
     assert site.get("/api/v1/status", Host="attacker.example:8750").status == 403
+    # A loopback address at the start is not enough: the whole header names the host.
+    for trick in ("[::1]evil.example", "[::1]:80evil", "127.0.0.1evil", "localhost:80:81", "[::1"):
+        assert site.get("/api/v1/status", Host=trick).status == 403, trick
+    assert site.get("/api/v1/status", Host="[::1]:8750").status == 200
     _, port = site.handle.address
     assert site.get("/api/v1/status", Host=f"localhost:{port}").status == 200
     assert site.get("/api/v1/status", Host=f"127.0.0.1:{port}").status == 200

@@ -4,9 +4,13 @@ A real ``chronod run`` (scheduler + one embedded worker) and a real ``chronod we
 subprocesses on a private SQLite store, with a few jobs: an every-2s command job, a half-hourly cron
 job, a yearly job (so nothing but a manual trigger runs it) and a job paused before the daemon
 starts. The test checks what a user sees: the timeline draws one mark per upcoming fire in the
-window the page shows, a trigger clicked on the page (after entering the token) makes a run appear
-in the job's history, the paused job reads as paused, and the browser logged no error (a CSP
-violation would be one). A screenshot is saved to ``test-artifacts/web.png``.
+window the page shows, a row whose job fires beyond the window says when it fires next, the job
+that runs next is marked, times are 24-hour with seconds on every row of a column or on none, a
+trigger clicked on the page (after entering the token) makes a run appear in the job's history
+with its worker as the CLI shows it, the paused job reads as paused, a second, read-only server
+shows no stray action marks, the timeline's text stays readable on a 320-pixel phone, and the
+browser logged no error (a CSP violation would be one). A screenshot is saved to
+``test-artifacts/web.png``.
 
 chromium and chromedriver are installed by ``make test`` (target ``browser-deps``) when missing and
 running as root; otherwise this test skips with the reason, or fails when
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,6 +127,7 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
 @dataclass(frozen=True)
 class Cluster:
     base: str  # http://127.0.0.1:PORT
+    readonly: str  # the same, served without a token
     config_file: Path
     store: str
     logs: Path
@@ -190,7 +196,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         check=False,
     )
     assert paused.returncode == 0, paused.stderr
-    port = free_port()
+    port, readonly_port = free_port(), free_port()
     with ExitStack() as stack:
         spawn(stack, logs, "run", [*common, "run", "--workers", "1"])
         spawn(
@@ -200,7 +206,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             [*common, "web", "--bind", f"127.0.0.1:{port}"],
             CHRONOD_WEB_TOKEN=TOKEN,
         )
-        started = Cluster(f"http://127.0.0.1:{port}", config_file, store, logs)
+        spawn(stack, logs, "web-ro", [*common, "web", "--bind", f"127.0.0.1:{readonly_port}"])
+        started = Cluster(
+            f"http://127.0.0.1:{port}",
+            f"http://127.0.0.1:{readonly_port}",
+            config_file,
+            store,
+            logs,
+        )
         try:
             wait_for(
                 lambda: (started.try_api("/api/v1/status") or {}).get("leader"),
@@ -285,6 +298,9 @@ def test_page_in_a_real_browser(cluster: Cluster, browser: Chrome) -> None:
     check_trigger_from_the_job_page(browser, cluster)
     # The one error logged on purpose: the wrong token, refused by /api/v1/auth.
     assert_no_browser_errors(browser, expected=("/api/v1/auth - Failed to load resource",))
+    check_read_only(browser, cluster)
+    check_phone(browser, cluster)
+    assert_no_browser_errors(browser)
 
 
 def check_overview(browser: Chrome, cluster: Cluster) -> None:
@@ -313,6 +329,49 @@ def check_overview(browser: Chrome, cluster: Cluster) -> None:
     tick = wait_row(browser, "tick", "tick's runs on the timeline", lambda r: r["runs"] > 0)
     assert tick["dense"] == 1
     assert tick["marks"] == 0
+
+    # The yearly job fires beyond the window: its row says when, not nothing.
+    yearly = cluster.api("/api/v1/jobs/yearly")
+    beyond = wait(browser).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, 'g.row[data-job="yearly"] text.beyond-text'),
+        "the yearly job's next fire on its timeline row",
+    )[0]
+    assert beyond.get_attribute("data-beyond") == yearly["next_fire"]
+    local = yearly["next_fire_local"]  # "2027-01-01T00:00:00-05:00"
+    assert beyond.text == f"fires next Fri {local[:10]} {local[11:16]} {local[19:]} →"
+
+    # The job that runs next is marked, in the table and on the timeline: one snapshot, because
+    # the every-2s job keeps changing which one it is.
+    marked = snapshot(browser, NEXT_UP)
+    assert marked["table"] == marked["soonest"], marked
+    assert marked["timeline"] == marked["soonest"], marked
+    assert marked["badges"] == len(marked["soonest"]), marked
+
+    # 24-hour times; a column shows seconds on all of its rows or on none.
+    live = browser.find_element(By.ID, "live").text
+    assert re.fullmatch(r"live · \d\d:\d\d:\d\d", live), live
+    times = snapshot(browser, NEXT_FIRE_TIMES)
+    assert len(times) == len(config.jobs)
+    assert len({len(t) for t in times}) == 1, times
+    assert all(re.fullmatch(r"\w{3} \d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)?", t) for t in times), times
+
+
+NEXT_UP = """
+const rows = [...document.querySelectorAll("#jobs tbody tr[data-job]")];
+const due = rows.filter((r) => r.dataset.next && r.dataset.paused !== "true");
+const first = Math.min(...due.map((r) => Date.parse(r.dataset.next)));
+const names = (list) => list.map((r) => r.dataset.job).sort();
+return {
+  soonest: names(due.filter((r) => Date.parse(r.dataset.next) === first)),
+  table: names(rows.filter((r) => r.classList.contains("next-up"))),
+  badges: document.querySelectorAll("#jobs .badge.next").length,
+  timeline: names([...document.querySelectorAll("#timeline-svg g.row.next-up")]),
+};
+"""
+NEXT_FIRE_TIMES = """
+return [...document.querySelectorAll('#jobs tbody tr[data-job] td.when')]
+  .map((td) => td.firstChild.textContent);
+"""
 
 
 def check_trigger_from_the_job_page(browser: Chrome, cluster: Cluster) -> None:
@@ -350,7 +409,58 @@ def check_trigger_from_the_job_page(browser: Chrome, cluster: Cluster) -> None:
     assert output.strip() == f"yearly run {run_id}"
     (stored,) = cluster.api("/api/v1/jobs/yearly/history")["runs"]
     assert stored["run_id"] == run_id
+    # The worker as `chronod history` shows it: host and pid, not the host alone.
+    worker = run.find_element(By.CSS_SELECTOR, "td.worker").text
+    assert worker == stored["worker"]
+    assert re.fullmatch(r".+:\d+", worker), worker
     assert browser.find_element(By.ID, "lock").text == "Lock actions"  # kept for the tab
+
+
+def check_read_only(browser: Chrome, cluster: Cluster) -> None:
+    """Without a token there are no actions, and nothing marks where they would be."""
+    browser.get(cluster.readonly + "/jobs/yearly")
+    wait(browser).until(lambda d: d.find_element(By.ID, "readonly").is_displayed(), "read-only")
+    wait(browser).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#job-upcoming li[data-utc]"), ""
+    )
+    assert browser.find_element(By.ID, "job-actions").text == ""
+    assert browser.find_elements(By.CSS_SELECTOR, "#job-actions *") == []
+    browser.get(cluster.readonly + "/")
+    wait_row(browser, "yearly", "the read-only timeline")
+    cells = browser.find_elements(By.CSS_SELECTOR, "#jobs td.act-col")
+    assert cells
+    assert all(not cell.is_displayed() and cell.text == "" for cell in cells)
+
+
+PHONE_TEXT = """
+const svg = document.getElementById("timeline-svg");
+const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+const sizes = [...svg.querySelectorAll("text")].map(
+  (t) => parseFloat(getComputedStyle(t).fontSize) * scale);
+return {
+  width: innerWidth, scale, smallest: Math.min(...sizes),
+  overflow: document.documentElement.scrollWidth - innerWidth,
+};
+"""
+
+
+def check_phone(browser: Chrome, cluster: Cluster) -> None:
+    """On a 320-pixel phone the timeline is drawn at the screen's width and its text is real
+    pixels of a readable size (it used to be scaled down to about 8)."""
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 320, "height": 700, "deviceScaleFactor": 2, "mobile": True},
+    )
+    try:
+        browser.get(cluster.readonly + "/")
+        wait_row(browser, "half-hourly", "the timeline on a phone")
+        phone = snapshot(browser, PHONE_TEXT)
+        assert phone["width"] == 320, phone
+        assert phone["scale"] == 1, phone
+        assert phone["smallest"] >= 11, phone
+        assert phone["overflow"] <= 0, phone
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def save_screenshot(driver: Chrome) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from chronod.instants import END_OF_TIME
 from chronod.tz import Zone
 
 
@@ -42,9 +43,25 @@ class Schedule(ABC):
 
     zone: Zone
 
-    @abstractmethod
     def next_fire(self, after: datetime) -> Fire | None:
-        """First fire strictly after ``after`` (aware), or None when the schedule has ended."""
+        """First fire strictly after ``after`` (aware), or None when the schedule has ended.
+
+        Every kind ends before :data:`~chronod.instants.END_OF_TIME`, a year before the end of
+        the calendar: whatever is added to a fire (a zone's offset for display, a lease, a
+        guard's lifetime, a retry delay) stays representable, and a kind whose arithmetic would
+        overflow near the end has simply ended there.
+        """
+        try:
+            fire = self._first_after(after)
+        except OverflowError:
+            return None
+        if fire is None or fire.at >= END_OF_TIME:
+            return None
+        return fire
+
+    @abstractmethod
+    def _first_after(self, after: datetime) -> Fire | None:
+        """:meth:`next_fire` of the kind, which may run past :data:`END_OF_TIME` or overflow."""
 
     @abstractmethod
     def canonical(self) -> dict[str, Any]:

@@ -336,15 +336,12 @@ class CronSchedule(Schedule):
             minute += 1
         return self._scan(wall.year, wall.month, wall.day, wall.hour, minute)
 
-    def next_fire(self, after: datetime) -> Fire | None:
+    def _first_after(self, after: datetime) -> Fire | None:
         if after.tzinfo is None:  # astimezone() would read it as the server's local time
             raise ValueError(f"naive datetime {after!r} where an aware instant was expected")
-        try:
-            if self._t.fixed_time:
-                return self._next_fixed(after.astimezone(UTC))
-            return self._next_wildcard(after.astimezone(UTC))
-        except OverflowError:  # searching past year 9999 (or before year 1): nothing to find
-            return None
+        if self._t.fixed_time:
+            return self._next_fixed(after.astimezone(UTC))
+        return self._next_wildcard(after.astimezone(UTC))
 
     def _next_fixed(self, after: datetime) -> Fire | None:
         zone = self.zone

@@ -29,7 +29,7 @@ class IntervalSchedule(Schedule):
         self.anchor = anchor.astimezone(UTC)
         self.zone = zone
 
-    def next_fire(self, after: datetime) -> Fire | None:
+    def _first_after(self, after: datetime) -> Fire | None:
         # Floor division of timedeltas is exact integer arithmetic on microseconds.
         steps = (after - self.anchor) // self.every + 1
         return Fire(self.anchor + steps * self.every)

@@ -45,6 +45,10 @@ MIN_ELEVATION = -1000.0  # metres; the lowest dry land (Dead Sea shore) is about
 _RISING = ("sunrise", "dawn")
 _SETTING = ("sunset", "dusk")
 _UPPER_LIMB_ALTITUDE = -0.833  # degrees: semidiameter 16′ + standard refraction 34′
+# The dip of the horizon seen from h metres up is DIP_ARCMIN_PER_SQRT_M′·√h: the sunrise
+# equation's form, refraction included (astral's geometric dip is ~1.93′·√h, nautical tables use
+# 1.76′·√h). The README states it, so users comparing tools know where a minute comes from.
+DIP_ARCMIN_PER_SQRT_M = 2.076
 # The formulas give the sun as seen from the Earth's centre; from its surface the sun is lower by
 # the solar parallax. Only 8.8″ (about half a second at mid latitudes), but on days when the sun
 # just grazes the threshold it decides whether the event happens, so it is applied to match the sky.
@@ -112,7 +116,7 @@ class SolarSchedule(Schedule):
 
         if event in ("sunrise", "sunset"):
             # Below sea level the horizon is not lowered (as in astral): only height above counts.
-            dip = 2.076 * math.sqrt(self._effective_elevation) / 60.0
+            dip = DIP_ARCMIN_PER_SQRT_M * math.sqrt(self._effective_elevation) / 60.0
             altitude = _UPPER_LIMB_ALTITUDE - dip
         elif event in ("dawn", "dusk"):
             altitude = -self.depression
@@ -133,13 +137,10 @@ class SolarSchedule(Schedule):
 
     # -- Schedule ----------------------------------------------------------------------------------
 
-    def next_fire(self, after: datetime) -> Fire | None:
+    def _first_after(self, after: datetime) -> Fire | None:
         if after.tzinfo is None:
             raise ValueError(f"naive datetime {after!r} where an aware instant was expected")
-        try:
-            return self._next_fire(after)
-        except OverflowError:  # past year 9999: nothing more can be represented
-            return None
+        return self._search(after)
 
     def canonical(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -176,7 +177,7 @@ class SolarSchedule(Schedule):
 
     # -- search ------------------------------------------------------------------------------------
 
-    def _next_fire(self, after: datetime) -> Fire | None:
+    def _search(self, after: datetime) -> Fire | None:
         # ``a_us``: the fire must be after ``after``, so its event must be after ``after − offset``.
         a_us = (after - _EPOCH) // _MICRO - self._offset_us
         # Solar day ``start − 1`` ends at least 55 min before ``a`` (its mean end is 72 min before,

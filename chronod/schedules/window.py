@@ -18,7 +18,7 @@ class WindowedSchedule(Schedule):
         self.start = start
         self.end = end
 
-    def next_fire(self, after: datetime) -> Fire | None:
+    def _first_after(self, after: datetime) -> Fire | None:
         if self.start is not None and after < self.start:
             after = self.start - _TICK  # a fire exactly at ``start`` belongs to the window
         fire = self.inner.next_fire(after)

@@ -29,7 +29,7 @@ from urllib.parse import unquote
 from chronod import __version__, ops
 from chronod.config import Config, JobConfig, load_config
 from chronod.errors import ConfigError, JobNotLoaded, StoreError, StoreUnavailable
-from chronod.instants import format_utc, parse_utc
+from chronod.instants import check_range, format_utc, parse_utc
 from chronod.logs import event
 from chronod.preview import as_json, upcoming
 from chronod.store.base import Store
@@ -461,11 +461,15 @@ def _instant_param(request: Request, name: str) -> datetime | None:
     if text is None:
         return None
     try:
-        return parse_utc(text)
+        instant = parse_utc(text)
     except ValueError:
         raise ApiError(
             400, f"{name}: expected an ISO 8601 instant with an offset, got {text!r}"
         ) from None
+    try:
+        return check_range(instant)
+    except ValueError as exc:
+        raise ApiError(400, f"{name}: {exc}, got {text!r}") from None
 
 
 def _static_text(name: str) -> str:

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import signal
 import socket
 import socketserver
@@ -90,7 +91,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config
-from chronod.errors import UsageError
+from chronod.errors import ChronodError, UsageError
+from chronod.listen import listen_error
 from chronod.logs import event
 from chronod.runtime import store_settings
 from chronod.store import open_store
@@ -123,6 +125,12 @@ SECURITY_HEADERS = (
 REQUEST_TIMEOUT = 30.0
 DISCARD_LIMIT = 1024 * 1024  # an oversized body is read (and dropped) up to this, see _read_body
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# A Host header: a name or IPv4 address, or an IPv6 address in brackets; then an optional port.
+_HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:\[\]/@\s]+))(?::\d{1,5})?")
+
+
+class BindError(ChronodError):
+    """The page cannot be served on the address asked for (exit 1: the command line was fine)."""
 
 
 @dataclass(frozen=True)
@@ -172,14 +180,17 @@ class _Server(ThreadingHTTPServer):
         self.server_port = int(self.server_address[1])
 
     def host_allowed(self, host_header: str | None) -> bool:
-        """On a loopback bind only loopback names may be asked for (DNS-rebinding guard)."""
+        """On a loopback bind only loopback names may be asked for (DNS-rebinding guard).
+
+        The whole header must be a host and an optional port: ``[::1]evil.example`` names no
+        loopback address, whatever it starts with.
+        """
         if not self.bind.loopback or host_header is None:
             return True
-        host = host_header.strip()
-        if host.startswith("["):
-            host = host[1 : host.find("]")] if "]" in host else host
-        elif host.count(":") == 1:
-            host = host.split(":")[0]
+        match = _HOST_HEADER.fullmatch(host_header.strip())
+        if match is None:
+            return False
+        host = match["v6"] or match["name"]
         return host.lower() in (*LOOPBACK_NAMES, self.bind.host.lower())
 
 
@@ -317,7 +328,8 @@ def start_web(
     """Serve the page on ``bind`` from a background thread (also for ``chronod run --web``).
 
     ``token`` (default: ``$CHRONOD_WEB_TOKEN``) overrides ``[chronod] web_token``. Raises
-    ConfigError for an invalid config, UsageError for a bad ``bind``, OSError if it is taken.
+    ConfigError for an invalid config, UsageError for a bad ``bind``, :class:`BindError` if it
+    cannot listen there (taken, not an address of this host, a name that does not resolve).
     """
     where = parse_bind(bind)
     used_clock = clock or SystemClock()
@@ -330,7 +342,10 @@ def start_web(
         open_store=opener,
         env_token=token if token is not None else env_token(),
     )
-    server = _Server(where, app)
+    try:
+        server = _Server(where, app)
+    except (OSError, OverflowError) as exc:
+        raise BindError(f"--bind {bind}: {listen_error(exc)}") from None
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="chronod-web", daemon=True
     )

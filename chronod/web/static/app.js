@@ -13,7 +13,7 @@
   const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
   const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
-  const state = { hours: 24, zone: "job", timeline: null, historyKey: "", open: new Set(), timer: 0, stale: false };
+  const state = { hours: 24, zone: "job", timeline: null, jobs: null, historyKey: "", open: new Set(), timer: 0, stale: false };
 
   // ---------------------------------------------------------------------------------------------
   // small helpers
@@ -66,13 +66,37 @@
     return delta > 0 ? `in ${duration(delta)}` : `${duration(-delta)} ago`;
   }
 
-  // "2026-11-27T17:30:00+01:00" (a wall time with its offset, as the API sends "local" fields)
+  const WALL = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)/;
+
+  // "2026-11-27T17:30:00+01:00" (a wall time with its offset, as the API sends "local" fields),
+  // 24-hour like everything else. Seconds are shown when asked for, or when they are not zero.
   function wallText(iso, withSeconds) {
-    const m = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)/.exec(iso || "");
+    const m = WALL.exec(iso || "");
     if (!m) return iso || "–";
     const day = new Date(Date.UTC(+m[1], +m[2] - 1, +m[3])).getUTCDay();
     const time = withSeconds || m[6] !== "00" ? `${m[4]}:${m[5]}:${m[6]}` : `${m[4]}:${m[5]}`;
     return `${DAYS[day]} ${m[1]}-${m[2]}-${m[3]} ${time}`;
+  }
+
+  // A column shows seconds on every row once one of its times has them: 17:30:00 under 17:29:45,
+  // not a ragged 17:30.
+  function anySeconds(isos) {
+    return isos.some((iso) => {
+      const m = WALL.exec(iso || "");
+      return Boolean(m) && m[6] !== "00";
+    });
+  }
+
+  function clockNow() {
+    const d = new Date();
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
+  // The jobs that run next: the earliest next fire among the jobs that will run (not paused).
+  function nextUp(jobs) {
+    let first = Infinity;
+    for (const job of jobs) if (job.next_fire && !job.paused) first = Math.min(first, ms(job.next_fire));
+    return new Set(jobs.filter((j) => j.next_fire && !j.paused && ms(j.next_fire) === first).map((j) => j.job));
   }
 
   function offsetText(iso) {
@@ -98,10 +122,6 @@
 
   function dayText(date) {
     return `${DAYS[date.getUTCDay()]} ${date.getUTCDate()} ${MONTHS[date.getUTCMonth()]}`;
-  }
-
-  function host(worker) {
-    return worker ? worker.replace(/:\d+$/, "") : "–";
   }
 
   function badge(text, cls) {
@@ -206,8 +226,9 @@
     return action === "pause" ? `paused ${job}` : `resumed ${job}`;
   }
 
+  // Nothing at all when there is nothing to do: a read-only page has no actions to mark missing.
   function actionButtons(job) {
-    if (!ACTIONS || job.retired) return el("span", { class: "muted", text: "–" });
+    if (!ACTIONS || job.retired) return null;
     const button = (action, label) => {
       const node = el("button", { type: "button", "data-action": action, "data-job": job.job, text: label });
       node.addEventListener("click", () => act(job.job, action));
@@ -266,14 +287,16 @@
 
   function renderJobs(data) {
     const now = ms(data.now);
+    const seconds = anySeconds(data.jobs.map((job) => job.next_fire_local));
+    const next = nextUp(data.jobs);
     const rows = data.jobs.map((job) =>
       el(
         "tr",
-        { "data-job": job.job },
+        { "data-job": job.job, "data-next": job.next_fire, "data-paused": job.paused, class: next.has(job.job) ? "next-up" : null },
         el("td", {}, el("a", { href: `/jobs/${encodeURIComponent(job.job)}`, text: job.job }),
           job.description ? el("div", { class: "sub", text: job.description }) : null),
         el("td", {}, job.schedule || "(retired)", job.timezone ? el("span", { class: "muted", text: `, ${job.timezone}` }) : null),
-        nextCell(job, now),
+        nextCell(job, now, seconds, next.has(job.job)),
         lastCell(job, now),
         rateCell(job.stats),
         el("td", { class: "state" }, stateBadge(job)),
@@ -291,12 +314,13 @@
     for (const row of rows) [...row.cells].forEach((cell, i) => cell.setAttribute("data-label", names[i] || ""));
   }
 
-  function nextCell(job, now) {
+  function nextCell(job, now, seconds, first) {
     if (!job.next_fire) return el("td", { class: "muted", text: job.retired ? "–" : "no upcoming fires" });
     return el(
       "td",
       { class: "when" },
-      wallText(job.next_fire_local),
+      wallText(job.next_fire_local, seconds),
+      first ? el("span", { class: "badge next", title: "the next job to run", text: "next" }) : null,
       el("div", { class: "sub", text: `${relative(ms(job.next_fire), now)} · ${offsetText(job.next_fire_local)}` }),
       job.next_fire_note ? el("div", { class: "note", text: job.next_fire_note }) : null,
       job.paused ? el("div", { class: "sub", text: "passes without running while paused" }) : null,
@@ -346,14 +370,15 @@
   function renderTimeline(data) {
     const box = $("timeline");
     if (!data) return;
-    const W = Math.max(box.clientWidth, 300);
+    // Drawn at the box's own width, never scaled down: on a phone the text keeps its size.
+    const W = Math.max(box.clientWidth, 200);
     const narrow = W < 640;
-    const L = narrow ? 100 : 180, R = 14, AXIS = 26, ROW = 30;
+    const L = narrow ? 104 : 180, R = 14, AXIS = narrow ? 30 : 26, ROW = narrow ? 34 : 30;
     const start = ms(data.start), end = ms(data.end), at = ms(data.at);
     const x = (t) => L + ((Math.min(Math.max(t, start), end) - start) / (end - start)) * (W - L - R);
     const height = AXIS + data.jobs.length * ROW + 4;
     const root = svg("svg", {
-      id: "timeline-svg", width: W, height, viewBox: `0 0 ${W} ${height}`, role: "img",
+      id: "timeline-svg", class: narrow ? "narrow" : null, width: W, height, viewBox: `0 0 ${W} ${height}`, role: "img",
       "aria-label": "timeline of fires and runs", "data-start": data.start, "data-end": data.end,
       "data-at": data.at, "data-zone": data.zone,
     });
@@ -361,7 +386,10 @@
       svg("line", { x1: 0, y1: 0, x2: 0, y2: 6, class: "hatch-line" }))));
     const axisOffsets = axisZone(data);
     root.append(axis(data, axisOffsets, { x, start, end, W, L, AXIS, height, narrow }));
-    data.jobs.forEach((job, i) => root.append(row(job, i, { x, start, end, at, W, L, AXIS, ROW, narrow })));
+    const jobs = new Map(((state.jobs && state.jobs.jobs) || []).map((j) => [j.job, j]));
+    const next = nextUp([...jobs.values()]);
+    data.jobs.forEach((job, i) =>
+      root.append(row(job, i, { x, start, end, at, W, L, AXIS, ROW, narrow, info: jobs.get(job.job), next: next.has(job.job) })));
     root.append(svg("line", { class: "now-line", x1: x(at), x2: x(at), y1: AXIS - 6, y2: height }));
     if (!data.jobs.length) root.append(svg("text", { x: L, y: AXIS + 18, text: "no jobs configured" }));
     box.replaceChildren(root);
@@ -374,15 +402,17 @@
     return zones.size === 1 ? data.jobs[0].offsets : null;
   }
 
-  function tickStep(spanHours, narrow) {
+  // As many tick labels as fit the plot's width without touching (at the text sizes in use).
+  function tickStep(spanHours, plotWidth, narrow) {
     const steps = [1, 3, 6, 12, 24, 48];
-    const wanted = spanHours / (narrow ? 5 : 10);
+    const labels = Math.max(2, Math.floor(plotWidth / (narrow ? 50 : 90)));
+    const wanted = spanHours / labels;
     return (steps.find((s) => s >= wanted) || 48) * HOUR;
   }
 
   function axis(data, offsets, g) {
     const group = svg("g", { class: "axis" });
-    const step = tickStep((g.end - g.start) / HOUR, g.narrow);
+    const step = tickStep((g.end - g.start) / HOUR, g.W - g.L - 14, g.narrow);
     const at = ms(data.at);
     const pinned = Math.abs(at - ms(data.now)) > 60e3; // ?at= looks back or ahead
     const nowLabel = pinned ? `${data.at.slice(0, 16).replace("T", " ")}Z` : "now";
@@ -420,7 +450,8 @@
 
   function row(job, i, g) {
     const y = g.AXIS + i * g.ROW, mid = y + g.ROW / 2;
-    const group = svg("g", { class: `row${job.paused ? " paused-row" : ""}`, "data-job": job.job, "data-fires": job.fires.length });
+    const classes = `row${job.paused ? " paused-row" : ""}${g.next ? " next-up" : ""}`;
+    const group = svg("g", { class: classes, "data-job": job.job, "data-fires": job.fires.length });
     if (i % 2 === 0) group.append(svg("rect", { class: "rowbg", x: 0, y, width: g.W, height: g.ROW }));
     const room = g.narrow ? 11 : 22, short = g.narrow ? 6 : 15; // label characters that fit
     const limit = job.paused ? short : room;
@@ -433,7 +464,21 @@
     job.offsets.slice(1).forEach((span, k) => group.append(dstLine(job.offsets[k], span, y, g)));
     for (const run of job.runs) group.append(runMark(run, mid, g, job.offsets));
     group.append(fireMarks(job, y, g));
+    if (!job.fires.length) group.append(beyond(job, mid, g));
     return group;
+  }
+
+  // A row without a fire in view says when the job fires next, instead of staying blank.
+  function beyond(job, mid, g) {
+    const info = g.info;
+    if (!info || (info.next_fire && ms(info.next_fire) <= g.end)) return svg("g", {});
+    let text = "no upcoming fires";
+    if (info.next_fire) {
+      const when = wallText(info.next_fire_local); // "Mon 2026-12-07 09:00"
+      text = g.narrow ? `next ${when.slice(9)} →` : `fires next ${when} ${offsetText(info.next_fire_local)} →`;
+    }
+    return svg("text", { class: "beyond-text", x: g.W - 8, y: mid + 4, "text-anchor": "end", "data-beyond": info ? info.next_fire : "", text },
+      tip(`${job.job}: ${text}`));
   }
 
   function skipBand(days, y, g) {
@@ -491,8 +536,9 @@
     }
     job.fires.forEach((fire, k) => {
       const px = g.x(ms(fire.utc));
-      const text = `${job.job} · ${wallText(fire.local)} ${offsetText(fire.local)} · ${fire.utc.slice(11, 16)} UTC${fire.note ? `\n${fire.note}` : ""}`;
-      group.append(svg("line", { class: "fire", x1: px, x2: px, y1: y + 7, y2: y + g.ROW - 7, "data-utc": fire.utc }, tip(text)));
+      const text = `${job.job} · ${wallText(fire.local)} ${offsetText(fire.local)} · ${fire.utc.slice(11, 19)} UTC${fire.note ? `\n${fire.note}` : ""}`;
+      const cls = k === 0 && g.next && ms(fire.utc) >= g.at ? "fire first" : "fire";
+      group.append(svg("line", { class: cls, x1: px, x2: px, y1: y + 7, y2: y + g.ROW - 7, "data-utc": fire.utc }, tip(text)));
       if (fire.note) {
         const mid = y + g.ROW / 2;
         group.append(svg("path", { class: "noted", d: `M${px} ${mid - 7}l6 7l-6 7l-6 -7z`, "data-note": fire.note }, tip(fire.note)));
@@ -519,9 +565,10 @@
     parts.push(`queue ${job.queue || "–"}`);
     const summary = $("job-summary");
     summary.replaceChildren(job.paused ? badge("paused") : "", job.paused ? " " : "", parts.join(" · "));
-    $("job-actions").replaceChildren(actionButtons(job));
+    $("job-actions").replaceChildren(...[actionButtons(job)].filter(Boolean));
+    const seconds = anySeconds((job.upcoming || []).map((f) => f.at));
     const items = (job.upcoming || []).map((f) =>
-      el("li", { "data-utc": f.utc }, `${wallText(f.at)} ${offsetText(f.at)}`,
+      el("li", { "data-utc": f.utc }, `${wallText(f.at, seconds)} ${offsetText(f.at)}`,
         el("span", { class: "muted", text: ` · ${f.utc.replace("T", " ").replace("Z", " UTC")}` }),
         f.note ? el("div", { class: "note", text: f.note }) : null),
     );
@@ -535,25 +582,26 @@
     if (key === state.historyKey) return; // unchanged: keep open outputs and any selection
     state.historyKey = key;
     const rows = [];
-    for (const run of runs) rows.push(...historyRows(run));
+    const seconds = anySeconds(runs.map((run) => run.slot_local));
+    for (const run of runs) rows.push(...historyRows(run, seconds));
     if (!rows.length) rows.push(el("tr", {}, el("td", { class: "muted", colspan: 7, text: "no runs recorded yet" })));
     labelCells($("history"), rows.filter((r) => r.classList.contains("run")));
     $("history").tBodies[0].replaceChildren(...rows);
     $("history-sub").textContent = `newest first · slots in ${data.timezone}`;
   }
 
-  function historyRows(run) {
+  function historyRows(run, seconds) {
     const cls = run.outcome || run.state;
     const rowKey = `${run.run_id}#${run.attempt}#${run.finished_at}`;
     const main = el(
       "tr",
       { class: "run", "data-run-id": run.run_id, "data-manual": run.manual, "data-outcome": cls },
-      el("td", { class: "when", title: run.slot }, wallText(run.slot_local), " ",
+      el("td", { class: "when", title: run.slot }, wallText(run.slot_local, seconds), " ",
         el("span", { class: "muted", text: offsetText(run.slot_local) }), run.manual ? " " : null,
         run.manual ? badge("manual") : null),
       el("td", { class: "num", text: `${run.attempt}/${run.max_attempts}` }),
       el("td", {}, badge(cls)),
-      el("td", { title: run.worker || "", text: host(run.worker) }),
+      el("td", { class: "worker", text: run.worker || "–" }),
       el("td", { class: "num", text: duration(run.duration_s) }),
       el("td", { class: "num", text: run.exit_code === null ? "–" : String(run.exit_code) }),
       el("td", { class: "opt when", title: run.finished_at || "", text: run.finished_local ? wallText(run.finished_local, true) : "–" }),
@@ -583,6 +631,7 @@
     ]);
     renderCluster(status);
     renderJobs(jobs);
+    state.jobs = jobs;
     state.timeline = timeline;
     renderTimeline(timeline);
     return status;
@@ -604,7 +653,7 @@
     const live = $("live");
     try {
       const status = await (VIEW === "job" ? loadJob() : loadOverview());
-      live.textContent = `live · ${new Date().toLocaleTimeString()}`;
+      live.textContent = `live · ${clockNow()}`;
       live.className = "live ok";
       if (status.config_stale !== state.stale) {
         state.stale = status.config_stale;
@@ -647,11 +696,16 @@
     if (VIEW === "overview") {
       segmented("range", "hours", (v) => (state.hours = Number(v)));
       segmented("zone", "zone", (v) => (state.zone = v));
-      let resizeTimer = 0;
-      window.addEventListener("resize", () => {
+      // Redrawn when the box's width changes: a window resize, or a scroll bar appearing once the
+      // page is filled in (drawn wider than its box, the timeline would be scaled down).
+      let resizeTimer = 0, drawnWidth = 0;
+      new ResizeObserver(() => {
+        const width = $("timeline").clientWidth;
+        if (width === drawnWidth) return;
+        drawnWidth = width;
         clearTimeout(resizeTimer);
-        resizeTimer = setTimeout(() => renderTimeline(state.timeline), 100);
-      });
+        resizeTimer = setTimeout(() => renderTimeline(state.timeline), 50);
+      }).observe($("timeline"));
     }
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden) refresh();
