@@ -67,11 +67,27 @@ class StoreError(ChronodError):
 
 
 class TransientError(StoreError):
-    """A failure worth retrying (connection refused, timeout, ``SQLITE_BUSY`` past the timeout)."""
+    """A failure worth retrying (connection refused, timeout, ``SQLITE_BUSY`` past the timeout,
+    a full disk)."""
 
 
 class StoreUnavailable(TransientError):
     """The store cannot be reached right now."""
+
+
+class StoreDiskError(TransientError):
+    """The store answers but its storage failed an operation: disk full, an I/O error, a
+    read-only file or file system.
+
+    The failed transaction rolled back, so the state on disk is the last committed one; the same
+    operation succeeds once an operator frees space or fixes the mount. Reads usually go on.
+    """
+
+
+class StoreCorrupt(StoreError):
+    """The store holds something chronod cannot use: a corrupt, truncated or empty file, or a
+    database that is not chronod's. Never retried: an operator has to act (the message says how).
+    """
 
 
 class StoreConfigError(StoreError):
