@@ -78,10 +78,12 @@ from chronod._proc import (
 from chronod.clock import Clock, SystemClock
 from chronod.config import QUEUE_NAME, Config, JobConfig, load_config, parse_config
 from chronod.errors import (
+    EXIT_FAILURE,
     ConfigError,
     StoreConfigError,
+    StoreCorrupt,
     StoreError,
-    StoreUnavailable,
+    TransientError,
     UsageError,
 )
 from chronod.instants import format_utc
@@ -105,6 +107,7 @@ EXIT_CRASHED = 1  # an unexpected exception (Python's own exit code for one)
 EXIT_ORPHANED = 3  # its supervisor died; it drained and left
 EXIT_USAGE = 64  # EX_USAGE: started without readable settings (not by a supervisor)
 EXIT_STORE_ERROR = 69  # EX_UNAVAILABLE: the store failed in a way that is not transient
+EXIT_STORE_CORRUPT = 76  # EX_PROTOCOL: the store holds something unusable (corrupt, foreign)
 EXIT_CONFIG = 78  # EX_CONFIG: the store settings or the config text are unusable
 EXIT_NAMES = {
     EXIT_OK: "stopped",
@@ -112,6 +115,7 @@ EXIT_NAMES = {
     EXIT_ORPHANED: "orphaned",
     EXIT_USAGE: "bad settings",
     EXIT_STORE_ERROR: "store error",
+    EXIT_STORE_CORRUPT: "store corrupt",
     EXIT_CONFIG: "bad store settings or config",
 }
 CHILD_MODULE = "chronod._workerchild"
@@ -270,6 +274,7 @@ class Consumer:
         self._running = 0
         self._next_register = 0.0
         self._outages = 0
+        self._failing: set[str] = set()  # store operations in a run of failures (logged once)
 
     # -- control: safe to call from signal handlers ----------------------------------------------
 
@@ -355,27 +360,51 @@ class Consumer:
                 self.settings.attempt_ttl,
                 self.settings.claim_wait,
             )
-        except StoreUnavailable as exc:
+        except TransientError as exc:
             self._outage(exc)
             return None
+        finally:
+            self._report_quarantined()
         if self._outages:
             event(log, logging.INFO, "store reachable again", worker=self.worker_id)
             self._outages = 0
+            self._store_ok("claim")
         return claim
 
-    def _outage(self, exc: StoreUnavailable) -> None:
+    def _outage(self, exc: TransientError) -> None:
         backoff = self.settings.store_backoff
         delay = backoff[min(self._outages, len(backoff) - 1)]
-        level = logging.WARNING if self._outages == 0 else logging.DEBUG
-        event(
-            log,
-            level,
-            f"store unavailable, not claiming: {exc}",
-            worker=self.worker_id,
-            retry_in=delay,
-        )
+        self._store_failed("claim", exc, "store failed, not claiming", retry_in=delay)
         self._outages += 1
         self.waker.wait(delay)
+
+    def _store_failed(self, operation: str, exc: StoreError, what: str, **fields: object) -> None:
+        """Log a failed store operation: its first failure in a row at WARNING, the rest at DEBUG
+        (an outage is one line per operation, not one per retry); tell the supervisor."""
+        level = logging.DEBUG if operation in self._failing else logging.WARNING
+        self._failing.add(operation)
+        event(log, level, f"{what}: {exc}", worker=self.worker_id, **fields)
+        self.events.store(exc)
+
+    def _store_ok(self, operation: str, *, wrote: bool = False) -> None:
+        self._failing.discard(operation)
+        if wrote:
+            self.events.store(None)
+
+    def _report_quarantined(self) -> None:
+        """Malformed runs the store quarantined during the claim: one line and a metric each."""
+        for found in self.store.drain_quarantined():
+            event(
+                log,
+                logging.ERROR,
+                f"quarantined run {found.run_id}: {found.problem} (never run; see "
+                f"'chronod history --job {found.job}')",
+                job=found.job,
+                run_id=found.run_id,
+                outcome="quarantined",
+                worker=self.worker_id,
+            )
+            self.events.emit("quarantined", job=found.job)
 
     def _register(self, *, force: bool = False) -> None:
         now = self.clock.monotonic()
@@ -391,8 +420,10 @@ class Consumer:
         )
         try:
             self.store.register_worker(info)
-        except StoreUnavailable as exc:
-            event(log, logging.DEBUG, f"could not register: {exc}", worker=self.worker_id)
+        except TransientError as exc:
+            self._store_failed("register", exc, "could not register this worker")
+            return
+        self._store_ok("register", wrote=True)
 
     # -- one claim --------------------------------------------------------------------------------
 
@@ -466,17 +497,15 @@ class Consumer:
         self._check_parent()
         self._register()
         try:
-            return self.store.heartbeat(claim.run.run_id, claim.token, self.settings.attempt_ttl)
-        except StoreUnavailable as exc:
+            alive = self.store.heartbeat(claim.run.run_id, claim.token, self.settings.attempt_ttl)
+        except TransientError as exc:
             # Keep running: if the lease lapses meanwhile, the next heartbeat that gets through
             # says so (and the run is stopped then).
-            event(
-                log,
-                logging.WARNING,
-                f"heartbeat failed, store unavailable: {exc}",
-                **self._fields(claim),
-            )
+            fields = {k: v for k, v in self._fields(claim).items() if k != "worker"}
+            self._store_failed("heartbeat", exc, "heartbeat failed, the run goes on", **fields)
             return True
+        self._store_ok("heartbeat", wrote=alive)
+        return alive
 
     def _conclude(
         self, claim: Claim, job: JobConfig, report: Report, fields: dict[str, object]
@@ -556,7 +585,8 @@ class Consumer:
         for delay in _backoff(self.settings.store_backoff):
             try:
                 status = self.store.finish(claim.run.run_id, claim.token, result())
-            except StoreUnavailable as exc:
+            except TransientError as exc:
+                self.events.store(exc)
                 if self.stop.kill or self.clock.monotonic() + delay > patience:
                     event(
                         log,
@@ -566,15 +596,18 @@ class Consumer:
                         **fields,
                     )
                     return None
+                first = "finish" not in self._failing
+                self._failing.add("finish")
                 event(
                     log,
-                    logging.WARNING,
-                    f"could not record the result yet: {exc}",
+                    logging.WARNING if first else logging.DEBUG,
+                    f"could not record the result yet, retrying: {exc}",
                     retry_in=delay,
                     **fields,
                 )
                 self.waker.wait(delay)
                 continue
+            self._store_ok("finish", wrote=True)
             if status is FinishStatus.STALE:
                 event(
                     log,
@@ -590,7 +623,7 @@ class Consumer:
         for delay in _backoff(self.settings.store_backoff):
             try:
                 returned = self.store.hand_back(claim.run.run_id, claim.token)
-            except StoreUnavailable as exc:
+            except TransientError as exc:
                 if self.clock.monotonic() + delay > patience:
                     event(
                         log,
@@ -1021,13 +1054,16 @@ def _child(settings: ChildSettings) -> int:
         signal.pthread_sigmask(signal.SIG_SETMASK, settings.mask)
         consumer.run()
     except StoreError as exc:
+        # Not transient (those are retried in the loop): the supervisor respawns this child after
+        # its backoff; a corrupt store also makes the supervisor itself exit (telemetry: fatal).
         event(
             log,
             logging.ERROR,
             f"worker child stopping on a store error: {exc}",
             worker=consumer.worker_id,
         )
-        return EXIT_STORE_ERROR
+        consumer.events.store(exc)
+        return EXIT_STORE_CORRUPT if isinstance(exc, StoreCorrupt) else EXIT_STORE_ERROR
     finally:
         consumer.close()
         store.close()
@@ -1075,8 +1111,16 @@ class Foreground:
     def run(self) -> int:
         self.telemetry.start(wake=self.waker.wake)
         self.pool.start()
+        code = EXIT_OK
         try:
             while not self.stop_requested:
+                # A corrupt store, or a helper thread that died: waiting cannot fix either (see
+                # chronod.telemetry); exit and let the service manager decide.
+                fatal = self.telemetry.fatal() or self.telemetry.dead_thread()
+                if fatal is not None:
+                    event(log, logging.ERROR, f"{fatal}; exiting")
+                    code = EXIT_FAILURE
+                    break
                 if self.reload_requested:
                     self._reload()
                 self.pool.check()
@@ -1092,7 +1136,7 @@ class Foreground:
             self.pool.stop()
             self.telemetry.stop()
             self.waker.close()
-        return EXIT_OK
+        return code
 
     def status_line(self) -> str:
         settings = self.pool.settings
@@ -1131,7 +1175,15 @@ def serve(
     settings = store_settings(config, store_override)
     # A bad URL fails here, once (stores connect lazily). The supervisor's own connection is the
     # sampler's (queue depth for STATUS and metrics); each child opens its own.
-    telemetry = Telemetry(open_store(settings), clock=SystemClock(), metrics=metrics)
+    store = open_store(settings)
+    try:  # a corrupt or foreign store: one line and exit 1, before any child starts
+        store.verify()
+    except TransientError as exc:  # unreachable now: the pool waits for it like for any outage
+        event(log, logging.WARNING, f"store not verified at start: {exc}")
+    except StoreError:
+        store.close()
+        raise
+    telemetry = Telemetry(store, clock=SystemClock(), metrics=metrics)
     telemetry.configured(config.jobs)
     pool = WorkerPool(
         config=config,
