@@ -78,7 +78,8 @@ from enum import Enum
 from typing import Any, Literal
 
 from chronod.errors import NotLeader
-from chronod.instants import from_micros
+from chronod.instants import from_micros, to_micros
+from chronod.tz import UTC
 
 Overlap = Literal["skip", "queue", "allow"]
 
@@ -281,6 +282,8 @@ class MalformedRecord(ValueError):
 OUTPUT_TAIL = 64 * 1024
 # The epoch stands in for an unreadable instant of a quarantined record (it is never a real one).
 UNREADABLE_INSTANT = from_micros(0)
+# Stored instants (µs) are valid from the Unix epoch up to here; a larger one is a forged record.
+MAX_MICROS = to_micros(datetime(9999, 1, 1, tzinfo=UTC))
 
 
 def superseded_reason(run_id: str) -> str:

@@ -68,6 +68,7 @@ from chronod.clock import Clock, SystemClock
 from chronod.errors import StoreCorrupt, StoreDiskError, StoreError, StoreUnavailable
 from chronod.instants import format_utc, from_micros, slot_id, to_micros
 from chronod.store.base import (
+    MAX_MICROS,
     OUTPUT_TAIL,
     UNREADABLE_INSTANT,
     AttemptResult,
@@ -93,7 +94,6 @@ from chronod.store.base import (
     overlap_reason,
     superseded_reason,
 )
-from chronod.tz import UTC
 
 SCHEMA_VERSION = 1
 MIN_SQLITE_VERSION = (3, 24, 0)  # UPSERT (ON CONFLICT DO UPDATE); no RETURNING (3.35) is used
@@ -102,8 +102,6 @@ POLL_INTERVAL = 0.005  # seconds between cheap PRAGMA data_version checks in a b
 WORKER_SEEN_WINDOW = timedelta(minutes=1)
 GUARD_PRUNE_EXTRA = 64  # expired guards deleted per dispatch batch, beyond one per item
 SWEEP_EVERY = 60.0  # seconds between two looks (per store instance) for malformed live runs
-# Instants are valid from the Unix epoch up to here (a larger one is a forged record).
-MAX_MICROS = to_micros(datetime(9999, 1, 1, tzinfo=UTC))
 
 _MICROSECOND = timedelta(microseconds=1)
 # Free space under which `chronod status` warns that writes are about to fail (bytes).
