@@ -376,6 +376,7 @@ _SECOND = timedelta(seconds=1)
 def status_lines(status: ops.ClusterStatus) -> list[str]:
     """``chronod status`` for humans: header, workers, queues and jobs tables, then notes."""
     lines = table([["store", status.store], ["leader", _leader_text(status.leader)]])
+    lines += [f"warning: {text}" for text in status.warnings]
     lines.append("")
     if status.workers:
         grid = [["WORKER", "QUEUES", "SEEN", "RUNNING"]]
@@ -472,8 +473,10 @@ def _run_row(run: RunRecord, zone: Zone, now: datetime) -> list[str]:
 
 
 def _run_details(run: RunRecord) -> list[str]:
-    """The error and the last output lines of ``run``, indented under its row."""
-    lines = [f"    error: {run.error}"] if run.error else []
+    """The error (or why it did not run) and the last output lines of ``run``, indented under
+    its row."""
+    label = "reason" if run.state in ops.NOT_RUN else "error"
+    lines = [f"    {label}: {run.error}"] if run.error else []
     output = run.output.rstrip("\n").splitlines()
     if len(output) > OUTPUT_LINES:
         hidden = len(output) - OUTPUT_LINES

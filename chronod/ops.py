@@ -11,7 +11,8 @@ Every instant is store time: leases and heartbeats are written in store time, so
 JSON shapes (keys are stable; instants are ISO 8601 UTC ``...Z`` strings, absent values null):
 
 ``status``
-    ``{"now", "store", "leader", "workers", "queues", "jobs"}`` where ``leader`` is null or
+    ``{"now", "store", "leader", "workers", "queues", "jobs", "warnings"}`` where ``leader`` is
+    null or
     ``{"node", "epoch", "expires_at", "lease_left_s"}``; ``workers`` is a list of ``{"worker",
     "queues", "seen_at", "age_s", "running", "concurrency"}``, newest first; ``queues`` maps a
     queue name to the number of runs queued on it; ``jobs`` is a list (config order, then retired
@@ -120,6 +121,8 @@ class ClusterStatus:
     workers: tuple[WorkerStatus, ...]
     queues: Mapping[str, int]
     jobs: tuple[JobStatus, ...]
+    # Conditions of the store's storage that make writes fail (Store.storage_problems).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +155,7 @@ def cluster_status(store: Store, config: Config, now: datetime) -> ClusterStatus
         workers=workers,
         queues=_queue_depths(store.queue_depths(), config, workers),
         jobs=_job_statuses(config, states, now),
+        warnings=tuple(store.storage_problems()),
     )
 
 
@@ -263,7 +267,7 @@ def _set_paused(store: Store, job: str, *, paused: bool) -> PauseChange:
 # Run statistics and the timeline (what the web page draws)
 
 # Outcomes of slots that never executed: they say nothing about whether the job works.
-NOT_RUN = frozenset({Outcome.SKIPPED, Outcome.MISSED})
+NOT_RUN = frozenset({Outcome.SKIPPED, Outcome.MISSED, Outcome.QUARANTINED})
 # Fires listed per job and window at most: an every-second job has 604,800 in a week, more than
 # any page can draw; past the cap the page draws the row as dense instead of mark by mark.
 MAX_TIMELINE_FIRES = 500
@@ -501,6 +505,7 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
         "workers": [_worker_json(w) for w in status.workers],
         "queues": dict(status.queues),
         "jobs": [job_json(j) for j in status.jobs],
+        "warnings": list(status.warnings),
     }
 
 

@@ -826,23 +826,26 @@ class RedisStore(Store):
                 self._keys.delayed(name),
                 self._keys.stream(name),
             ]
-        claim_args: list[str | int] = [token, worker, _us(ttl), len(names), *names]
-        claim_args += [" ".join(tickets.get(name, ())) for name in names]
-        _, (now_us, wake), reply = self._pipelined(
-            [
-                ("reap", [leases], [self._history, REAP_BATCH]),
-                ("promote", promote_keys, [ABANDONED_TICKET_MS, CONSUMER_IDLE_MS, *names]),
-                ("claim", claim_keys, claim_args),
-            ]
-        )
-        if reply[0] != "claim":
-            return None, _int(now_us), _int(wake) if wake else None
-        fields = _pairs(reply[1])
-        try:
-            return _claim(fields), _int(now_us), None
-        except MalformedRecord as exc:
-            self._quarantine(fields, token, str(exc))
-            return None, _int(now_us), _int(now_us)  # look again at once
+        while True:
+            claim_args: list[str | int] = [token, worker, _us(ttl), len(names), *names]
+            claim_args += [" ".join(tickets.get(name, ())) for name in names]
+            _, (now_us, wake), reply = self._pipelined(
+                [
+                    ("reap", [leases], [self._history, REAP_BATCH]),
+                    ("promote", promote_keys, [ABANDONED_TICKET_MS, CONSUMER_IDLE_MS, *names]),
+                    ("claim", claim_keys, claim_args),
+                ]
+            )
+            if reply[0] != "claim":
+                return None, _int(now_us), _int(wake) if wake else None
+            fields = _pairs(reply[1])
+            try:
+                return _claim(fields), _int(now_us), None
+            except MalformedRecord as exc:
+                self._quarantine(fields, token, str(exc))
+            # That token is spent on the quarantined attempt (claim.lua would answer 'none' for
+            # it): the next pass, at once, takes the next ready run with a token of its own.
+            token, tickets = f"{token}.q", {}
 
     def _quarantine(self, fields: Fields, token: str, problem: str) -> None:
         """End a malformed run this claim started as ``quarantined``, through finish.lua (see
