@@ -46,7 +46,7 @@ from chronod.notify import Notifier
 from chronod.runtime import Pool, PoolHooks, node_name, reload_config, store_settings
 from chronod.store import open_store
 from chronod.store.base import Fenced, Lease, Store
-from chronod.telemetry import Telemetry, plural
+from chronod.telemetry import Episode, Telemetry, plural
 
 log = logging.getLogger("chronod.daemon")
 
@@ -109,6 +109,7 @@ class Daemon:
         self.pool = pool_factory(config, self.telemetry.hooks)
         self._loaded_epoch: int | None = None
         self._failures = 0
+        self._store_errors = Episode(clock.monotonic)  # only the first of a run gets a line
         self._per_job = PREPARE_PER_JOB  # seconds to plan one job, as last measured
         self._due_at: tuple[datetime, int] | None = None  # (wake, jobs due then), counted once
 
@@ -239,6 +240,7 @@ class Daemon:
         except StoreError as exc:
             return self._backoff(exc)
         self._failures = 0
+        self._store_errors.succeeded()
         if report.dispatched or report.missed:
             self.telemetry.health.wrote()
         else:
@@ -277,7 +279,7 @@ class Daemon:
         delay = BACKOFF[min(self._failures, len(BACKOFF) - 1)]
         # The first failure gets its own line (this leader stops dispatching); the outage itself
         # is logged once by the health tracker, and each retry only at debug level.
-        level = logging.WARNING if self._failures == 0 else logging.DEBUG
+        level = logging.WARNING if self._store_errors.failed() else logging.DEBUG
         self._failures += 1
         event(log, level, f"store failed, not dispatching: {exc}", retry_in=delay)
         self.telemetry.health.failed(exc)
@@ -315,7 +317,9 @@ class Daemon:
         jobs = plural(len(self.config.jobs), "job")
         outage = self.telemetry.health.outage()
         if outage is not None:
-            return f"{outage}; not dispatching; {jobs}"
+            # Writes can fail now and then while the lease still holds (a disk all but full).
+            doing = f"leader, epoch {lease.epoch}" if lease is not None else "not dispatching"
+            return f"{outage}; {doing}; {jobs}"
         if not self.telemetry.health.ever_up:
             return f"waiting for the store ({self.store.describe()}); {jobs}"
         if lease is not None:

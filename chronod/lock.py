@@ -28,6 +28,7 @@ from datetime import timedelta
 from chronod.clock import Clock
 from chronod.errors import StoreError
 from chronod.store.base import Lease, Store
+from chronod.telemetry import Episode
 
 log = logging.getLogger("chronod.lease")
 
@@ -72,7 +73,7 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self.renew_failures = 0
         self.failure: str | None = None  # why the thread ended on an unexpected error
-        self._failing = False  # a run of store errors is in progress (only its first is logged)
+        self._failures = Episode(clock.monotonic)  # only the first error of a run is logged
 
     # -- queried by the scheduler ------------------------------------------------------------------
 
@@ -158,13 +159,12 @@ class LeaseKeeper:
 
     def _store_failed(self, exc: StoreError, message: str) -> None:
         """Log the first store error of a run of them (WARNING), the others at DEBUG."""
-        log.log(logging.DEBUG if self._failing else logging.WARNING, "%s: %s", message, exc)
-        self._failing = True
+        level = logging.WARNING if self._failures.failed() else logging.DEBUG
+        log.log(level, "%s: %s", message, exc)
         self.on_store(exc)
 
     def _store_answered(self, *, wrote: bool) -> None:
-        if self._failing:
-            self._failing = False
+        if self._failures.succeeded() is not None:
             log.info("the store answers the lease keeper again")
         if wrote:
             self.on_store(None)
@@ -175,7 +175,10 @@ class LeaseKeeper:
         except StoreError as exc:
             self._store_failed(exc, "the store failed while looking for the lease")
             return STANDBY_POLL
-        self._store_answered(wrote=lease is not None)
+        # An answer is a write even when someone else holds the lease: this node only tries to
+        # write when the lease has expired, so a lease held after a failure here was written
+        # (acquired or renewed) since. That is how a standby learns that writes work again.
+        self._store_answered(wrote=True)
         if lease is None:
             return min(STANDBY_POLL, self.renew_every)
         with self._lock:

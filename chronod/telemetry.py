@@ -53,7 +53,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from chronod._proc import Waker, close_quietly, read_available, wait_readable
-from chronod.clock import Clock
+from chronod.clock import Clock, SystemClock
 from chronod.errors import StoreCorrupt, StoreDiskError, StoreError
 from chronod.instants import format_utc
 from chronod.logs import event
@@ -72,6 +72,7 @@ PROBE_WHILE_DOWN = 1.0  # seconds between probes while it does not: notice its r
 STALL_AFTER = 30.0  # seconds a store request may take before it counts as hung, not failing
 STOP_WAIT = 5.0  # seconds stop() waits for a thread in the middle of a store request
 PIPE_SIZE = 1 << 20  # bytes asked for the event pipe (Linux; the default 64 KiB is ~400 events)
+QUIET_AFTER = 5.0  # seconds without a failure before a run of store failures counts as over
 
 
 def _nothing() -> None:
@@ -81,6 +82,45 @@ def _nothing() -> None:
 def plural(count: int, noun: str) -> str:
     """``1 job``, ``2 jobs`` (STATUS lines are read by people)."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+class Episode:
+    """A run of failures of one kind, for the logs: its first failure and its end get a line, the
+    failures in between do not. It ends only once ``quiet`` seconds passed without a failure, so a
+    store that fails every few seconds (a disk that is all but full, where each checkpoint frees
+    a little room) is one episode of two lines, not two lines per failure. Thread-safe."""
+
+    def __init__(self, monotonic: Callable[[], float], quiet: float = QUIET_AFTER) -> None:
+        self._monotonic = monotonic
+        self._quiet = quiet
+        self._lock = threading.Lock()
+        self._started: float | None = None
+        self._last_failure = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self._started is not None
+
+    def failed(self) -> bool:
+        """Record a failure; True if it starts an episode (the caller logs it)."""
+        with self._lock:
+            self._last_failure = now = self._monotonic()
+            if self._started is not None:
+                return False
+            self._started = now
+            return True
+
+    def succeeded(self) -> float | None:
+        """Record a success; the episode's length (seconds) if this ends one (the caller logs
+        that), else None."""
+        with self._lock:
+            if self._started is None:
+                return None
+            now = self._monotonic()
+            if now - self._last_failure < self._quiet:
+                return None
+            length, self._started = now - self._started, None
+            return length
 
 
 class StoreHealth:
@@ -100,7 +140,7 @@ class StoreHealth:
         self.writable = True
         self.write_error = ""
         self.unwritable_since: datetime | None = None
-        self._unwritable_at = 0.0  # monotonic
+        self._writes = Episode(clock.monotonic)
         self.fatal: str | None = None  # the store holds something unusable: exit
 
     def ok(self) -> None:
@@ -115,13 +155,14 @@ class StoreHealth:
         self._changed(up=True)
 
     def wrote(self) -> None:
-        """The store committed a write (it answered, and it accepts writes)."""
+        """The store committed a write (it answered, and it accepts writes again once no write
+        failed for a few seconds: see :class:`Episode`)."""
         self.ok()
-        with self._lock:
-            was, self.writable = self.writable, True
-            failed_for = self.clock.monotonic() - self._unwritable_at
-        if was:
+        failed_for = self._writes.succeeded()
+        if failed_for is None:
             return
+        with self._lock:
+            self.writable = True
         event(log, logging.INFO, "store accepts writes again", failed_for=round(failed_for, 1))
         if self.metrics is not None:
             self.metrics.store_writable(True)
@@ -162,12 +203,12 @@ class StoreHealth:
         if self.metrics is not None:
             self.metrics.store_write_failed()
         with self._lock:
-            was, self.writable, self.write_error = self.writable, False, str(exc)
-            if was:
-                self.unwritable_since = self.clock.now()
-                self._unwritable_at = self.clock.monotonic()
-        if not was:
+            self.write_error = str(exc)
+        if not self._writes.failed():
             return
+        with self._lock:
+            self.writable = False
+            self.unwritable_since = self.clock.now()
         event(log, logging.ERROR, f"store cannot write, not dispatching until it can: {exc}")
         if self.metrics is not None:
             self.metrics.store_writable(False)
@@ -301,13 +342,18 @@ class Sampler:
 class EventWriter:
     """In a worker child: report a run event to the supervisor (module docstring); never blocks."""
 
-    def __init__(self, fd: int | None) -> None:
+    def __init__(self, fd: int | None, monotonic: Callable[[], float] | None = None) -> None:
         self.fd = fd
+        self._monotonic = monotonic or SystemClock().monotonic
         self._store_state: str | None = None
+        self._store_sent = 0.0
 
     def store(self, exc: StoreError | None) -> None:
         """The store as this child just saw it: None after a committed write, else the error.
-        Only changes are sent (a child that keeps failing sends one line)."""
+        Sent when it changes, and again at most every QUIET_AFTER / 2 seconds while it stays
+        the same: the supervisor ends a run of failures only after QUIET_AFTER seconds without
+        one (:class:`Episode`), so it must keep hearing of failures that go on, and hear of a
+        success after that time."""
         if exc is None:
             state = "wrote"
         elif isinstance(exc, StoreCorrupt):
@@ -316,8 +362,9 @@ class EventWriter:
             state = "disk"
         else:
             state = "unreachable"
-        if state != self._store_state:
-            self._store_state = state
+        now = self._monotonic()
+        if state != self._store_state or now - self._store_sent >= QUIET_AFTER / 2:
+            self._store_state, self._store_sent = state, now
             self.emit("store", state=state, error=None if exc is None else str(exc)[:300])
 
     def emit(self, kind: str, **fields: object) -> None:

@@ -94,7 +94,7 @@ from chronod.runner import Ending, Report, RunInfo, StopRequest, Supervision, ru
 from chronod.runtime import Pool, PoolHooks, reload_config, store_settings
 from chronod.store import StoreSettings, open_store
 from chronod.store.base import AttemptResult, Claim, FinishStatus, Outcome, Store, WorkerInfo
-from chronod.telemetry import EventWriter, Telemetry, plural
+from chronod.telemetry import Episode, EventWriter, Telemetry, plural
 
 if TYPE_CHECKING:  # a worker child has no use for the metrics server: not imported there
     from chronod.metrics import ChronodMetrics
@@ -274,7 +274,8 @@ class Consumer:
         self._running = 0
         self._next_register = 0.0
         self._outages = 0
-        self._failing: set[str] = set()  # store operations in a run of failures (logged once)
+        # Per store operation, its run of failures: only the first failure gets a line.
+        self._failing: dict[str, Episode] = {}
 
     # -- control: safe to call from signal handlers ----------------------------------------------
 
@@ -365,10 +366,9 @@ class Consumer:
             return None
         finally:
             self._report_quarantined()
-        if self._outages:
-            event(log, logging.INFO, "store reachable again", worker=self.worker_id)
-            self._outages = 0
-            self._store_ok("claim")
+        self._outages = 0
+        if self._store_ok("claim"):
+            event(log, logging.INFO, "the store answers this worker again", worker=self.worker_id)
         return claim
 
     def _outage(self, exc: TransientError) -> None:
@@ -379,17 +379,23 @@ class Consumer:
         self.waker.wait(delay)
 
     def _store_failed(self, operation: str, exc: StoreError, what: str, **fields: object) -> None:
-        """Log a failed store operation: its first failure in a row at WARNING, the rest at DEBUG
+        """Log a failed store operation: the first failure of a run at WARNING, the rest at DEBUG
         (an outage is one line per operation, not one per retry); tell the supervisor."""
-        level = logging.DEBUG if operation in self._failing else logging.WARNING
-        self._failing.add(operation)
+        level = logging.WARNING if self._episode(operation).failed() else logging.DEBUG
         event(log, level, f"{what}: {exc}", worker=self.worker_id, **fields)
         self.events.store(exc)
 
-    def _store_ok(self, operation: str, *, wrote: bool = False) -> None:
-        self._failing.discard(operation)
+    def _store_ok(self, operation: str, *, wrote: bool = False) -> bool:
+        """Record a store operation that worked; True if it ended a run of failures."""
         if wrote:
             self.events.store(None)
+        return self._episode(operation).succeeded() is not None
+
+    def _episode(self, operation: str) -> Episode:
+        found = self._failing.get(operation)
+        if found is None:
+            found = self._failing[operation] = Episode(self.clock.monotonic)
+        return found
 
     def _report_quarantined(self) -> None:
         """Malformed runs the store quarantined during the claim: one line and a metric each."""
@@ -596,11 +602,9 @@ class Consumer:
                         **fields,
                     )
                     return None
-                first = "finish" not in self._failing
-                self._failing.add("finish")
                 event(
                     log,
-                    logging.WARNING if first else logging.DEBUG,
+                    logging.WARNING if self._episode("finish").failed() else logging.DEBUG,
                     f"could not record the result yet, retrying: {exc}",
                     retry_in=delay,
                     **fields,

@@ -47,7 +47,7 @@ from chronod.store.base import (
     superseded_reason,
 )
 from chronod.store.sqlite import SQLiteStore, _result_code
-from chronod.telemetry import EventWriter, StoreHealth
+from chronod.telemetry import QUIET_AFTER, EventWriter, StoreHealth
 from chronod.tz import UTC
 from chronod.worker import ConfigSource, Consumer, ConsumerSettings
 from tests.procs import wait_until
@@ -603,6 +603,9 @@ def test_store_health_reports_failing_writes_once_and_their_end(
         assert metrics.writable.value() == 0
         assert metrics.store_write_failures.value() == 5
         assert metrics.store_up.value() == 1
+        health.wrote()  # a write went through, but failures are too recent to call it over
+        assert health.outage() is not None
+        clock.advance(QUIET_AFTER)
         health.wrote()
     assert health.outage() is None
     assert metrics.writable.value() == 1
@@ -629,10 +632,15 @@ def test_a_corrupt_store_is_fatal_and_children_report_it() -> None:
     assert health.fatal == "SQLite store x is corrupt"
 
 
-def test_event_writer_sends_store_state_changes_only() -> None:
+def test_event_writer_sends_store_changes_and_repeats_a_state_that_lasts() -> None:
     sent: list[str] = []
-    writer = EventWriter(None)
-    writer.emit = lambda kind, **fields: sent.append(str(fields.get("state")))  # type: ignore[method-assign]
+    now = [0.0]
+    writer = EventWriter(None, monotonic=lambda: now[0])
+    writer.emit = lambda _kind, **fields: sent.append(str(fields["state"]))  # type: ignore[method-assign]
     for exc in (None, None, StoreDiskError("full"), StoreDiskError("full"), None):
         writer.store(exc)
-    assert sent == ["wrote", "disk", "wrote"]
+    assert sent == ["wrote", "disk", "wrote"]  # changes only, at first
+    now[0] += QUIET_AFTER / 2
+    writer.store(None)  # still fine: said again, so the supervisor can end a run of failures
+    writer.store(None)
+    assert sent == ["wrote", "disk", "wrote", "wrote"]
