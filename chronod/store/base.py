@@ -71,11 +71,11 @@ retried.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from chronod.errors import NotLeader
 from chronod.instants import from_micros, to_micros
@@ -277,6 +277,24 @@ class MalformedRecord(ValueError):
 
     Raised only inside a store's decoding: it never escapes a :class:`Store` method.
     """
+
+
+_R = TypeVar("_R")
+_T = TypeVar("_T")
+
+
+def shown(value: object) -> str:
+    """A stored value as a problem message quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def lenient(decode: Callable[[_R, str], _T], record: _R, name: str, default: _T) -> _T:
+    """``decode(record, name)``, or ``default`` when that field is malformed or missing."""
+    try:
+        return decode(record, name)
+    except (MalformedRecord, KeyError, IndexError):
+        return default
 
 
 OUTPUT_TAIL = 64 * 1024

@@ -35,11 +35,11 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -76,6 +76,8 @@ from chronod.store.base import (
     SlotDispatch,
     Store,
     WorkerInfo,
+    lenient,
+    shown,
     superseded_reason,
 )
 from chronod.store.keys import GROUP, KeySpace
@@ -186,19 +188,19 @@ def _job_state(reply: Sequence[Any]) -> JobState:
 def _job_state_of(name: str, active: int | str, fields: Mapping[str, Any]) -> JobState:
     """A job hash as read; a field that cannot be read reads as unset, so status and metrics keep
     answering."""
-    outcome = _lenient(_outcome_field, fields, "last_outcome", None)
+    outcome = lenient(_outcome_field, fields, "last_outcome", None)
     return JobState(
         name=str(name),
-        fingerprint=_lenient(_text_field, fields, "fingerprint", ""),
-        watermark=_lenient(_optional_instant_field, fields, "watermark", None),
-        last_slot=_lenient(_optional_instant_field, fields, "last_slot", None),
-        next_due=_lenient(_optional_instant_field, fields, "next_due", None),
+        fingerprint=lenient(_text_field, fields, "fingerprint", ""),
+        watermark=lenient(_optional_instant_field, fields, "watermark", None),
+        last_slot=lenient(_optional_instant_field, fields, "last_slot", None),
+        next_due=lenient(_optional_instant_field, fields, "next_due", None),
         paused=fields.get("paused") == "1",
         last_outcome=outcome if fields.get("last_outcome") else None,
-        last_outcome_at=_lenient(_optional_instant_field, fields, "last_outcome_at", None),
-        last_success_at=_lenient(_optional_instant_field, fields, "last_success_at", None),
+        last_outcome_at=lenient(_optional_instant_field, fields, "last_outcome_at", None),
+        last_success_at=lenient(_optional_instant_field, fields, "last_success_at", None),
         active=int(active),
-        missed=_lenient(_int_field, fields, "missed", 0) if "missed" in fields else 0,
+        missed=lenient(_int_field, fields, "missed", 0) if "missed" in fields else 0,
     )
 
 
@@ -209,12 +211,6 @@ def _job_state_of(name: str, active: int | str, fields: Mapping[str, Any]) -> Jo
 # record as quarantined and claim quarantines the run (see chronod.store.base).
 
 Fields = Mapping[str, Any]
-_T = TypeVar("_T")
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _present(fields: Fields, name: str) -> Any:
@@ -226,20 +222,20 @@ def _present(fields: Fields, name: str) -> Any:
 def _text_field(fields: Fields, name: str) -> str:
     value = _present(fields, name)
     if not isinstance(value, str):
-        raise MalformedRecord(f"{name} is not text ({_shown(value)})")
+        raise MalformedRecord(f"{name} is not text ({shown(value)})")
     return value
 
 
 def _int_field(fields: Fields, name: str, low: int = 0, high: int | None = None) -> int:
     value = _present(fields, name)
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise MalformedRecord(f"{name} is not an integer ({_shown(value)})")
+        raise MalformedRecord(f"{name} is not an integer ({shown(value)})")
     try:
         number = _int(value)
     except (ValueError, OverflowError):
-        raise MalformedRecord(f"{name} is not an integer ({_shown(value)})") from None
+        raise MalformedRecord(f"{name} is not an integer ({shown(value)})") from None
     if number < low or (high is not None and number > high):
-        raise MalformedRecord(f"{name} is out of range ({_shown(value)})")
+        raise MalformedRecord(f"{name} is out of range ({shown(value)})")
     return number
 
 
@@ -258,7 +254,7 @@ def _optional_text_field(fields: Fields, name: str) -> str | None:
 def _flag_field(fields: Fields, name: str) -> bool:
     value = _present(fields, name)
     if value not in ("0", "1"):
-        raise MalformedRecord(f"{name} is not 0 or 1 ({_shown(value)})")
+        raise MalformedRecord(f"{name} is not 0 or 1 ({shown(value)})")
     return bool(value == "1")
 
 
@@ -267,7 +263,7 @@ def _outcome_field(fields: Fields, name: str) -> Outcome:
     try:
         return Outcome(value)
     except ValueError:
-        raise MalformedRecord(f"{name} is not an outcome ({_shown(value)})") from None
+        raise MalformedRecord(f"{name} is not an outcome ({shown(value)})") from None
 
 
 def _state_field(fields: Fields, name: str) -> RunState:
@@ -275,14 +271,7 @@ def _state_field(fields: Fields, name: str) -> RunState:
     try:
         return RunState(value)
     except ValueError:
-        raise MalformedRecord(f"{name} is not a run state ({_shown(value)})") from None
-
-
-def _lenient(decode: Callable[[Fields, str], _T], fields: Fields, name: str, default: _T) -> _T:
-    try:
-        return decode(fields, name)
-    except MalformedRecord:
-        return default
+        raise MalformedRecord(f"{name} is not a run state ({shown(value)})") from None
 
 
 def _record(fields: Fields, *, ended: bool) -> RunRecord:
@@ -326,9 +315,9 @@ def _readable_entry(text: str) -> RunRecord:
     try:
         fields = json.loads(text)
     except ValueError:
-        return _unreadable({}, f"history entry is not JSON ({_shown(text)})")
+        return _unreadable({}, f"history entry is not JSON ({shown(text)})")
     if not isinstance(fields, dict):
-        return _unreadable({}, f"history entry is not a JSON object ({_shown(text)})")
+        return _unreadable({}, f"history entry is not a JSON object ({shown(text)})")
     return _readable(fields, ended=True)
 
 
@@ -336,24 +325,24 @@ def _unreadable(fields: Fields, problem: str) -> RunRecord:
     """What can be read of a malformed run, as a quarantined record (chronod.store.base)."""
     error = f"unreadable record: {problem}"
     if fields.get("state") == Outcome.QUARANTINED.value:  # quarantined by claim: says why
-        error = _lenient(_text_field, fields, "error", error)
+        error = lenient(_text_field, fields, "error", error)
     return RunRecord(
-        run_id=_lenient(_text_field, fields, "run_id", "?"),
-        job=_lenient(_text_field, fields, "job", "?"),
-        slot=_lenient(_instant_field, fields, "slot", UNREADABLE_INSTANT),
-        manual=_lenient(_flag_field, fields, "manual", False),
+        run_id=lenient(_text_field, fields, "run_id", "?"),
+        job=lenient(_text_field, fields, "job", "?"),
+        slot=lenient(_instant_field, fields, "slot", UNREADABLE_INSTANT),
+        manual=lenient(_flag_field, fields, "manual", False),
         state=Outcome.QUARANTINED,
-        queue=_lenient(_text_field, fields, "queue", ""),
-        digest=_lenient(_text_field, fields, "digest", ""),
-        epoch=_lenient(_int_field, fields, "epoch", 0),
-        attempt=_lenient(_int_field, fields, "attempt", 0),
-        max_attempts=_lenient(_int_field, fields, "max_attempts", 0),
-        created_at=_lenient(_instant_field, fields, "created_at", UNREADABLE_INSTANT),
-        not_before=_lenient(_optional_instant_field, fields, "not_before", None),
-        started_at=_lenient(_optional_instant_field, fields, "started_at", None),
-        finished_at=_lenient(_optional_instant_field, fields, "finished_at", None),
-        worker=_lenient(_optional_text_field, fields, "worker", None),
-        output=_lenient(_text_field, fields, "output", ""),
+        queue=lenient(_text_field, fields, "queue", ""),
+        digest=lenient(_text_field, fields, "digest", ""),
+        epoch=lenient(_int_field, fields, "epoch", 0),
+        attempt=lenient(_int_field, fields, "attempt", 0),
+        max_attempts=lenient(_int_field, fields, "max_attempts", 0),
+        created_at=lenient(_instant_field, fields, "created_at", UNREADABLE_INSTANT),
+        not_before=lenient(_optional_instant_field, fields, "not_before", None),
+        started_at=lenient(_optional_instant_field, fields, "started_at", None),
+        finished_at=lenient(_optional_instant_field, fields, "finished_at", None),
+        worker=lenient(_optional_text_field, fields, "worker", None),
+        output=lenient(_text_field, fields, "output", ""),
         error=error,
     )
 
@@ -865,7 +854,7 @@ class RedisStore(Store):
         job = fields.get("job")
         self._quarantined.append(
             Quarantined(
-                run_id=run_id, job=job if isinstance(job, str) else _shown(job), problem=problem
+                run_id=run_id, job=job if isinstance(job, str) else shown(job), problem=problem
             )
         )
 

@@ -62,7 +62,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from chronod.clock import Clock, SystemClock
 from chronod.errors import StoreCorrupt, StoreDiskError, StoreError, StoreUnavailable
@@ -91,7 +91,9 @@ from chronod.store.base import (
     SlotDispatch,
     Store,
     WorkerInfo,
+    lenient,
     overlap_reason,
+    shown,
     superseded_reason,
 )
 
@@ -397,18 +399,12 @@ def _output_tail(text: str) -> str:
 # one; readers then show the row as quarantined and claim quarantines it (see chronod.store.base).
 
 Row = Mapping[str, Any] | sqlite3.Row
-_T = TypeVar("_T")
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _integer(row: Row, name: str, low: int = 0, high: int | None = None) -> int:
     value = row[name]
     if type(value) is not int:
-        raise MalformedRecord(f"{name} is not an integer ({_shown(value)})")
+        raise MalformedRecord(f"{name} is not an integer ({shown(value)})")
     if value < low or (high is not None and value > high):
         raise MalformedRecord(f"{name} is out of range ({value})")
     return value
@@ -425,7 +421,7 @@ def _optional_instant(row: Row, name: str) -> datetime | None:
 def _text(row: Row, name: str) -> str:
     value = row[name]
     if not isinstance(value, str):
-        raise MalformedRecord(f"{name} is not text ({_shown(value)})")
+        raise MalformedRecord(f"{name} is not text ({shown(value)})")
     return value
 
 
@@ -442,7 +438,7 @@ def _outcome(row: Row, name: str) -> Outcome:
     try:
         return Outcome(value)
     except ValueError:
-        raise MalformedRecord(f"{name} is not an outcome ({_shown(value)})") from None
+        raise MalformedRecord(f"{name} is not an outcome ({shown(value)})") from None
 
 
 def _run_state(row: Row, name: str) -> RunState:
@@ -450,32 +446,25 @@ def _run_state(row: Row, name: str) -> RunState:
     try:
         return RunState(value)
     except ValueError:
-        raise MalformedRecord(f"{name} is not a run state ({_shown(value)})") from None
-
-
-def _lenient(decode: Callable[[Row, str], _T], row: Row, name: str, default: _T) -> _T:
-    try:
-        return decode(row, name)
-    except (MalformedRecord, KeyError, IndexError):
-        return default
+        raise MalformedRecord(f"{name} is not a run state ({shown(value)})") from None
 
 
 def _job_state(row: Row) -> JobState:
     """A job row as read; a field that cannot be read reads as unset (the leader re-syncs a
     malformed row, see sync_jobs), so status and metrics keep answering."""
-    outcome = _lenient(_outcome, row, "last_outcome", None) if row["last_outcome"] else None
+    outcome = lenient(_outcome, row, "last_outcome", None) if row["last_outcome"] else None
     return JobState(
         name=str(row["name"]),
-        fingerprint=_lenient(_text, row, "fingerprint", ""),
-        watermark=_lenient(_optional_instant, row, "watermark", None),
-        last_slot=_lenient(_optional_instant, row, "last_slot", None),
-        next_due=_lenient(_optional_instant, row, "next_due", None),
-        paused=_lenient(_flag, row, "paused", False),
+        fingerprint=lenient(_text, row, "fingerprint", ""),
+        watermark=lenient(_optional_instant, row, "watermark", None),
+        last_slot=lenient(_optional_instant, row, "last_slot", None),
+        next_due=lenient(_optional_instant, row, "next_due", None),
+        paused=lenient(_flag, row, "paused", False),
         last_outcome=outcome,
-        last_outcome_at=_lenient(_optional_instant, row, "last_outcome_at", None),
-        last_success_at=_lenient(_optional_instant, row, "last_success_at", None),
+        last_outcome_at=lenient(_optional_instant, row, "last_outcome_at", None),
+        last_success_at=lenient(_optional_instant, row, "last_success_at", None),
         active=int(row["active"]),
-        missed=_lenient(_integer, row, "missed", 0),
+        missed=lenient(_integer, row, "missed", 0),
     )
 
 
@@ -541,26 +530,26 @@ def _unreadable(row: Row, problem: str) -> RunRecord:
     keys = row.keys()
     error = f"unreadable record: {problem}"
     if "outcome" in keys and row["outcome"] == Outcome.QUARANTINED.value:
-        error = _lenient(_text, row, "error", error)  # quarantined by claim: says what was wrong
+        error = lenient(_text, row, "error", error)  # quarantined by claim: says what was wrong
     return RunRecord(
-        run_id=_lenient(_text, row, "run_id", "?"),
-        job=_lenient(_text, row, "job", "?"),
-        slot=_lenient(_instant, row, "slot", UNREADABLE_INSTANT),
-        manual=_lenient(_flag, row, "manual", False),
+        run_id=lenient(_text, row, "run_id", "?"),
+        job=lenient(_text, row, "job", "?"),
+        slot=lenient(_instant, row, "slot", UNREADABLE_INSTANT),
+        manual=lenient(_flag, row, "manual", False),
         state=Outcome.QUARANTINED,
-        queue=_lenient(_text, row, "queue", ""),
-        digest=_lenient(_text, row, "digest", ""),
-        epoch=_lenient(_integer, row, "epoch", 0),
-        attempt=_lenient(_integer, row, "attempt", 0),
-        max_attempts=_lenient(_integer, row, "max_attempts", 0),
-        created_at=_lenient(_instant, row, "created_at", UNREADABLE_INSTANT),
-        not_before=_lenient(_optional_instant, row, "not_before", None),
-        started_at=_lenient(_optional_instant, row, "started_at", None),
-        finished_at=_lenient(_optional_instant, row, "finished_at", None)
+        queue=lenient(_text, row, "queue", ""),
+        digest=lenient(_text, row, "digest", ""),
+        epoch=lenient(_integer, row, "epoch", 0),
+        attempt=lenient(_integer, row, "attempt", 0),
+        max_attempts=lenient(_integer, row, "max_attempts", 0),
+        created_at=lenient(_instant, row, "created_at", UNREADABLE_INSTANT),
+        not_before=lenient(_optional_instant, row, "not_before", None),
+        started_at=lenient(_optional_instant, row, "started_at", None),
+        finished_at=lenient(_optional_instant, row, "finished_at", None)
         if "finished_at" in keys
         else None,
-        worker=_lenient(_optional_text, row, "worker", None),
-        output=_lenient(_text, row, "output", "") if "output" in keys else "",
+        worker=lenient(_optional_text, row, "worker", None),
+        output=lenient(_text, row, "output", "") if "output" in keys else "",
         error=error,
     )
 
@@ -1406,14 +1395,14 @@ class SQLiteStore(Store):
         if isinstance(job, str):
             self._end_run(tx, run, entry)
         else:  # no job to update or release: keep the entry, under a name history can show
-            entry["job"] = _shown(job)
+            entry["job"] = shown(job)
             tx.conn.execute(_INSERT_HISTORY, entry)
             tx.conn.execute(_DELETE_RUN, (run["seq"],))
         run_id = run.get("run_id")
         tx.quarantined.append(
             Quarantined(
-                run_id=run_id if isinstance(run_id, str) else _shown(run_id),
-                job=job if isinstance(job, str) else _shown(job),
+                run_id=run_id if isinstance(run_id, str) else shown(run_id),
+                job=job if isinstance(job, str) else shown(job),
                 problem=problem,
             )
         )
