@@ -309,6 +309,7 @@ def test_status_json(capsys: pytest.CaptureFixture[str], env: Env, store: Store)
                 "missed": 0,
             },
         ],
+        "warnings": [],  # Store.storage_problems: a roomy disk has none
     }
     assert 0 < status["leader"]["lease_left_s"] <= 60
     # The seeded facts, stated independently of the expectation builder above:
