@@ -45,7 +45,7 @@ from chronod.metrics import ChronodMetrics
 from chronod.notify import Notifier
 from chronod.runtime import Pool, PoolHooks, node_name, reload_config, store_settings
 from chronod.store import open_store
-from chronod.store.base import Fenced, Lease, Store
+from chronod.store.base import DispatchStatus, Fenced, Lease, Store
 from chronod.telemetry import Episode, Telemetry, plural
 
 log = logging.getLogger("chronod.daemon")
@@ -59,6 +59,10 @@ PREPARE_MAX = 10.0
 PREPARE_PER_JOB = 50e-6
 PREPARE_SAMPLE = 100  # jobs planned at once before their time is trusted as a per-job cost
 BACKOFF = (0.5, 1.0, 2.0, 5.0)
+# Dispatch decisions that write to the store (the others change nothing).
+_WRITES = frozenset(
+    {DispatchStatus.QUEUED, DispatchStatus.WAITING, DispatchStatus.SKIPPED, DispatchStatus.PAUSED}
+)
 
 # Re-exported: they lived here before chronod.runtime; web and test code still import them here.
 __all__ = ["Daemon", "Flags", "Pool", "node_name", "store_settings"]
@@ -215,7 +219,6 @@ class Daemon:
         try:
             if self._loaded_epoch != lease.epoch:
                 self.scheduler.load(lease, self.config.jobs)
-                self.telemetry.health.wrote()
                 self._loaded_epoch = lease.epoch
                 self._due_at = None
                 event(
@@ -241,7 +244,9 @@ class Daemon:
             return self._backoff(exc)
         self._failures = 0
         self._store_errors.succeeded()
-        if report.dispatched or report.missed:
+        # Only decisions that wrote say the store accepts writes: a batch of duplicates commits
+        # nothing, which even a full disk lets through.
+        if report.missed or any(r.status in _WRITES for _, r in report.dispatched):
             self.telemetry.health.wrote()
         else:
             self.telemetry.health.ok()

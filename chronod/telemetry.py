@@ -97,10 +97,6 @@ class Episode:
         self._started: float | None = None
         self._last_failure = 0.0
 
-    @property
-    def active(self) -> bool:
-        return self._started is not None
-
     def failed(self) -> bool:
         """Record a failure; True if it starts an episode (the caller logs it)."""
         with self._lock:
