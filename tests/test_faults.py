@@ -19,6 +19,8 @@ from contextlib import closing, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
+from urllib.request import urlopen
 
 import pytest
 
@@ -49,6 +51,7 @@ from chronod.store.base import (
 from chronod.store.sqlite import SQLiteStore, _result_code
 from chronod.telemetry import QUIET_AFTER, EventWriter, StoreHealth
 from chronod.tz import UTC
+from chronod.web import start_web
 from chronod.worker import ConfigSource, Consumer, ConsumerSettings
 from tests.procs import wait_until
 
@@ -644,3 +647,47 @@ def test_event_writer_sends_store_changes_and_repeats_a_state_that_lasts() -> No
     writer.store(None)  # still fine: said again, so the supervisor can end a run of failures
     writer.store(None)
     assert sent == ["wrote", "disk", "wrote", "wrote"]
+
+
+# -- the web API keeps answering ---------------------------------------------------------------
+
+
+def web_get(url: str) -> tuple[int, Any]:
+    try:
+        with urlopen(url, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_web_api_answers_over_malformed_records_and_a_corrupt_store(tmp_path: Path) -> None:
+    config = tmp_path / "schedules.toml"
+    config.write_text(CONFIG)
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    try:
+        bad = manual_run(store)
+        poison(store, bad.run_id, "slot", 10**18)
+        poison_history(store, "alpha", "epoch")
+    finally:
+        store.close()
+    handle = start_web(config, f"sqlite://{path}", "127.0.0.1:0", token="")
+    try:
+        base = handle.url.rstrip("/")
+        status, body = web_get(f"{base}/api/v1/jobs/alpha/history?limit=10")
+        assert status == 200
+        runs = body["live"] + body["runs"]
+        assert {run["outcome"] for run in runs} == {"quarantined"}
+        assert web_get(f"{base}/api/v1/status")[0] == 200
+        assert web_get(f"{base}/api/v1/jobs")[0] == 200
+        make_bad_file(tmp_path / "other.db", "corrupt")
+    finally:
+        handle.stop()
+    handle = start_web(config, f"sqlite://{tmp_path / 'other.db'}", "127.0.0.1:0", token="")
+    try:
+        status, body = web_get(f"{handle.url.rstrip('/')}/api/v1/status")
+        assert status == 500
+        assert "is corrupt" in body["error"]
+        assert "\n" not in body["error"]
+    finally:
+        handle.stop()
