@@ -44,8 +44,8 @@ class LeaseKeeper:
 
     ``on_change`` is called (from the keeper thread) whenever leadership is gained or lost (and
     when the thread fails); the daemon uses it to wake its main loop. ``on_store`` is called after
-    each store request: with None after one that wrote (an acquisition, a renewal), with the error
-    after one that failed.
+    each store request: with None after one that shows writes work (a renewal, an answered
+    acquisition attempt: see :meth:`_try_acquire`), with the error after one that failed.
     """
 
     def __init__(
