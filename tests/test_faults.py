@@ -691,3 +691,15 @@ def test_the_web_api_answers_over_malformed_records_and_a_corrupt_store(tmp_path
         assert "\n" not in body["error"]
     finally:
         handle.stop()
+
+
+def test_a_malformed_lease_reads_as_no_leader(store: Store) -> None:
+    lease = store.acquire_lease("node", "token", timedelta(minutes=1))
+    assert lease is not None
+    if isinstance(store, SQLiteStore):
+        with closing(sqlite3.connect(store._path)) as conn:
+            conn.execute("UPDATE lease SET expires_at = 'soon'")
+            conn.commit()
+    else:  # (a non-numeric expiry fails inside leader.lua: a one-line StoreError)
+        store._client.hset(store._keys.lease, "epoch", "first")  # type: ignore[attr-defined]
+    assert store.leader() is None

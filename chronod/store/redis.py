@@ -618,7 +618,10 @@ class RedisStore(Store):
         if not reply:
             return None
         node, epoch, expires = reply
-        return LeaderInfo(node=node, epoch=_int(epoch), expires_at=from_micros(_int(expires)))
+        try:
+            return LeaderInfo(node=node, epoch=_int(epoch), expires_at=from_micros(_int(expires)))
+        except (ValueError, OverflowError):  # a forged lease proves no leader
+            return None
 
     def _fenced(self, lease: Lease) -> Fenced:
         return Fenced(f"lease epoch {lease.epoch} of {lease.node} is not the current lease")
