@@ -405,11 +405,10 @@ _SECOND = timedelta(seconds=1)
 
 
 def status_lines(status: ops.ClusterStatus) -> list[str]:
-    """``chronod status`` for humans: header (with the store's warning, if any, right under the
+    """``chronod status`` for humans: header (the store's warnings, if any, right under the
     store), schedulers, workers, queues and jobs tables, then notes."""
     header = [["store", status.store]]
-    if status.warning is not None:
-        header.append(["warning", status.warning])
+    header += [["warning", text] for text in status.warnings]
     lines = table([*header, ["leader", _leader_text(status.leader)]])
     lines.append("")
     if status.schedulers:
@@ -519,8 +518,10 @@ def _run_row(run: RunRecord, zone: Zone, now: datetime) -> list[str]:
 
 
 def _run_details(run: RunRecord) -> list[str]:
-    """The error and the last output lines of ``run``, indented under its row."""
-    lines = [f"    error: {run.error}"] if run.error else []
+    """The error (or why it did not run) and the last output lines of ``run``, indented under
+    its row."""
+    label = "reason" if run.state in ops.NOT_RUN else "error"
+    lines = [f"    {label}: {run.error}"] if run.error else []
     output = run.output.rstrip("\n").splitlines()
     if len(output) > OUTPUT_LINES:
         hidden = len(output) - OUTPUT_LINES

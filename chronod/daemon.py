@@ -7,12 +7,21 @@ Signals only set flags and wake the loop: SIGHUP reloads (a bad file is reported
 kept; the embedded pool reloads too), SIGTERM/SIGINT stop (release the lease so a standby takes over
 at once, drain the pool), SIGCHLD (with an embedded pool) has a dead worker child reaped and
 replaced at once; the loop also wakes when a replacement's backoff ends.
-A store outage is never fatal: the loop reports it (one log line when the store goes, one when it is
-back, ``STATUS=``, ``chronod_store_up 0``), stops dispatching (the keeper stops vouching for the
-lease once its validity runs out) and retries with backoff; the store sampler's probe wakes it as
-soon as the store answers again. Slots that fell due meanwhile are caught up within ``grace``; the
-store's per-slot guards make a retried dispatch harmless. What "healthy" means for the systemd
-watchdog, and why an outage is not unhealthy, is in :mod:`chronod.telemetry`.
+A store outage is never fatal, and neither is a store that answers but cannot write (a full
+disk): the loop reports it (one log line when it starts, one when it ends, ``STATUS=``,
+``chronod_store_up`` / ``chronod_store_writable``), stops dispatching (the keeper stops vouching
+for the lease once its validity runs out) and retries with backoff; the store sampler's probe and
+the keeper's next successful write wake it as soon as the store works again. Slots that fell due
+meanwhile are caught up within ``grace``; the store's per-slot guards make a retried dispatch
+harmless. What "healthy" means for the systemd watchdog, and why an outage is not unhealthy, is in
+:mod:`chronod.telemetry`.
+
+Two things end the daemon with exit code 1 and one log line, because waiting cannot fix them: a
+store that holds something unusable (corrupt, foreign: checked once at start with
+:meth:`~chronod.store.base.Store.verify`, and whenever a request says so), and a helper thread (the
+lease keeper, the sampler, the run event reader) that ended on an unexpected error. The service
+manager restarts it (``Restart=on-failure``); a node without its lease keeper would otherwise
+never lead again.
 """
 
 from __future__ import annotations
@@ -29,15 +38,15 @@ from types import FrameType
 from chronod.clock import Clock
 from chronod.config import Config
 from chronod.dispatch import Scheduler
-from chronod.errors import StoreError
+from chronod.errors import EXIT_FAILURE, EXIT_OK, StoreError, TransientError
 from chronod.lock import LeaseKeeper
 from chronod.logs import event
 from chronod.metrics import ChronodMetrics
 from chronod.notify import Notifier
 from chronod.runtime import Pool, PoolHooks, node_name, reload_config, store_settings
 from chronod.store import open_store
-from chronod.store.base import Fenced, Lease, Store
-from chronod.telemetry import Telemetry, plural
+from chronod.store.base import DispatchStatus, Fenced, Lease, Store
+from chronod.telemetry import Episode, Telemetry, plural
 
 log = logging.getLogger("chronod.daemon")
 
@@ -50,6 +59,10 @@ PREPARE_MAX = 10.0
 PREPARE_PER_JOB = 50e-6
 PREPARE_SAMPLE = 100  # jobs planned at once before their time is trusted as a per-job cost
 BACKOFF = (0.5, 1.0, 2.0, 5.0)
+# Dispatch decisions that write to the store (the others change nothing).
+_WRITES = frozenset(
+    {DispatchStatus.QUEUED, DispatchStatus.WAITING, DispatchStatus.SKIPPED, DispatchStatus.PAUSED}
+)
 
 # Re-exported: they lived here before chronod.runtime; web and test code still import them here.
 __all__ = ["Daemon", "Flags", "Pool", "node_name", "store_settings"]
@@ -96,11 +109,13 @@ class Daemon:
             ttl=config.daemon.lease,
             clock=clock,
             on_change=lambda _: self.flags.wake.set(),
+            on_store=self._keeper_store,
         )
         self.scheduler = Scheduler(self.store)
         self.pool = pool_factory(config, self.telemetry.hooks)
         self._loaded_epoch: int | None = None
         self._failures = 0
+        self._store_errors = Episode(clock.monotonic)  # only the first of a run gets a line
         self._per_job = PREPARE_PER_JOB  # seconds to plan one job, as last measured
         self._due_at: tuple[datetime, int] | None = None  # (wake, jobs due then), counted once
 
@@ -124,6 +139,7 @@ class Daemon:
     # -- main loop --------------------------------------------------------------------------------
 
     def run(self) -> int:
+        self.verify_store()
         event(
             log,
             logging.INFO,
@@ -136,12 +152,18 @@ class Daemon:
         self.keeper.start()
         if self.pool is not None:
             self.pool.start()
+        code = EXIT_OK
         try:
             while True:
                 # Cleared before the flags are read, not before the wait: a signal or a store
                 # transition arriving during this pass then shortens the wait instead of being lost.
                 self.flags.wake.clear()
                 if self.flags.stop.is_set():
+                    break
+                fatal = self.fatal()
+                if fatal is not None:
+                    event(log, logging.ERROR, f"{fatal}; exiting")
+                    code = EXIT_FAILURE
                     break
                 if self.flags.reload.is_set():
                     self.reload()
@@ -158,7 +180,34 @@ class Daemon:
                 self.clock.wait(self.flags.wake, delay)
         finally:
             self.shutdown()
-        return 0
+        return code
+
+    def verify_store(self) -> None:
+        """Refuse to start on a store that holds something unusable (raises StoreCorrupt). A store
+        that cannot be reached now is not checked: the loop waits for it as for any outage."""
+        try:
+            self.store.verify()
+        except TransientError as exc:
+            event(log, logging.WARNING, f"store not verified at start: {exc}")
+
+    def fatal(self) -> str | None:
+        """Why the daemon must exit now (module docstring), or None."""
+        if self.telemetry.fatal() is not None:
+            return self.telemetry.fatal()
+        if not self.keeper.alive():
+            why = self.keeper.failure or "it ended"
+            return f"the lease keeper thread stopped ({why}), so this node could never lead again"
+        dead = self.telemetry.dead_thread()
+        if dead is not None:
+            return dead
+        return None
+
+    def _keeper_store(self, exc: StoreError | None) -> None:
+        """The keeper's store requests: a committed write, or the error one failed with."""
+        if exc is None:
+            self.telemetry.health.wrote()
+        else:
+            self.telemetry.health.failed(exc)
 
     def step(self) -> float:
         """One pass: lead or not, tick, and say how long to sleep (seconds)."""
@@ -196,7 +245,13 @@ class Daemon:
         except StoreError as exc:
             return self._backoff(exc)
         self._failures = 0
-        self.telemetry.health.ok()
+        self._store_errors.succeeded()
+        # Only decisions that wrote say the store accepts writes: a batch of duplicates commits
+        # nothing, which even a full disk lets through.
+        if report.missed or any(r.status in _WRITES for _, r in report.dispatched):
+            self.telemetry.health.wrote()
+        else:
+            self.telemetry.health.ok()
         if self.metrics is not None:
             self.metrics.ticked(report)
         # ``now`` was read before the tick: the time the tick took is already gone from the wait
@@ -231,9 +286,9 @@ class Daemon:
         delay = BACKOFF[min(self._failures, len(BACKOFF) - 1)]
         # The first failure gets its own line (this leader stops dispatching); the outage itself
         # is logged once by the health tracker, and each retry only at debug level.
-        level = logging.WARNING if self._failures == 0 else logging.DEBUG
+        level = logging.WARNING if self._store_errors.failed() else logging.DEBUG
         self._failures += 1
-        event(log, level, f"store unavailable, not dispatching: {exc}", retry_in=delay)
+        event(log, level, f"store failed, not dispatching: {exc}", retry_in=delay)
         self.telemetry.health.failed(exc)
         return delay
 
@@ -245,15 +300,7 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.leadership(lease, self.keeper.renew_failures)
         self.telemetry.announce(self.notifier, self.status_line(lease))
-        self.telemetry.feed_watchdog(self.notifier, self._keeper_problem())
-
-    def _keeper_problem(self) -> str | None:
-        # LeaseKeeper has no public liveness check; its thread ends only on stop() or a crash,
-        # and a node whose keeper died can never lead again: a restart fixes that.
-        thread = self.keeper._thread
-        if thread is not None and not thread.is_alive():
-            return "the lease keeper thread died"
-        return None
+        self.telemetry.feed_watchdog(self.notifier)
 
     def reload(self) -> None:
         """SIGHUP: load the file again; keep the running config if the new one is invalid."""
@@ -277,7 +324,9 @@ class Daemon:
         jobs = plural(len(self.config.jobs), "job")
         outage = self.telemetry.health.outage()
         if outage is not None:
-            return f"{outage}; not dispatching; {jobs}"
+            # Writes can fail now and then while the lease still holds (a disk all but full).
+            doing = f"leader, epoch {lease.epoch}" if lease is not None else "not dispatching"
+            return f"{outage}; {doing}; {jobs}"
         if not self.telemetry.health.ever_up:
             return f"waiting for the store ({self.store.describe()}); {jobs}"
         if lease is not None:

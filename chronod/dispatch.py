@@ -4,11 +4,21 @@ Only the leader runs :meth:`Scheduler.tick`. Due jobs sit in a heap keyed by the
 tick costs O(due · log n), not O(jobs); between ticks the daemon sleeps until the heap's head is
 due.
 
-Per due job the slots in (watermark, now] are split by ``grace`` (DESIGN §3): slots late by at most
-``grace`` are dispatched, oldest first; older ones follow ``catchup`` (``none``: recorded missed;
+Per due job the slots in (watermark, now] are split by ``grace``: slots late by at most ``grace``
+are dispatched, oldest first; older ones follow ``catchup`` (``none``: recorded missed;
 ``latest``: the newest runs; ``all``: the newest ``catchup_limit`` run) and the rest are recorded
 missed. The store re-checks everything (fence, not early by store time, guard, watermark), so a
 stale view here can only cause a refusal, never a second run.
+
+Slots that come due together with ``overlap = "skip"``
+    Normally a tick finds one slot per job. After an outage (or a failover, a paused host) a job
+    may have several slots to run at once. With ``overlap = "skip"`` the job must never run twice
+    at the same time, so only one of them can run; it is the **newest** (the run closest to now,
+    as ``catchup = "latest"`` does for older slots), and each older one is recorded ``skipped``
+    with the reason "superseded by NAME@…" (``SlotDispatch.superseded_by``). Dispatching them
+    oldest first instead would queue the oldest and skip the newer ones only because that first
+    run was still queued — a run nobody was waiting for in place of the current one.
+    ``overlap = "queue"`` and ``"allow"`` run every slot, oldest first.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 
 from chronod.config import JobConfig
-from chronod.instants import format_utc
+from chronod.instants import format_utc, slot_id
 from chronod.logs import event
 from chronod.schedules import Schedule
 from chronod.store.base import (
@@ -34,6 +44,7 @@ from chronod.store.base import (
     MissedSlots,
     SlotDispatch,
     Store,
+    superseded_reason,
 )
 
 log = logging.getLogger("chronod.scheduler")
@@ -438,8 +449,13 @@ class Scheduler:
     def _items(self, job: JobConfig, plan: Plan) -> list[SlotDispatch]:
         fingerprint, digest = self._identity[job.name]
         items = []
+        # overlap=skip runs one slot of those due together: the newest (module docstring).
+        superseded_by = None
+        if job.overlap == "skip" and len(plan.run) > 1:
+            superseded_by = slot_id(job.name, plan.run[-1])
         for i, slot in enumerate(plan.run):
-            next_due = plan.run[i + 1] if i + 1 < len(plan.run) else plan.next_due
+            last = i + 1 == len(plan.run)
+            next_due = plan.next_due if last else plan.run[i + 1]
             items.append(
                 SlotDispatch(
                     job=job.name,
@@ -451,6 +467,7 @@ class Scheduler:
                     overlap=job.overlap,
                     max_attempts=job.max_attempts,
                     guard_ttl=guard_ttl(job, slot, next_due),
+                    superseded_by=None if last else superseded_by,
                 )
             )
         return items
@@ -573,8 +590,10 @@ class Scheduler:
 
 def _log_slot(level: int, epoch: int, item: SlotDispatch, result: DispatchResult) -> None:
     slot = format_utc(item.slot)
-    if result.status is DispatchStatus.SKIPPED:
-        message = f"skipped {result.run_id}: previous run still active (overlap=skip)"
+    if result.status is DispatchStatus.SKIPPED and item.superseded_by is not None:
+        message = f"skipped {result.run_id}: {superseded_reason(item.superseded_by)}"
+    elif result.status is DispatchStatus.SKIPPED:
+        message = f"skipped {result.run_id}: previous run still active (overlap = skip)"
     else:
         message = f"dispatched {result.run_id} ({result.status.value})"
     event(log, level, message, job=item.job, run_id=result.run_id, slot=slot, epoch=epoch)

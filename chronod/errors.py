@@ -70,7 +70,8 @@ class StoreError(ChronodError):
 
 
 class TransientError(StoreError):
-    """A failure worth retrying (connection refused, timeout, ``SQLITE_BUSY`` past the timeout)."""
+    """A failure worth retrying (connection refused, timeout, ``SQLITE_BUSY`` past the timeout,
+    a full disk)."""
 
 
 class StoreUnavailable(TransientError):
@@ -86,6 +87,21 @@ class StoreMissing(StoreError):
 class JobNotLoaded(ChronodError):
     """A steering action (trigger, pause, resume) was refused: no scheduler has ever loaded the job
     on the store it opened, so acting there would change nothing any daemon reads."""
+
+
+class StoreDiskError(TransientError):
+    """The store answers but its storage failed an operation: disk full, an I/O error, a
+    read-only file or file system.
+
+    The failed transaction rolled back, so the state on disk is the last committed one; the same
+    operation succeeds once an operator frees space or fixes the mount. Reads usually go on.
+    """
+
+
+class StoreCorrupt(StoreError):
+    """The store holds something chronod cannot use: a corrupt, truncated or empty file, or a
+    database that is not chronod's. Never retried: an operator has to act (the message says how).
+    """
 
 
 class StoreConfigError(StoreError):

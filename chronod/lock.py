@@ -8,6 +8,12 @@ a slow reply, a stalled process or a store outage all shrink it, never stretch i
 
 This local check only keeps an ex-leader from trying. What makes it safe is fencing in the store: a
 write carrying an old token or epoch is refused there, whatever this process's clock believes.
+
+Store errors never end the thread: it logs the first failure of a run of them (the rest at debug
+level), reports each outcome through ``on_store`` (the process's store health: a failing write is
+what a full disk looks like from here), and keeps trying. Anything else is a bug: the thread logs
+one line naming it and ends, and :attr:`LeaseKeeper.failure` says why, so the daemon can exit and
+be restarted rather than live on without a lease keeper.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import traceback
 from collections.abc import Callable
 from datetime import timedelta
 
 from chronod.clock import Clock
 from chronod.errors import StoreError
 from chronod.store.base import Lease, Store
+from chronod.telemetry import Episode
 
 log = logging.getLogger("chronod.lease")
 
@@ -34,8 +42,10 @@ STANDBY_POLL = 1.0
 class LeaseKeeper:
     """Holds the leader lease, or waits for it, from a background thread.
 
-    ``on_change`` is called (from the keeper thread) whenever leadership is gained or lost; the
-    daemon uses it to wake its main loop.
+    ``on_change`` is called (from the keeper thread) whenever leadership is gained or lost (and
+    when the thread fails); the daemon uses it to wake its main loop. ``on_store`` is called after
+    each store request: with None after one that shows writes work (a renewal, an answered
+    acquisition attempt: see :meth:`_try_acquire`), with the error after one that failed.
     """
 
     def __init__(
@@ -46,12 +56,14 @@ class LeaseKeeper:
         ttl: timedelta,
         clock: Clock,
         on_change: Callable[[Lease | None], None] = lambda _: None,
+        on_store: Callable[[StoreError | None], None] = lambda _: None,
     ) -> None:
         self.store = store
         self.node = node
         self.ttl = ttl
         self.clock = clock
         self.on_change = on_change
+        self.on_store = on_store
         self.renew_every = ttl.total_seconds() / 3
         self._lock = threading.Lock()
         self._lease: Lease | None = None
@@ -60,6 +72,8 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.renew_failures = 0
+        self.failure: str | None = None  # why the thread ended on an unexpected error
+        self._failures = Episode(clock.monotonic)  # only the first error of a run is logged
 
     # -- queried by the scheduler ------------------------------------------------------------------
 
@@ -98,6 +112,11 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="chronod-lease", daemon=True)
         self._thread.start()
 
+    def alive(self) -> bool:
+        """False once the thread ended without being asked to (see :attr:`failure`)."""
+        thread = self._thread
+        return thread is None or thread.is_alive() or self._stop.is_set()
+
     def stop(self, *, release: bool = True) -> None:
         """Stop the thread; with ``release`` give the lease up so a standby takes over at once."""
         self._stop.set()
@@ -126,16 +145,40 @@ class LeaseKeeper:
     # -- internals --------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            delay = self.step()
-            self.clock.wait(self._stop, delay)
+        try:
+            while not self._stop.is_set():
+                delay = self.step()
+                self.clock.wait(self._stop, delay)
+        except Exception as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            self.failure = (
+                f"{type(exc).__name__}: {exc} (at {frame.filename}:{frame.lineno}, in {frame.name})"
+            )
+            log.error("the lease keeper thread stopped on an unexpected error: %s", self.failure)
+            self.on_change(None)
+
+    def _store_failed(self, exc: StoreError, message: str) -> None:
+        """Log the first store error of a run of them (WARNING), the others at DEBUG."""
+        level = logging.WARNING if self._failures.failed() else logging.DEBUG
+        log.log(level, "%s: %s", message, exc)
+        self.on_store(exc)
+
+    def _store_answered(self, *, wrote: bool) -> None:
+        if self._failures.succeeded() is not None:
+            log.info("the store answers the lease keeper again")
+        if wrote:
+            self.on_store(None)
 
     def _try_acquire(self, sent: float) -> float:
         try:
             lease = self.store.acquire_lease(self.node, secrets.token_hex(16), self.ttl)
         except StoreError as exc:
-            log.warning("store unavailable while looking for the lease: %s", exc)
+            self._store_failed(exc, "the store failed while looking for the lease")
             return STANDBY_POLL
+        # An answer is a write even when someone else holds the lease: this node only tries to
+        # write when the lease has expired, so a lease held after a failure here was written
+        # (acquired or renewed) since. That is how a standby learns that writes work again.
+        self._store_answered(wrote=True)
         if lease is None:
             return min(STANDBY_POLL, self.renew_every)
         with self._lock:
@@ -154,11 +197,12 @@ class LeaseKeeper:
             # leadership without a new epoch. Until then current() stops answering (validity runs
             # out), so nothing is dispatched while leadership cannot be proven.
             self.renew_failures += 1
-            log.warning("lease renewal failed, not dispatching until it succeeds: %s", exc)
+            self._store_failed(exc, "lease renewal failed, not dispatching until it succeeds")
             if self.clock.monotonic() >= self._valid_until:
-                self._drop(lease, "lease could have expired while the store was unreachable")
+                self._drop(lease, "lease could have expired while the store was failing")
                 return STANDBY_POLL
             return min(STANDBY_POLL, self.renew_every)
+        self._store_answered(wrote=renewed is not None)
         if renewed is None:
             self.renew_failures += 1
             self._drop(lease, "lease renewal refused: it expired or another node holds it")

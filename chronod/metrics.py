@@ -35,6 +35,12 @@ Metrics
     The longest gap between the job's next 8 fires, from the config: its period, for alerting.
 ``chronod_store_up`` (gauge)
     1 while the store answers, else 0.
+``chronod_store_writable`` (gauge), ``chronod_store_write_failures_total`` (counter)
+    1 while the store accepts writes (0 from a write that failed, e.g. on a full disk, until one
+    succeeds); failed writes seen by this process (its scheduler, lease keeper and workers).
+``chronod_quarantined_runs_total{job}`` (counter)
+    Malformed runs this process's workers found in the store and quarantined (outcome
+    ``quarantined``; ``chronod history`` says what was wrong).
 
 Every process samples the store (queue depths, the leader, job states) every few seconds, never per
 scrape. So the per-job gauges come from the store: they survive restarts and read the same on every
@@ -104,6 +110,21 @@ Example alert rules
             labels: {severity: page}
             annotations:
               summary: "{{ $labels.instance }} cannot reach the chronod store: nothing dispatched"
+
+          # Reads work but writes fail (a full disk, a read-only mount): nothing is dispatched.
+          - alert: ChronodStoreNotWritable
+            expr: min(chronod_store_writable) == 0
+            for: 1m
+            labels: {severity: page}
+            annotations:
+              summary: "the chronod store refuses writes: nothing is dispatched or recorded"
+
+          # Someone wrote a run chronod cannot read; it was quarantined, never run.
+          - alert: ChronodQuarantinedRuns
+            expr: sum by (job) (increase(chronod_quarantined_runs_total[1h])) > 0
+            labels: {severity: ticket}
+            annotations:
+              summary: "malformed runs of {{ $labels.job }} quarantined: see chronod history"
 
           # p99 of (dispatch decision - slot): the scheduler is slow or keeps losing its lease.
           - alert: ChronodDispatchLate
@@ -436,6 +457,18 @@ class ChronodMetrics:
             "chronod_job_paused", "1 while the job is paused (sampled from the store).", ("job",)
         )
         self.store_up = r.gauge("chronod_store_up", "1 while the store answers, else 0.")
+        self.writable = r.gauge(
+            "chronod_store_writable", "1 while the store accepts writes, else 0."
+        )
+        self.writable.set(1)
+        self.store_write_failures = r.counter(
+            "chronod_store_write_failures_total", "Store writes that failed (e.g. disk full)."
+        )
+        self.quarantined = r.counter(
+            "chronod_quarantined_runs_total",
+            "Malformed runs found in the store and quarantined (never run).",
+            ("job",),
+        )
         self._renew_failures_seen = 0
         self._queues: frozenset[str] = frozenset()
 
@@ -473,7 +506,9 @@ class ChronodMetrics:
     def run_event(self, body: Mapping[str, Any]) -> None:
         """One event a worker child reported (see :class:`chronod.telemetry.EventWriter`)."""
         kind, job = body.get("event"), str(body.get("job", ""))
-        if kind == "started" and isinstance(body.get("late"), int | float):
+        if kind == "quarantined":
+            self.quarantined.inc(job)
+        elif kind == "started" and isinstance(body.get("late"), int | float):
             self.start_lateness.observe(max(float(body["late"]), 0.0))
         elif kind == "finished":
             if isinstance(body.get("duration"), int | float):
@@ -488,6 +523,12 @@ class ChronodMetrics:
 
     def store_reachable(self, up: bool) -> None:
         self.store_up.set(1 if up else 0)
+
+    def store_write_failed(self) -> None:
+        self.store_write_failures.inc()
+
+    def store_writable(self, writable: bool) -> None:
+        self.writable.set(1 if writable else 0)
 
     def sampled(
         self,

@@ -11,9 +11,10 @@ Every instant is store time: leases and heartbeats are written in store time, so
 JSON shapes (keys are stable; instants are ISO 8601 UTC ``...Z`` strings, absent values null):
 
 ``status``
-    ``{"now", "store", "warning", "leader", "schedulers", "workers", "queues", "jobs"}`` where
-    ``warning`` is null or one line saying that no daemon can be using this store (it does not
-    exist, or no scheduler ever loaded a job of the config on it: the daemon uses another store);
+    ``{"now", "store", "warnings", "leader", "schedulers", "workers", "queues", "jobs"}`` where
+    ``warnings`` is a list of lines, each a reason to distrust this store: no daemon can be using
+    it (it does not exist, or no scheduler ever loaded a job of the config on it: the daemon uses
+    another store), or its storage makes writes fail (disk full, read-only);
     ``leader`` is null or ``{"node", "epoch", "expires_at", "lease_left_s"}``; ``schedulers`` is a
     list of ``{"node", "role", "seen_at", "age_s"}`` (``role``: ``leader``, ``standby`` or
     ``stopped``), leader first, then newest first; ``workers`` is a list of ``{"worker",
@@ -143,7 +144,9 @@ class ClusterStatus:
     queues: Mapping[str, int]
     jobs: tuple[JobStatus, ...]
     schedulers: tuple[SchedulerStatus, ...] = ()
-    warning: str | None = None  # why no daemon can be using this store (see the module docs)
+    # Why this store may not be the one to trust: unused by any daemon (see the module docs), or
+    # its storage makes writes fail (Store.storage_problems).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +183,10 @@ def cluster_status(store: Store, config: Config, now: datetime) -> ClusterStatus
         workers=workers,
         queues=_queue_depths(store.queue_depths(), config, workers),
         jobs=_job_statuses(config, states, now),
-        warning=_unused_store_warning(config, states),
+        warnings=(
+            *filter(None, [_unused_store_warning(config, states)]),
+            *store.storage_problems(),
+        ),
     )
 
 
@@ -195,9 +201,9 @@ def missing_store_status(store: Store, config: Config, now: datetime) -> Cluster
         workers=(),
         queues=_queue_depths({}, config, ()),
         jobs=_job_statuses(config, {}, now),
-        warning=(
+        warnings=(
             "this store does not exist, so no chronod process uses it; "
-            + _another_store_hint(config)
+            + _another_store_hint(config),
         ),
     )
 
@@ -436,7 +442,7 @@ def _set_paused(store: Store, job: str, *, paused: bool, force: bool) -> PauseCh
 # Run statistics and the timeline (what the web page draws)
 
 # Outcomes of slots that never executed: they say nothing about whether the job works.
-NOT_RUN = frozenset({Outcome.SKIPPED, Outcome.MISSED})
+NOT_RUN = frozenset({Outcome.SKIPPED, Outcome.MISSED, Outcome.QUARANTINED})
 # Fires listed per job and window at most: an every-second job has 604,800 in a week, more than
 # any page can draw; past the cap the page draws the row as dense instead of mark by mark.
 MAX_TIMELINE_FIRES = 500
@@ -670,7 +676,7 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
     return {
         "now": format_utc(status.now),
         "store": status.store,
-        "warning": status.warning,
+        "warnings": list(status.warnings),
         "leader": _leader_json(status.leader),
         "schedulers": [_scheduler_json(s) for s in status.schedulers],
         "workers": [_worker_json(w) for w in status.workers],

@@ -85,10 +85,12 @@ from chronod.config import (
     unused_queues,
 )
 from chronod.errors import (
+    EXIT_FAILURE,
     ConfigError,
     StoreConfigError,
+    StoreCorrupt,
     StoreError,
-    StoreUnavailable,
+    TransientError,
     UsageError,
 )
 from chronod.instants import format_utc
@@ -99,7 +101,7 @@ from chronod.runner import Ending, Report, RunInfo, StopRequest, Supervision, ru
 from chronod.runtime import Pool, PoolHooks, reload_config, store_settings
 from chronod.store import StoreSettings, open_store
 from chronod.store.base import AttemptResult, Claim, FinishStatus, Outcome, Store, WorkerInfo
-from chronod.telemetry import EventWriter, Telemetry, plural
+from chronod.telemetry import Episode, EventWriter, Telemetry, plural
 
 if TYPE_CHECKING:  # a worker child has no use for the metrics server: not imported there
     from chronod.metrics import ChronodMetrics
@@ -112,6 +114,7 @@ EXIT_CRASHED = 1  # an unexpected exception (Python's own exit code for one)
 EXIT_ORPHANED = 3  # its supervisor died; it drained and left
 EXIT_USAGE = 64  # EX_USAGE: started without readable settings (not by a supervisor)
 EXIT_STORE_ERROR = 69  # EX_UNAVAILABLE: the store failed in a way that is not transient
+EXIT_STORE_CORRUPT = 76  # EX_PROTOCOL: the store holds something unusable (corrupt, foreign)
 EXIT_CONFIG = 78  # EX_CONFIG: the store settings or the config text are unusable
 EXIT_NAMES = {
     EXIT_OK: "stopped",
@@ -119,6 +122,7 @@ EXIT_NAMES = {
     EXIT_ORPHANED: "orphaned",
     EXIT_USAGE: "bad settings",
     EXIT_STORE_ERROR: "store error",
+    EXIT_STORE_CORRUPT: "store corrupt",
     EXIT_CONFIG: "bad store settings or config",
 }
 CHILD_MODULE = "chronod._workerchild"
@@ -277,6 +281,8 @@ class Consumer:
         self._running = 0
         self._next_register = 0.0
         self._outages = 0
+        # Per store operation, its run of failures: only the first failure gets a line.
+        self._failing: dict[str, Episode] = {}
 
     # -- control: safe to call from signal handlers ----------------------------------------------
 
@@ -366,27 +372,56 @@ class Consumer:
                 self.settings.attempt_ttl,
                 self.settings.claim_wait,
             )
-        except StoreUnavailable as exc:
+        except TransientError as exc:
             self._outage(exc)
             return None
-        if self._outages:
-            event(log, logging.INFO, "store reachable again", worker=self.worker_id)
-            self._outages = 0
+        finally:
+            self._report_quarantined()
+        self._outages = 0
+        if self._store_ok("claim"):
+            event(log, logging.INFO, "the store answers this worker again", worker=self.worker_id)
         return claim
 
-    def _outage(self, exc: StoreUnavailable) -> None:
+    def _outage(self, exc: TransientError) -> None:
         backoff = self.settings.store_backoff
         delay = backoff[min(self._outages, len(backoff) - 1)]
-        level = logging.WARNING if self._outages == 0 else logging.DEBUG
-        event(
-            log,
-            level,
-            f"store unavailable, not claiming: {exc}",
-            worker=self.worker_id,
-            retry_in=delay,
-        )
+        self._store_failed("claim", exc, "store failed, not claiming", retry_in=delay)
         self._outages += 1
         self.waker.wait(delay)
+
+    def _store_failed(self, operation: str, exc: StoreError, what: str, **fields: object) -> None:
+        """Log a failed store operation: the first failure of a run at WARNING, the rest at DEBUG
+        (an outage is one line per operation, not one per retry); tell the supervisor."""
+        level = logging.WARNING if self._episode(operation).failed() else logging.DEBUG
+        event(log, level, f"{what}: {exc}", worker=self.worker_id, **fields)
+        self.events.store(exc)
+
+    def _store_ok(self, operation: str, *, wrote: bool = False) -> bool:
+        """Record a store operation that worked; True if it ended a run of failures."""
+        if wrote:
+            self.events.store(None)
+        return self._episode(operation).succeeded() is not None
+
+    def _episode(self, operation: str) -> Episode:
+        found = self._failing.get(operation)
+        if found is None:
+            found = self._failing[operation] = Episode(self.clock.monotonic)
+        return found
+
+    def _report_quarantined(self) -> None:
+        """Malformed runs the store quarantined during the claim: one line and a metric each."""
+        for found in self.store.drain_quarantined():
+            event(
+                log,
+                logging.ERROR,
+                f"quarantined run {found.run_id}: {found.problem} (never run; see "
+                f"'chronod history --job {found.job}')",
+                job=found.job,
+                run_id=found.run_id,
+                outcome="quarantined",
+                worker=self.worker_id,
+            )
+            self.events.emit("quarantined", job=found.job)
 
     def _register(self, *, force: bool = False) -> None:
         now = self.clock.monotonic()
@@ -402,8 +437,10 @@ class Consumer:
         )
         try:
             self.store.register_worker(info)
-        except StoreUnavailable as exc:
-            event(log, logging.DEBUG, f"could not register: {exc}", worker=self.worker_id)
+        except TransientError as exc:
+            self._store_failed("register", exc, "could not register this worker")
+            return
+        self._store_ok("register", wrote=True)
 
     # -- one claim --------------------------------------------------------------------------------
 
@@ -477,17 +514,15 @@ class Consumer:
         self._check_parent()
         self._register()
         try:
-            return self.store.heartbeat(claim.run.run_id, claim.token, self.settings.attempt_ttl)
-        except StoreUnavailable as exc:
+            alive = self.store.heartbeat(claim.run.run_id, claim.token, self.settings.attempt_ttl)
+        except TransientError as exc:
             # Keep running: if the lease lapses meanwhile, the next heartbeat that gets through
             # says so (and the run is stopped then).
-            event(
-                log,
-                logging.WARNING,
-                f"heartbeat failed, store unavailable: {exc}",
-                **self._fields(claim),
-            )
+            fields = {k: v for k, v in self._fields(claim).items() if k != "worker"}
+            self._store_failed("heartbeat", exc, "heartbeat failed, the run goes on", **fields)
             return True
+        self._store_ok("heartbeat", wrote=alive)
+        return alive
 
     def _conclude(
         self, claim: Claim, job: JobConfig, report: Report, fields: dict[str, object]
@@ -567,7 +602,8 @@ class Consumer:
         for delay in _backoff(self.settings.store_backoff):
             try:
                 status = self.store.finish(claim.run.run_id, claim.token, result())
-            except StoreUnavailable as exc:
+            except TransientError as exc:
+                self.events.store(exc)
                 if self.stop.kill or self.clock.monotonic() + delay > patience:
                     event(
                         log,
@@ -579,13 +615,14 @@ class Consumer:
                     return None
                 event(
                     log,
-                    logging.WARNING,
-                    f"could not record the result yet: {exc}",
+                    logging.WARNING if self._episode("finish").failed() else logging.DEBUG,
+                    f"could not record the result yet, retrying: {exc}",
                     retry_in=delay,
                     **fields,
                 )
                 self.waker.wait(delay)
                 continue
+            self._store_ok("finish", wrote=True)
             if status is FinishStatus.STALE:
                 event(
                     log,
@@ -601,7 +638,7 @@ class Consumer:
         for delay in _backoff(self.settings.store_backoff):
             try:
                 returned = self.store.hand_back(claim.run.run_id, claim.token)
-            except StoreUnavailable as exc:
+            except TransientError as exc:
                 if self.clock.monotonic() + delay > patience:
                     event(
                         log,
@@ -1032,13 +1069,16 @@ def _child(settings: ChildSettings) -> int:
         signal.pthread_sigmask(signal.SIG_SETMASK, settings.mask)
         consumer.run()
     except StoreError as exc:
+        # Not transient (those are retried in the loop): the supervisor respawns this child after
+        # its backoff; a corrupt store also makes the supervisor itself exit (telemetry: fatal).
         event(
             log,
             logging.ERROR,
             f"worker child stopping on a store error: {exc}",
             worker=consumer.worker_id,
         )
-        return EXIT_STORE_ERROR
+        consumer.events.store(exc)
+        return EXIT_STORE_CORRUPT if isinstance(exc, StoreCorrupt) else EXIT_STORE_ERROR
     finally:
         consumer.close()
         store.close()
@@ -1086,8 +1126,16 @@ class Foreground:
     def run(self) -> int:
         self.telemetry.start(wake=self.waker.wake)
         self.pool.start()
+        code = EXIT_OK
         try:
             while not self.stop_requested:
+                # A corrupt store, or a helper thread that died: waiting cannot fix either (see
+                # chronod.telemetry); exit and let the service manager decide.
+                fatal = self.telemetry.fatal() or self.telemetry.dead_thread()
+                if fatal is not None:
+                    event(log, logging.ERROR, f"{fatal}; exiting")
+                    code = EXIT_FAILURE
+                    break
                 if self.reload_requested:
                     self._reload()
                 self.pool.check()
@@ -1103,7 +1151,7 @@ class Foreground:
             self.pool.stop()
             self.telemetry.stop()
             self.waker.close()
-        return EXIT_OK
+        return code
 
     def status_line(self) -> str:
         settings = self.pool.settings
@@ -1144,7 +1192,15 @@ def serve(
     settings = store_settings(config, store_override)
     # A bad URL fails here, once (stores connect lazily). The supervisor's own connection is the
     # sampler's (queue depth for STATUS and metrics); each child opens its own.
-    telemetry = Telemetry(open_store(settings), clock=SystemClock(), metrics=metrics)
+    store = open_store(settings)
+    try:  # a corrupt or foreign store: one line and exit 1, before any child starts
+        store.verify()
+    except TransientError as exc:  # unreachable now: the pool waits for it like for any outage
+        event(log, logging.WARNING, f"store not verified at start: {exc}")
+    except StoreError:
+        store.close()
+        raise
+    telemetry = Telemetry(store, clock=SystemClock(), metrics=metrics)
     telemetry.configured(config.jobs)
     pool = WorkerPool(
         config=config,

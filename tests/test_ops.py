@@ -281,7 +281,7 @@ def test_status_json(capsys: pytest.CaptureFixture[str], env: Env, store: Store)
     assert status == {
         "now": status["now"],
         "store": store.describe(),
-        "warning": None,
+        "warnings": [],  # a store a daemon uses, on a roomy disk (Store.storage_problems)
         "leader": {
             "node": "node-a",
             "epoch": seeded.lease.epoch,
@@ -442,7 +442,7 @@ def test_status_of_a_fresh_store(capsys: pytest.CaptureFixture[str], env: Env) -
         for name in ("report", "backup", "cleanup")
     ]
     status = chronod_json(capsys, env, "status")
-    assert status["warning"] == lines[1][len("warning  ") :]
+    assert status["warnings"] == [lines[1][len("warning  ") :]]
     assert status["leader"] is None
     assert status["schedulers"] == []
     assert status["workers"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,10 @@ from chronod.store.base import (
     JobState,
     Lease,
     MissedSlots,
+    Overlap,
     SlotDispatch,
+    overlap_reason,
+    superseded_reason,
 )
 from chronod.store.sqlite import SQLiteStore
 from chronod.tz import UTC, get_zone
@@ -301,3 +305,69 @@ def test_missed_slots_of_few_jobs_are_logged_per_job(
         f"job j00{i}: 4 slot(s) missed (catchup=none), newest 2026-11-21T12:04:00Z"
         for i in range(2)
     ]
+
+
+# -- slots that come due together (after an outage) ----------------------------------------------
+
+
+def skipping(name: str, **overrides: Any) -> JobConfig:
+    return replace(job(name, grace=10 * MINUTE, **overrides), overlap="skip")
+
+
+def test_slots_due_together_with_overlap_skip_run_once_the_newest(
+    store: FlakyStore, clock: ManualClock
+) -> None:
+    """Five slots within grace after an outage: the newest runs, the older four are recorded
+    skipped as superseded by it (not "previous run still queued" behind the oldest)."""
+    lease = lead(store)
+    scheduler = Scheduler(store)
+    scheduler.load(lease, {"m": skipping("m")})
+    clock.set(T0 + 5 * MINUTE + 10 * SECOND)
+    report = scheduler.tick(lease, store.now())
+    slots = [T0 + n * MINUTE for n in range(1, 6)]
+    assert [(item.slot, r.status) for item, r in report.dispatched] == [
+        *((at, DispatchStatus.SKIPPED) for at in slots[:-1]),
+        (slots[-1], DispatchStatus.QUEUED),
+    ]
+    assert queued(store, "m") == [slots[-1]]
+    newest = f"m@{format_utc(slots[-1])}"
+    history = list(reversed(store.history("m", 10)))
+    assert [(e.slot, e.error) for e in history] == [
+        (at, superseded_reason(newest)) for at in slots[:-1]
+    ]
+    assert scheduler.next_wake() == T0 + 6 * MINUTE
+
+
+def test_slots_due_together_behind_a_run_still_active_say_so(
+    store: FlakyStore, clock: ManualClock
+) -> None:
+    lease = lead(store)
+    scheduler = Scheduler(store)
+    scheduler.load(lease, {"m": skipping("m")})
+    clock.set(T0 + MINUTE)
+    scheduler.tick(lease, store.now())  # m@T0+1m queued, never claimed
+    clock.set(T0 + 4 * MINUTE)
+    report = scheduler.tick(lease, store.now())
+    assert {r.status for _, r in report.dispatched} == {DispatchStatus.SKIPPED}
+    reasons = [e.error for e in reversed(store.history("m", 10))]
+    newest = f"m@{format_utc(T0 + 4 * MINUTE)}"
+    active = f"m@{format_utc(T0 + MINUTE)}"
+    assert reasons == [
+        superseded_reason(newest),
+        superseded_reason(newest),
+        overlap_reason(active, "queued"),
+    ]
+
+
+@pytest.mark.parametrize("overlap", ["queue", "allow"])
+def test_slots_due_together_with_queue_or_allow_each_run(
+    store: FlakyStore, clock: ManualClock, overlap: Overlap
+) -> None:
+    lease = lead(store)
+    scheduler = Scheduler(store)
+    scheduler.load(lease, {"m": replace(job("m", grace=10 * MINUTE), overlap=overlap)})
+    clock.set(T0 + 3 * MINUTE)
+    report = scheduler.tick(lease, store.now())
+    assert DispatchStatus.SKIPPED not in {r.status for _, r in report.dispatched}
+    assert [run.slot for run in store.live_runs("m")] == [T0 + n * MINUTE for n in (1, 2, 3)]
+    assert store.history("m", 10) == []

@@ -135,7 +135,9 @@ def test_existing_directory_and_file_modes_are_left_alone(tmp_path: Path) -> Non
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o750)
     shared.chmod(0o750)
-    (shared / "state.db").touch(mode=0o640)
+    first = SQLiteStore(shared / "state.db")  # an existing database (an empty file is refused)
+    first.job_states()
+    first.close()
     (shared / "state.db").chmod(0o640)
     store = SQLiteStore(shared / "state.db")
     try:

@@ -41,6 +41,21 @@ job's active run ends, then ``queued``). Terminal outcomes are :class:`Outcome` 
 run
 leaves the live set and is kept in the job's history (the newest ``history`` entries per job).
 
+Malformed records
+-----------------
+Anyone with write access to the store can leave a run that chronod cannot read (a field missing,
+of the wrong type, or out of range). No method ever fails because of one, and none ever runs one:
+
+* :meth:`Store.claim` *quarantines* a malformed live run it meets instead of claiming it: the run
+  ends with outcome ``quarantined`` (a history entry whose ``error`` says what was wrong, the
+  job's last outcome, its waiting successor released, as in :meth:`Store.finish`), is reported by
+  :meth:`Store.drain_quarantined`, and the claim goes on with the next ready run. A store may also
+  sweep malformed runs that are not ready (they would count as the job's active run forever).
+* Reads (:meth:`Store.live_runs`, :meth:`Store.history`, :meth:`Store.run`) return a malformed
+  record as a :class:`RunRecord` with state ``quarantined``, the fields that could be read (others
+  empty, an unreadable slot as the Unix epoch) and ``error`` naming the problem, so history and
+  status keep answering.
+
 Atomicity and retries
 ---------------------
 Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE``
@@ -56,13 +71,15 @@ retried.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from chronod.errors import NotLeader
+from chronod.instants import from_micros, to_micros
+from chronod.tz import UTC
 
 Overlap = Literal["skip", "queue", "allow"]
 
@@ -81,6 +98,7 @@ class Outcome(str, Enum):
     SKIPPED = "skipped"
     MISSED = "missed"
     CONFIG_MISMATCH = "config-mismatch"
+    QUARANTINED = "quarantined"  # a malformed stored run: never executed (module docstring)
 
 
 class RunState(str, Enum):
@@ -147,7 +165,12 @@ class JobState:
 
 @dataclass(frozen=True, kw_only=True)
 class SlotDispatch:
-    """One slot the leader wants to run: see :meth:`Store.dispatch`."""
+    """One slot the leader wants to run: see :meth:`Store.dispatch`.
+
+    ``superseded_by`` (a run id) marks a slot the leader decided not to run because a newer slot
+    of the same job, due in the same tick, runs instead (overlap ``skip``: see
+    :mod:`chronod.dispatch`); the store records it as skipped with that reason.
+    """
 
     job: str
     fingerprint: str
@@ -158,6 +181,7 @@ class SlotDispatch:
     overlap: Overlap
     max_attempts: int
     guard_ttl: timedelta
+    superseded_by: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,7 +247,7 @@ class Claim:
 class AttemptResult:
     """What a worker reports at the end of an attempt."""
 
-    outcome: Outcome  # SUCCEEDED, FAILED, TIMED_OUT or CONFIG_MISMATCH
+    outcome: Outcome  # SUCCEEDED, FAILED, TIMED_OUT, CONFIG_MISMATCH (QUARANTINED: see claim)
     exit_code: int | None = None
     output: str = ""  # tail, at most OUTPUT_TAIL bytes of UTF-8
     error: str | None = None
@@ -252,7 +276,55 @@ class Presence:
     stopped: bool = False  # it said goodbye: stopped cleanly
 
 
+@dataclass(frozen=True, kw_only=True)
+class Quarantined:
+    """A malformed run a store quarantined (see "Malformed records" above)."""
+
+    run_id: str
+    job: str
+    problem: str  # what was wrong, one line
+
+
+class MalformedRecord(ValueError):
+    """A stored record chronod cannot read; ``str()`` names the field and the value.
+
+    Raised only inside a store's decoding: it never escapes a :class:`Store` method.
+    """
+
+
+_R = TypeVar("_R")
+_T = TypeVar("_T")
+
+
+def shown(value: object) -> str:
+    """A stored value as a problem message quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def lenient(decode: Callable[[_R, str], _T], record: _R, name: str, default: _T) -> _T:
+    """``decode(record, name)``, or ``default`` when that field is malformed or missing."""
+    try:
+        return decode(record, name)
+    except (MalformedRecord, KeyError, IndexError):
+        return default
+
+
 OUTPUT_TAIL = 64 * 1024
+# The epoch stands in for an unreadable instant of a quarantined record (it is never a real one).
+UNREADABLE_INSTANT = from_micros(0)
+# Stored instants (µs) are valid from the Unix epoch up to here; a larger one is a forged record.
+MAX_MICROS = to_micros(datetime(9999, 1, 1, tzinfo=UTC))
+
+
+def superseded_reason(run_id: str) -> str:
+    """The history reason of a slot skipped in favour of ``run_id`` (SlotDispatch.superseded_by)."""
+    return f"superseded by {run_id}: slots that came due together run once (overlap = skip)"
+
+
+def overlap_reason(run_id: str, state: str) -> str:
+    """The history reason of a slot skipped because the job's run ``run_id`` is still active."""
+    return f"previous run {run_id} still {state} (overlap = skip)"
 
 
 class Store(ABC):
@@ -341,9 +413,12 @@ class Store(ABC):
         guard is written (expiring after ``guard_ttl``), watermark and ``next_due`` are set and:
 
         * paused job → ``PAUSED`` (nothing else recorded);
+        * ``superseded_by`` is set → ``SKIPPED``: a history entry with outcome ``skipped`` and
+          ``error`` = :func:`superseded_reason` (whatever the active runs);
         * an active run of the job exists and overlap is ``skip`` → ``SKIPPED``: a history entry
         with
-          outcome ``skipped``;
+          outcome ``skipped`` and ``error`` = :func:`overlap_reason` naming the job's newest
+          active run and its state;
         * an active run exists and overlap is ``queue`` → ``WAITING``: the run is created
         ``waiting``;
         * otherwise → ``QUEUED``: the run is created ``queued`` (``not_before`` = slot) and its
@@ -417,12 +492,18 @@ class Store(ABC):
         run becomes ``running`` with ``attempt + 1``, this ``token``, ``worker`` and an attempt
         lease
         expiring at now + ``ttl``. Before looking, runs whose attempt lease expired are reclaimed
-        (:meth:`reap`). ``wait`` bounds how long to block for a run (0: don't block).
+        (:meth:`reap`). ``wait`` bounds how long to block for a run (0: don't block). A malformed
+        run is never returned: it is quarantined and the claim looks again ("Malformed records").
         """
 
     @abstractmethod
     def heartbeat(self, run_id: str, token: str, ttl: timedelta) -> bool:
         """Extend the attempt lease to now + ``ttl``; False if ``token`` is not current (stop)."""
+
+    def drain_quarantined(self) -> list[Quarantined]:
+        """The runs this instance quarantined since the last call (then forgotten): the caller
+        logs and counts them."""
+        return []
 
     @abstractmethod
     def finish(self, run_id: str, token: str, result: AttemptResult) -> FinishStatus:
@@ -509,6 +590,17 @@ class Store(ABC):
     def describe(self) -> str:
         """Where the store is, without credentials (safe to log)."""
         return type(self).__name__
+
+    def verify(self) -> None:
+        """Check, more thoroughly than opening does, that the store holds readable chronod
+        state; raise :class:`~chronod.errors.StoreCorrupt` if not. Daemons call it once at start
+        (it may read everything). Opening already refuses an empty or foreign store."""
+        return  # a store with nothing more to check than opening does
+
+    def storage_problems(self) -> list[str]:
+        """Conditions of the store's storage that make writes fail or about to (one line each,
+        for ``chronod status``): a nearly full disk, a read-only mount. Cheap; never raises."""
+        return []
 
     def __enter__(self) -> Store:
         return self

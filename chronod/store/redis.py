@@ -53,7 +53,9 @@ from chronod.errors import StoreConfigError, StoreError, StoreUnavailable
 from chronod.instants import format_utc, from_micros, slot_id, to_micros
 from chronod.store import parse_sentinel_url, redact_url, scheme_of
 from chronod.store.base import (
+    MAX_MICROS,
     OUTPUT_TAIL,
+    UNREADABLE_INSTANT,
     AttemptResult,
     Claim,
     DispatchResult,
@@ -64,16 +66,21 @@ from chronod.store.base import (
     JobSync,
     LeaderInfo,
     Lease,
+    MalformedRecord,
     MissedSlots,
     Outcome,
     Overlap,
     Presence,
+    Quarantined,
     Role,
     RunRecord,
     RunState,
     SlotDispatch,
     Store,
     WorkerInfo,
+    lenient,
+    shown,
+    superseded_reason,
 )
 from chronod.store.keys import GROUP, KeySpace
 
@@ -183,44 +190,164 @@ def _job_state(reply: Sequence[Any]) -> JobState:
 
 
 def _job_state_of(name: str, active: int | str, fields: Mapping[str, Any]) -> JobState:
-    outcome = fields.get("last_outcome")
+    """A job hash as read; a field that cannot be read reads as unset, so status and metrics keep
+    answering."""
+    outcome = lenient(_outcome_field, fields, "last_outcome", None)
     return JobState(
         name=str(name),
-        fingerprint=fields.get("fingerprint", ""),
-        watermark=_instant(fields.get("watermark")),
-        last_slot=_instant(fields.get("last_slot")),
-        next_due=_instant(fields.get("next_due")),
+        fingerprint=lenient(_text_field, fields, "fingerprint", ""),
+        watermark=lenient(_optional_instant_field, fields, "watermark", None),
+        last_slot=lenient(_optional_instant_field, fields, "last_slot", None),
+        next_due=lenient(_optional_instant_field, fields, "next_due", None),
         paused=fields.get("paused") == "1",
-        last_outcome=Outcome(outcome) if outcome else None,
-        last_outcome_at=_instant(fields.get("last_outcome_at")),
-        last_success_at=_instant(fields.get("last_success_at")),
+        last_outcome=outcome if fields.get("last_outcome") else None,
+        last_outcome_at=lenient(_optional_instant_field, fields, "last_outcome_at", None),
+        last_success_at=lenient(_optional_instant_field, fields, "last_success_at", None),
         active=int(active),
-        missed=_int(fields.get("missed", "0")),
+        missed=lenient(_int_field, fields, "missed", 0) if "missed" in fields else 0,
     )
 
 
-def _record(fields: Mapping[str, Any], *, ended: bool) -> RunRecord:
-    """A live run (hash fields) or, with ``ended``, a history entry (JSON object): all strings."""
-    exit_code = fields.get("exit_code")
+# -- decoding records ------------------------------------------------------------------------------
+# Anyone with write access can leave a run hash or a history entry chronod cannot read (a field
+# missing, not a number, an instant out of range, an entry that is not a JSON object). Decoding
+# checks every field and raises MalformedRecord naming the first bad one; readers then show the
+# record as quarantined and claim quarantines the run (see chronod.store.base).
+
+Fields = Mapping[str, Any]
+
+
+def _present(fields: Fields, name: str) -> Any:
+    if name not in fields:
+        raise MalformedRecord(f"{name} is missing")
+    return fields[name]
+
+
+def _text_field(fields: Fields, name: str) -> str:
+    value = _present(fields, name)
+    if not isinstance(value, str):
+        raise MalformedRecord(f"{name} is not text ({shown(value)})")
+    return value
+
+
+def _int_field(fields: Fields, name: str, low: int = 0, high: int | None = None) -> int:
+    value = _present(fields, name)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise MalformedRecord(f"{name} is not an integer ({shown(value)})")
+    try:
+        number = _int(value)
+    except (ValueError, OverflowError):
+        raise MalformedRecord(f"{name} is not an integer ({shown(value)})") from None
+    if number < low or (high is not None and number > high):
+        raise MalformedRecord(f"{name} is out of range ({shown(value)})")
+    return number
+
+
+def _instant_field(fields: Fields, name: str) -> datetime:
+    return from_micros(_int_field(fields, name, 0, MAX_MICROS))
+
+
+def _optional_instant_field(fields: Fields, name: str) -> datetime | None:
+    return None if fields.get(name) in (None, "") else _instant_field(fields, name)
+
+
+def _optional_text_field(fields: Fields, name: str) -> str | None:
+    return None if fields.get(name) is None else _text_field(fields, name)
+
+
+def _flag_field(fields: Fields, name: str) -> bool:
+    value = _present(fields, name)
+    if value not in ("0", "1"):
+        raise MalformedRecord(f"{name} is not 0 or 1 ({shown(value)})")
+    return bool(value == "1")
+
+
+def _outcome_field(fields: Fields, name: str) -> Outcome:
+    value = _present(fields, name)
+    try:
+        return Outcome(value)
+    except ValueError:
+        raise MalformedRecord(f"{name} is not an outcome ({shown(value)})") from None
+
+
+def _state_field(fields: Fields, name: str) -> RunState:
+    value = _present(fields, name)
+    try:
+        return RunState(value)
+    except ValueError:
+        raise MalformedRecord(f"{name} is not a run state ({shown(value)})") from None
+
+
+def _record(fields: Fields, *, ended: bool) -> RunRecord:
+    """A live run (hash fields) or, with ``ended``, a history entry (JSON object), every field
+    checked (raises MalformedRecord)."""
+    exit_code = None
+    if fields.get("exit_code") is not None:
+        exit_code = _int_field(fields, "exit_code", -(2**63))
     return RunRecord(
-        run_id=fields["run_id"],
-        job=fields["job"],
-        slot=from_micros(_int(fields["slot"])),
-        manual=fields["manual"] == "1",
-        state=Outcome(fields["state"]) if ended else RunState(fields["state"]),
-        queue=fields["queue"],
-        digest=fields["digest"],
-        epoch=_int(fields["epoch"]),
-        attempt=_int(fields["attempt"]),
-        max_attempts=_int(fields["max_attempts"]),
-        created_at=from_micros(_int(fields["created_at"])),
-        not_before=_instant(fields.get("not_before")),
-        started_at=_instant(fields.get("started_at")),
-        finished_at=_instant(fields.get("finished_at")),
-        worker=fields.get("worker"),
-        exit_code=None if exit_code is None else _int(exit_code),
-        output=fields.get("output", ""),
-        error=fields.get("error"),
+        run_id=_text_field(fields, "run_id"),
+        job=_text_field(fields, "job"),
+        slot=_instant_field(fields, "slot"),
+        manual=_flag_field(fields, "manual"),
+        state=_outcome_field(fields, "state") if ended else _state_field(fields, "state"),
+        queue=_text_field(fields, "queue"),
+        digest=_text_field(fields, "digest"),
+        epoch=_int_field(fields, "epoch"),
+        attempt=_int_field(fields, "attempt"),
+        max_attempts=_int_field(fields, "max_attempts"),
+        created_at=_instant_field(fields, "created_at"),
+        not_before=_optional_instant_field(fields, "not_before"),
+        started_at=_optional_instant_field(fields, "started_at"),
+        finished_at=_optional_instant_field(fields, "finished_at"),
+        worker=_optional_text_field(fields, "worker"),
+        exit_code=exit_code,
+        output=_text_field(fields, "output") if "output" in fields else "",
+        error=_optional_text_field(fields, "error"),
+    )
+
+
+def _readable(fields: Fields, *, ended: bool) -> RunRecord:
+    """:func:`_record`, or for a malformed record the quarantined record that stands for it."""
+    try:
+        return _record(fields, ended=ended)
+    except MalformedRecord as exc:
+        return _unreadable(fields, str(exc))
+
+
+def _readable_entry(text: str) -> RunRecord:
+    """A history entry (JSON text) as :func:`_readable` decodes it."""
+    try:
+        fields = json.loads(text)
+    except ValueError:
+        return _unreadable({}, f"history entry is not JSON ({shown(text)})")
+    if not isinstance(fields, dict):
+        return _unreadable({}, f"history entry is not a JSON object ({shown(text)})")
+    return _readable(fields, ended=True)
+
+
+def _unreadable(fields: Fields, problem: str) -> RunRecord:
+    """What can be read of a malformed run, as a quarantined record (chronod.store.base)."""
+    error = f"unreadable record: {problem}"
+    if fields.get("state") == Outcome.QUARANTINED.value:  # quarantined by claim: says why
+        error = lenient(_text_field, fields, "error", error)
+    return RunRecord(
+        run_id=lenient(_text_field, fields, "run_id", "?"),
+        job=lenient(_text_field, fields, "job", "?"),
+        slot=lenient(_instant_field, fields, "slot", UNREADABLE_INSTANT),
+        manual=lenient(_flag_field, fields, "manual", False),
+        state=Outcome.QUARANTINED,
+        queue=lenient(_text_field, fields, "queue", ""),
+        digest=lenient(_text_field, fields, "digest", ""),
+        epoch=lenient(_int_field, fields, "epoch", 0),
+        attempt=lenient(_int_field, fields, "attempt", 0),
+        max_attempts=lenient(_int_field, fields, "max_attempts", 0),
+        created_at=lenient(_instant_field, fields, "created_at", UNREADABLE_INSTANT),
+        not_before=lenient(_optional_instant_field, fields, "not_before", None),
+        started_at=lenient(_optional_instant_field, fields, "started_at", None),
+        finished_at=lenient(_optional_instant_field, fields, "finished_at", None),
+        worker=lenient(_optional_text_field, fields, "worker", None),
+        output=lenient(_text_field, fields, "output", ""),
+        error=error,
     )
 
 
@@ -230,17 +357,17 @@ def _found_run(reply: Any) -> RunRecord | None:
         return None
     kind, payload = reply
     if kind == "live":
-        return _record(_pairs(payload), ended=False)
-    return _record(json.loads(payload), ended=True)
+        return _readable(_pairs(payload), ended=False)
+    return _readable_entry(payload)
 
 
-def _claim(flat: Sequence[Any]) -> Claim:
-    fields = _pairs(flat)
+def _claim(fields: Fields) -> Claim:
+    """A claim.lua reply (the running run's hash), every field checked (MalformedRecord)."""
     return Claim(
         run=_record(fields, ended=False),
-        token=fields["token"],
-        attempt=_int(fields["attempt"]),
-        lease_expires_at=from_micros(_int(fields["lease_expires"])),
+        token=_text_field(fields, "token"),
+        attempt=_int_field(fields, "attempt"),
+        lease_expires_at=_instant_field(fields, "lease_expires"),
     )
 
 
@@ -308,6 +435,7 @@ class _DispatchEncoder:
                 str(item.max_attempts),
                 ttl,
                 run_id,
+                "" if item.superseded_by is None else superseded_reason(item.superseded_by),
             )
         return json.dumps(flat, separators=(",", ":"))
 
@@ -334,6 +462,7 @@ class RedisStore(Store):
             raise StoreConfigError(f"Redis store: {exc}") from None
         self._client = client
         self._history = max(int(history), 0)
+        self._quarantined: list[Quarantined] = []  # since the last drain_quarantined()
         self._description = description
         # register_script: EVALSHA, and on NOSCRIPT (server restarted or flushed) EVAL + retry.
         self._scripts: dict[str, Script] = {
@@ -493,7 +622,10 @@ class RedisStore(Store):
         if not reply:
             return None
         node, epoch, expires = reply
-        return LeaderInfo(node=node, epoch=_int(epoch), expires_at=from_micros(_int(expires)))
+        try:
+            return LeaderInfo(node=node, epoch=_int(epoch), expires_at=from_micros(_int(expires)))
+        except (ValueError, OverflowError):  # a forged lease proves no leader
+            return None
 
     def _fenced(self, lease: Lease) -> Fenced:
         return Fenced(f"lease epoch {lease.epoch} of {lease.node} is not the current lease")
@@ -690,17 +822,52 @@ class RedisStore(Store):
                 self._keys.delayed(name),
                 self._keys.stream(name),
             ]
-        claim_args: list[str | int] = [token, worker, _us(ttl), len(names), *names]
-        claim_args += [" ".join(tickets.get(name, ())) for name in names]
-        _, (now_us, wake), reply = self._pipelined(
-            [
-                ("reap", [leases], [self._history, REAP_BATCH]),
-                ("promote", promote_keys, [ABANDONED_TICKET_MS, CONSUMER_IDLE_MS, *names]),
-                ("claim", claim_keys, claim_args),
-            ]
+        while True:
+            claim_args: list[str | int] = [token, worker, _us(ttl), len(names), *names]
+            claim_args += [" ".join(tickets.get(name, ())) for name in names]
+            _, (now_us, wake), reply = self._pipelined(
+                [
+                    ("reap", [leases], [self._history, REAP_BATCH]),
+                    ("promote", promote_keys, [ABANDONED_TICKET_MS, CONSUMER_IDLE_MS, *names]),
+                    ("claim", claim_keys, claim_args),
+                ]
+            )
+            if reply[0] != "claim":
+                return None, _int(now_us), _int(wake) if wake else None
+            fields = _pairs(reply[1])
+            try:
+                return _claim(fields), _int(now_us), None
+            except MalformedRecord as exc:
+                self._quarantine(fields, token, str(exc))
+            # That token is spent on the quarantined attempt (claim.lua would answer 'none' for
+            # it): the next pass, at once, takes the next ready run with a token of its own.
+            token, tickets = f"{token}.q", {}
+
+    def _quarantine(self, fields: Fields, token: str, problem: str) -> None:
+        """End a malformed run this claim started as ``quarantined``, through finish.lua (see
+        chronod.store.base); it is reported by drain_quarantined."""
+        run_id = fields.get("run_id")
+        if not isinstance(run_id, str) or not run_id:  # the claim recorded which run it took
+            with self._translated():
+                run_id = str(self._client.hget(self._keys.token(token), "run") or "")
+        error = f"quarantined: {problem}"
+        try:
+            self.finish(run_id, token, AttemptResult(outcome=Outcome.QUARANTINED, error=error))
+        except StoreError as exc:
+            problem += (
+                f"; could not be quarantined ({exc}): it is reclaimed once its attempt lease "
+                "expires"
+            )
+        job = fields.get("job")
+        self._quarantined.append(
+            Quarantined(
+                run_id=run_id, job=job if isinstance(job, str) else shown(job), problem=problem
+            )
         )
-        claimed = _claim(reply[1]) if reply[0] == "claim" else None
-        return claimed, _int(now_us), _int(wake) if wake else None
+
+    def drain_quarantined(self) -> list[Quarantined]:
+        found, self._quarantined = self._quarantined, []
+        return found
 
     def _read_tickets(
         self, worker: str, names: Sequence[str], block: float
@@ -783,16 +950,19 @@ class RedisStore(Store):
         )
         found: list[WorkerInfo] = []
         for i in range(0, len(reply), 3):
-            details = json.loads(reply[i + 2])
-            found.append(
-                WorkerInfo(
-                    worker=reply[i],
-                    queues=tuple(details["queues"]),
-                    seen_at=from_micros(_int(reply[i + 1])),
-                    running=int(details["running"]),
-                    concurrency=int(details["concurrency"]),
+            try:
+                details = json.loads(reply[i + 2])
+                found.append(
+                    WorkerInfo(
+                        worker=str(reply[i]),
+                        queues=tuple(str(queue) for queue in details["queues"]),
+                        seen_at=from_micros(_int(reply[i + 1])),
+                        running=int(details["running"]),
+                        concurrency=int(details["concurrency"]),
+                    )
                 )
-            )
+            except (ValueError, TypeError, KeyError, OverflowError):
+                continue  # a forged entry; real ones are rewritten every few seconds
         return found
 
     # -- presence ----------------------------------------------------------------------------------
@@ -833,14 +1003,14 @@ class RedisStore(Store):
 
     def live_runs(self, job: str | None = None) -> list[RunRecord]:
         key = self._keys.live if job is None else self._keys.live_of(job)
-        return [_record(_pairs(flat), ended=False) for flat in self._call("live_runs", [key])]
+        return [_readable(_pairs(flat), ended=False) for flat in self._call("live_runs", [key])]
 
     def history(self, job: str, limit: int) -> list[RunRecord]:
         if limit <= 0:
             return []
         with self._translated():
             entries = self._client.lrange(self._keys.history(job), 0, limit - 1)
-        return [_record(json.loads(entry), ended=True) for entry in entries]
+        return [_readable_entry(entry) for entry in entries]
 
     def queue_depths(self) -> dict[str, int]:
         reply = self._call("queue_depths", [self._keys.queues])

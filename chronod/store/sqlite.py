@@ -56,11 +56,15 @@ versions read as empty.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import secrets
 import sqlite3
+import stat
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -69,10 +73,18 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from chronod.clock import Clock, SystemClock
-from chronod.errors import StoreError, StoreMissing, StoreUnavailable
+from chronod.errors import (
+    StoreCorrupt,
+    StoreDiskError,
+    StoreError,
+    StoreMissing,
+    StoreUnavailable,
+)
 from chronod.instants import format_utc, from_micros, slot_id, to_micros
 from chronod.store.base import (
+    MAX_MICROS,
     OUTPUT_TAIL,
+    UNREADABLE_INSTANT,
     AttemptResult,
     Claim,
     DispatchResult,
@@ -83,16 +95,22 @@ from chronod.store.base import (
     JobSync,
     LeaderInfo,
     Lease,
+    MalformedRecord,
     MissedSlots,
     Outcome,
     Overlap,
     Presence,
+    Quarantined,
     Role,
     RunRecord,
     RunState,
     SlotDispatch,
     Store,
     WorkerInfo,
+    lenient,
+    overlap_reason,
+    shown,
+    superseded_reason,
 )
 
 SCHEMA_VERSION = 2
@@ -102,8 +120,38 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 POLL_INTERVAL = 0.005  # seconds between cheap PRAGMA data_version checks in a blocking claim
 WORKER_SEEN_WINDOW = timedelta(minutes=1)
 GUARD_PRUNE_EXTRA = 64  # expired guards deleted per dispatch batch, beyond one per item
+SWEEP_EVERY = 60.0  # seconds between two looks (per store instance) for malformed live runs
 
 _MICROSECOND = timedelta(microseconds=1)
+# Free space under which `chronod status` warns that writes are about to fail (bytes).
+LOW_SPACE = 256 * 1024
+
+CHRONOD_TABLES = frozenset({"counters", "lease", "jobs", "guards", "runs", "history", "workers"})
+_TABLE_NAMES = r"""SELECT name FROM sqlite_master
+    WHERE type = 'table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\'"""
+
+# Primary result codes (sqlite3.h) chronod tells apart, and the texts SQLite gives them (Python
+# 3.10's exceptions carry only the text).
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
+SQLITE_READONLY = 8
+SQLITE_IOERR = 10
+SQLITE_CORRUPT = 11
+SQLITE_FULL = 13
+SQLITE_CANTOPEN = 14
+SQLITE_NOTADB = 26
+_CODE_BY_MESSAGE = (
+    ("database is locked", SQLITE_BUSY),
+    ("database table is locked", SQLITE_LOCKED),
+    ("readonly database", SQLITE_READONLY),
+    ("disk i/o error", SQLITE_IOERR),
+    ("malformed", SQLITE_CORRUPT),
+    ("disk is full", SQLITE_FULL),
+    ("unable to open", SQLITE_CANTOPEN),
+    ("not a database", SQLITE_NOTADB),
+)
+# os.link errors that mean "this file system has no hard links" (see _create_if_absent).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK})
 
 # Index i upgrades a database from user_version i to i + 1. Every statement is idempotent, so a
 # half-created schema (impossible inside one transaction, but cheap to be sure of) is completed.
@@ -225,7 +273,7 @@ _JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ?"
 # The jobs named in ?1, each with whether it has a live run, looked up only for those in ?2.
 _BATCH_JOBS = """SELECT name, fingerprint, watermark, last_slot, next_due, paused,
     CASE WHEN name IN (SELECT value FROM json_each(?2))
-        THEN EXISTS (SELECT 1 FROM runs WHERE runs.job = jobs.name) ELSE 0 END AS active
+        THEN EXISTS (SELECT 1 FROM runs WHERE runs.job = jobs.name) ELSE 0 END AS active, missed
     FROM jobs WHERE name IN (SELECT value FROM json_each(?1))"""
 _ALL_JOBS = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY name"
 _BATCH_JOB_STATES = f"""SELECT {_JOB_COLUMNS} FROM jobs
@@ -234,6 +282,9 @@ _CREATE_JOB = """INSERT INTO jobs (name, fingerprint, watermark, next_due)
     VALUES (?, ?, ?, ?)"""
 _REDEFINE_JOB = """UPDATE jobs SET fingerprint = ?, watermark = max(coalesce(watermark, ?), ?),
     next_due = ? WHERE name = ?"""
+_RESET_JOB = """UPDATE jobs SET fingerprint = ?, watermark = ?, last_slot = NULL, next_due = ?,
+    paused = (paused IS 1), missed = CASE WHEN typeof(missed) = 'integer' THEN missed ELSE 0 END
+    WHERE name = ?"""
 _TO_RETIRE = """SELECT name FROM jobs
     WHERE fingerprint != '' AND name NOT IN (SELECT value FROM json_each(?)) ORDER BY name"""
 _RETIRE_JOB = "UPDATE jobs SET fingerprint = '' WHERE name = ?"
@@ -274,6 +325,7 @@ _RUN_WITH_TOKEN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? AND token =
 _LIVE_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at, seq"
 _LIVE_RUNS_OF = f"SELECT {_RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY created_at, seq"
 _HAS_ACTIVE = "SELECT 1 FROM runs WHERE job = ? LIMIT 1"
+_NEWEST_LIVE_RUN = "SELECT run_id, state FROM runs WHERE job = ? ORDER BY seq DESC LIMIT 1"
 # The oldest ready run of one queue: an ordered seek in runs_ready. claim() asks each of its queues
 # and takes the oldest answer, rather than `queue IN (...)`, which would sort every ready run.
 _READY_IN_QUEUE = f"""SELECT {_RUN_COLUMNS} FROM runs
@@ -281,6 +333,25 @@ _READY_IN_QUEUE = f"""SELECT {_RUN_COLUMNS} FROM runs
     ORDER BY not_before, created_at, run_id LIMIT 1"""
 # When a blocking claim found nothing, the next instants at which something could become ready
 # without another process committing: a delayed run's not_before, or an attempt lease to reap.
+# Live runs that _live_record would refuse, for the sweep (SQLiteStore._sweep): values of the wrong
+# type (SQLite keeps text written into an INTEGER column), instants out of range, and running
+# runs without a token or attempt lease (never reaped). The Python decoding is the authority; this
+# only finds candidates without reading every row into Python.
+_MALFORMED_RUNS = f"""SELECT {_RUN_COLUMNS} FROM runs WHERE
+    typeof(run_id) != 'text' OR typeof(job) != 'text' OR typeof(queue) != 'text'
+    OR typeof(digest) != 'text' OR state NOT IN ('queued', 'waiting', 'running')
+    OR typeof(slot) != 'integer' OR slot NOT BETWEEN 0 AND :max
+    OR typeof(created_at) != 'integer' OR created_at NOT BETWEEN 0 AND :max
+    OR typeof(not_before) != 'integer' OR not_before NOT BETWEEN 0 AND :max
+    OR typeof(manual) != 'integer' OR manual NOT IN (0, 1)
+    OR typeof(epoch) != 'integer' OR epoch < 0
+    OR typeof(attempt) != 'integer' OR attempt < 0
+    OR typeof(max_attempts) != 'integer' OR max_attempts < 0
+    OR (started_at IS NOT NULL
+        AND (typeof(started_at) != 'integer' OR started_at NOT BETWEEN 0 AND :max))
+    OR (worker IS NOT NULL AND typeof(worker) != 'text')
+    OR (state = 'running' AND (typeof(token) != 'text' OR typeof(lease_expires_at) != 'integer'))
+    LIMIT 1000"""
 _NEXT_READY_IN_QUEUE = """SELECT min(not_before) FROM runs
     WHERE state = 'queued' AND queue = ? AND not_before > ?"""
 _NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM runs WHERE state = 'running'"
@@ -344,14 +415,6 @@ def _micros(delta: timedelta) -> int:
     return delta // _MICROSECOND
 
 
-def _instant(micros: int | None) -> datetime | None:
-    return None if micros is None else from_micros(int(micros))
-
-
-def _required_instant(micros: int) -> datetime:
-    return from_micros(int(micros))
-
-
 def _output_tail(text: str) -> str:
     """At most OUTPUT_TAIL bytes of UTF-8 from the end of ``text``, cut on a character boundary."""
     data = text.encode("utf-8", errors="replace")
@@ -360,55 +423,166 @@ def _output_tail(text: str) -> str:
     return data[-OUTPUT_TAIL:].decode("utf-8", errors="ignore")
 
 
-def _job_state(row: Mapping[str, Any] | sqlite3.Row) -> JobState:
-    outcome = row["last_outcome"]
+# -- decoding rows ---------------------------------------------------------------------------------
+# SQLite stores whatever is written into a column (type affinity only converts what it can), so a
+# row written by hand may hold text where chronod wrote an integer, a number too large for an
+# instant, and so on. Decoding checks every field and raises MalformedRecord naming the first bad
+# one; readers then show the row as quarantined and claim quarantines it (see chronod.store.base).
+
+Row = Mapping[str, Any] | sqlite3.Row
+
+
+def _integer(row: Row, name: str, low: int = 0, high: int | None = None) -> int:
+    value = row[name]
+    if type(value) is not int:
+        raise MalformedRecord(f"{name} is not an integer ({shown(value)})")
+    if value < low or (high is not None and value > high):
+        raise MalformedRecord(f"{name} is out of range ({value})")
+    return value
+
+
+def _instant(row: Row, name: str) -> datetime:
+    return from_micros(_integer(row, name, 0, MAX_MICROS))
+
+
+def _optional_instant(row: Row, name: str) -> datetime | None:
+    return None if row[name] is None else _instant(row, name)
+
+
+def _text(row: Row, name: str) -> str:
+    value = row[name]
+    if not isinstance(value, str):
+        raise MalformedRecord(f"{name} is not text ({shown(value)})")
+    return value
+
+
+def _optional_text(row: Row, name: str) -> str | None:
+    return None if row[name] is None else _text(row, name)
+
+
+def _flag(row: Row, name: str) -> bool:
+    return bool(_integer(row, name, 0, 1))
+
+
+def _outcome(row: Row, name: str) -> Outcome:
+    value = row[name]
+    try:
+        return Outcome(value)
+    except ValueError:
+        raise MalformedRecord(f"{name} is not an outcome ({shown(value)})") from None
+
+
+def _run_state(row: Row, name: str) -> RunState:
+    value = row[name]
+    try:
+        return RunState(value)
+    except ValueError:
+        raise MalformedRecord(f"{name} is not a run state ({shown(value)})") from None
+
+
+def _job_state(row: Row) -> JobState:
+    """A job row as read; a field that cannot be read reads as unset (the leader re-syncs a
+    malformed row, see sync_jobs), so status and metrics keep answering."""
+    outcome = lenient(_outcome, row, "last_outcome", None) if row["last_outcome"] else None
     return JobState(
-        name=row["name"],
-        fingerprint=row["fingerprint"],
-        watermark=_instant(row["watermark"]),
-        last_slot=_instant(row["last_slot"]),
-        next_due=_instant(row["next_due"]),
-        paused=bool(row["paused"]),
-        last_outcome=None if outcome is None else Outcome(outcome),
-        last_outcome_at=_instant(row["last_outcome_at"]),
-        last_success_at=_instant(row["last_success_at"]),
+        name=str(row["name"]),
+        fingerprint=lenient(_text, row, "fingerprint", ""),
+        watermark=lenient(_optional_instant, row, "watermark", None),
+        last_slot=lenient(_optional_instant, row, "last_slot", None),
+        next_due=lenient(_optional_instant, row, "next_due", None),
+        paused=lenient(_flag, row, "paused", False),
+        last_outcome=outcome,
+        last_outcome_at=lenient(_optional_instant, row, "last_outcome_at", None),
+        last_success_at=lenient(_optional_instant, row, "last_success_at", None),
         active=int(row["active"]),
-        missed=int(row["missed"]),
+        missed=lenient(_integer, row, "missed", 0),
     )
 
 
-def _live_record(row: Mapping[str, Any] | sqlite3.Row) -> RunRecord:
-    return RunRecord(state=RunState(row["state"]), **_run_columns(row))
+def _job_problem(row: Row) -> str | None:
+    """What makes a job row unusable for the leader (None: nothing)."""
+    try:
+        _text(row, "fingerprint")
+        for name in ("watermark", "last_slot", "next_due"):
+            _optional_instant(row, name)
+        _flag(row, "paused")
+        _integer(row, "missed")
+    except MalformedRecord as exc:
+        return str(exc)
+    return None
 
 
-def _history_record(row: sqlite3.Row) -> RunRecord:
+def _live_record(row: Row) -> RunRecord:
+    """A live run, every field checked (raises MalformedRecord)."""
+    return RunRecord(state=_run_state(row, "state"), **_run_columns(row))
+
+
+def _history_record(row: Row) -> RunRecord:
+    """A history entry, every field checked (raises MalformedRecord)."""
     return RunRecord(
-        state=Outcome(row["outcome"]),
-        finished_at=_instant(row["finished_at"]),
-        exit_code=row["exit_code"],
-        output=row["output"],
-        error=row["error"],
+        state=_outcome(row, "outcome"),
+        finished_at=_optional_instant(row, "finished_at"),
+        exit_code=None if row["exit_code"] is None else _integer(row, "exit_code", -(2**63)),
+        output=_text(row, "output"),
+        error=_optional_text(row, "error"),
         **_run_columns(row),
     )
 
 
-def _run_columns(row: Mapping[str, Any] | sqlite3.Row) -> dict[str, Any]:
+def _run_columns(row: Row) -> dict[str, Any]:
     """The columns a live run and a history entry share, as RunRecord fields."""
     return {
-        "run_id": row["run_id"],
-        "job": row["job"],
-        "slot": _required_instant(row["slot"]),
-        "manual": bool(row["manual"]),
-        "queue": row["queue"],
-        "digest": row["digest"],
-        "epoch": int(row["epoch"]),
-        "attempt": int(row["attempt"]),
-        "max_attempts": int(row["max_attempts"]),
-        "created_at": _required_instant(row["created_at"]),
-        "not_before": _instant(row["not_before"]),
-        "started_at": _instant(row["started_at"]),
-        "worker": row["worker"],
+        "run_id": _text(row, "run_id"),
+        "job": _text(row, "job"),
+        "slot": _instant(row, "slot"),
+        "manual": _flag(row, "manual"),
+        "queue": _text(row, "queue"),
+        "digest": _text(row, "digest"),
+        "epoch": _integer(row, "epoch"),
+        "attempt": _integer(row, "attempt"),
+        "max_attempts": _integer(row, "max_attempts"),
+        "created_at": _instant(row, "created_at"),
+        "not_before": _optional_instant(row, "not_before"),
+        "started_at": _optional_instant(row, "started_at"),
+        "worker": _optional_text(row, "worker"),
     }
+
+
+def _readable(decode: Callable[[Row], RunRecord], row: Row) -> RunRecord:
+    """``decode(row)``, or for a malformed row the quarantined record that stands for it."""
+    try:
+        return decode(row)
+    except MalformedRecord as exc:
+        return _unreadable(row, str(exc))
+
+
+def _unreadable(row: Row, problem: str) -> RunRecord:
+    """What can be read of a malformed run, as a quarantined record (chronod.store.base)."""
+    keys = row.keys()
+    error = f"unreadable record: {problem}"
+    if "outcome" in keys and row["outcome"] == Outcome.QUARANTINED.value:
+        error = lenient(_text, row, "error", error)  # quarantined by claim: says what was wrong
+    return RunRecord(
+        run_id=lenient(_text, row, "run_id", "?"),
+        job=lenient(_text, row, "job", "?"),
+        slot=lenient(_instant, row, "slot", UNREADABLE_INSTANT),
+        manual=lenient(_flag, row, "manual", False),
+        state=Outcome.QUARANTINED,
+        queue=lenient(_text, row, "queue", ""),
+        digest=lenient(_text, row, "digest", ""),
+        epoch=lenient(_integer, row, "epoch", 0),
+        attempt=lenient(_integer, row, "attempt", 0),
+        max_attempts=lenient(_integer, row, "max_attempts", 0),
+        created_at=lenient(_instant, row, "created_at", UNREADABLE_INSTANT),
+        not_before=lenient(_optional_instant, row, "not_before", None),
+        started_at=lenient(_optional_instant, row, "started_at", None),
+        finished_at=lenient(_optional_instant, row, "finished_at", None)
+        if "finished_at" in keys
+        else None,
+        worker=lenient(_optional_text, row, "worker", None),
+        output=lenient(_text, row, "output", "") if "output" in keys else "",
+        error=error,
+    )
 
 
 def _history_entry(
@@ -430,8 +604,16 @@ def _history_entry(
     return entry
 
 
-def _prepare_files(path: Path) -> None:
-    """Create the directory (0700) and the database file (0600) unless they exist.
+def _create_if_absent(path: Path, busy_timeout_ms: int) -> bool:
+    """Create the database (directory 0700, file 0600) with its schema unless it exists; True if
+    this call created the file.
+
+    The database is built under a scratch name and hard-linked into place, so the file at
+    ``path`` never exists without chronod's schema: an empty (0-byte) file there is never one
+    chronod is still creating, and is refused as damaged instead of silently starting afresh.
+    The link fails if another process got there first (its database is used). On a file system
+    without hard links the file is created empty in place, as before (two processes creating it
+    at the same instant may then see each other's empty file and refuse it once).
 
     SQLite gives the ``-wal`` and ``-shm`` files the database file's permission bits, so creating
     the file ourselves with 0600 keeps all three private without touching the process-wide umask
@@ -439,6 +621,35 @@ def _prepare_files(path: Path) -> None:
     directories are left alone: an operator may have chosen group access deliberately.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.path.lexists(path):
+        return False
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
+    try:
+        _create_private(scratch)
+        conn = sqlite3.connect(scratch, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        try:
+            _configure(conn, busy_timeout_ms)
+            _enable_wal(conn)
+            _migrate(conn, scratch)
+        finally:
+            conn.close()  # the only connection: SQLite folds the WAL into the file and deletes it
+        try:
+            os.link(scratch, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            return _create_private(path)
+        return True
+    finally:
+        for name in (scratch.name, f"{scratch.name}-wal", f"{scratch.name}-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(scratch.with_name(name))
+
+
+def _create_private(path: Path) -> bool:
+    """Create ``path`` empty with mode 0600 unless it exists; True if this call created it."""
     # O_EXCL matters: closing *any* descriptor of a file drops every POSIX lock this process holds
     # on it, so opening and closing an existing database here would silently unlock the connections
     # other stores in this process have open; the next process to close its connection would then
@@ -447,21 +658,78 @@ def _prepare_files(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
-        return
+        return False
     os.close(fd)
+    return True
+
+
+def _is_empty_file(path: Path) -> bool:
+    """``path`` is a 0-byte file with no WAL content: no database at all (see _create_if_absent).
+
+    A 0-byte file beside a non-empty ``-wal`` is a database whose content is all in the WAL (a
+    process died before the first checkpoint): that one is fine.
+    """
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_size:
+        return False
+    try:
+        return path.with_name(f"{path.name}-wal").stat().st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def _configure(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """Connection settings that change nothing in the file (_enable_wal is the one that does)."""
     conn.row_factory = sqlite3.Row
     try:  # JSON1 is built in since 3.38 and enabled by every common distribution before that
         conn.execute("SELECT json_valid('[]')")
     except sqlite3.OperationalError:
         raise StoreError("SQLite store: this SQLite library lacks the JSON1 functions") from None
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise StoreError(f"SQLite store: journal_mode is {mode!r}, WAL could not be enabled")
     conn.execute("PRAGMA synchronous = FULL")
+
+
+def _check_identity(conn: sqlite3.Connection, path: Path, *, created: bool) -> None:
+    """Refuse a file that is not chronod's database, before anything is written to it.
+
+    Runs before WAL mode is set: switching a foreign database's journal mode would change it.
+    A file that is not a database at all (or is damaged in its first page) fails on the first
+    read with SQLITE_NOTADB or SQLITE_CORRUPT, which the caller reports as corrupt.
+    """
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    tables = {row[0] for row in conn.execute(_TABLE_NAMES)}
+    if version == 0 and not tables:
+        if created:
+            return  # ours, created empty in place on a file system without hard links
+        raise StoreCorrupt(
+            f"SQLite store {path} is an empty SQLite database without chronod's tables, which "
+            "chronod never leaves behind: restore it from a backup, or delete it to start "
+            "afresh (job state and history are lost)"
+        )
+    missing = CHRONOD_TABLES - tables
+    if version == 0 or missing:
+        found = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
+        raise StoreCorrupt(
+            f"SQLite store {path} is a SQLite database but not chronod's (schema version "
+            f"{version}, tables: {found or 'none'}): point the store URL at another file, or "
+            "move this one aside"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"SQLite store {path} has schema version {version}; this chronod knows up to "
+            f"{SCHEMA_VERSION} (upgrade chronod)"
+        )
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -482,7 +750,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.rollback()
+        if conn.in_transaction:
+            conn.rollback()
         raise
 
 
@@ -499,17 +768,30 @@ def _require_file(path: Path) -> None:
         ) from None
 
 
-def _existing_schema(conn: sqlite3.Connection, path: Path) -> int:
-    """For ``create=False``: the schema version as found; nothing is migrated."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version == 0:
-        raise StoreMissing(f"SQLite store {path} holds no chronod state (an empty database)")
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"SQLite store {path} has schema version {version}; this chronod knows up to "
-            f"{SCHEMA_VERSION} (upgrade chronod)"
-        )
-    return version
+def _existing_schema(conn: sqlite3.Connection) -> int:
+    """For ``create=False``: the schema version as found (already vetted by _check_identity);
+    nothing is migrated."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _corrupt(path: Path, detail: str) -> StoreCorrupt:
+    return StoreCorrupt(
+        f"SQLite store {path} is corrupt ({detail}): stop every chronod process using it, then "
+        "restore it from a backup, or move it (with its -wal file) aside to start afresh (job "
+        "state and history are lost)"
+    )
+
+
+def _result_code(exc: sqlite3.Error) -> int | None:
+    """The primary SQLite result code of ``exc`` (Python 3.11+ carries it; 3.10 has the text)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF
+    message = str(exc).lower()
+    for text, known in _CODE_BY_MESSAGE:
+        if text in message:
+            return known
+    return None
 
 
 # Dispatch results that name the slot's run id (a run or history entry exists, or existed, for it).
@@ -535,6 +817,8 @@ class _BatchJob:
     active: bool
     guards: set[int]  # those of the batch's slots of this job that are guarded
     dirty: bool = False
+    # Why a slot of this job is skipped for overlap, once this batch created its active run.
+    active_reason: str | None = None
 
 
 @dataclass
@@ -546,6 +830,9 @@ class _DispatchPlan:
     guards: list[tuple[str, int, int]] = field(default_factory=list)
     runs: list[tuple[Any, ...]] = field(default_factory=list)  # _INSERT_DISPATCHED_RUN rows
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Skipped entries whose reason names the job's active run from before this batch: filled in
+    # by SQLiteStore.dispatch with one lookup per job (skips are rare; the hot path pays nothing).
+    unexplained: list[dict[str, Any]] = field(default_factory=list)
     decided_at: datetime = field(init=False)
     # A batch's items share few distinct slots (1,000 jobs due at one second share one), and
     # converting an instant (microseconds, slot id text) cost more than deciding the item.
@@ -589,7 +876,7 @@ class _DispatchPlan:
         job.dirty = True
         if job.paused:
             return DispatchStatus.PAUSED
-        if job.active and item.overlap == "skip":
+        if item.superseded_by is not None or (job.active and item.overlap == "skip"):
             run = {
                 "run_id": run_id,
                 "job": item.job,
@@ -603,7 +890,13 @@ class _DispatchPlan:
                 "created_at": self.now,
                 "not_before": slot,
             }
-            self.history.append(_history_entry(run, Outcome.SKIPPED, self.now))
+            reason = job.active_reason
+            if item.superseded_by is not None:
+                reason = superseded_reason(item.superseded_by)
+            entry = _history_entry(run, Outcome.SKIPPED, self.now, error=reason)
+            self.history.append(entry)
+            if reason is None:
+                self.unexplained.append(entry)
             return DispatchStatus.SKIPPED
         waiting = job.active and item.overlap == "queue"
         state = RunState.WAITING if waiting else RunState.QUEUED
@@ -622,6 +915,7 @@ class _DispatchPlan:
             )
         )
         job.active = True
+        job.active_reason = overlap_reason(run_id, state.value)
         job.last_slot = slot
         return DispatchStatus.WAITING if waiting else DispatchStatus.QUEUED
 
@@ -638,6 +932,8 @@ class _Seen(NamedTuple):
 class _Tx:
     conn: sqlite3.Connection
     now: int  # store time, microseconds, read after the write lock was taken
+    # Runs this transaction quarantined: reported (SQLiteStore.drain_quarantined) once committed.
+    quarantined: list[Quarantined] = field(default_factory=list)
 
 
 class SQLiteStore(Store):
@@ -663,6 +959,8 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()
         self._closed = threading.Event()  # also wakes a claim blocked in another thread
         self._commits = 0  # write transactions committed through this instance
+        self._quarantined: list[Quarantined] = []  # since the last drain_quarantined()
+        self._next_sweep = 0.0  # monotonic: when claim next looks for malformed live runs
 
     # -- connection and transactions ---------------------------------------------------------------
 
@@ -690,13 +988,20 @@ class SQLiteStore(Store):
             )
         if self._create:
             try:
-                _prepare_files(self._path)
+                created = _create_if_absent(self._path, self._busy_timeout_ms)
             except OSError as exc:
                 raise StoreUnavailable(
                     f"SQLite store {self._path}: cannot create the database file ({exc.strerror})"
                 ) from None
         else:
             _require_file(self._path)
+            created = False
+        if not created and _is_empty_file(self._path):
+            raise StoreCorrupt(
+                f"SQLite store {self._path} is an empty file (0 bytes), which chronod never "
+                "leaves behind: restore it from a backup, or delete it to start afresh (job "
+                "state and history are lost)"
+            )
         # mode=rw: SQLite itself never creates the file (it may vanish after the check above).
         target = self._path if self._create else f"file:{quote(str(self._path))}?mode=rw"
         conn = sqlite3.connect(
@@ -708,10 +1013,12 @@ class SQLiteStore(Store):
         )
         try:
             _configure(conn, self._busy_timeout_ms)
+            _check_identity(conn, self._path, created=created)
             if self._create:
+                _enable_wal(conn)
                 _migrate(conn, self._path)
             else:
-                self._schema = _existing_schema(conn, self._path)
+                self._schema = _existing_schema(conn)
         except BaseException:
             conn.close()
             raise
@@ -719,20 +1026,66 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
+        """SQLite's exceptions as chronod's: one line each, transient where retrying helps.
+
+        Called with the instance lock held. After a full disk, the WAL is checkpointed: a WAL that
+        grew to fill a small disk is then reused from its start, so writes resume without new
+        space once the database file itself has room (otherwise they wait for an operator).
+        """
         try:
             yield
-        except sqlite3.OperationalError as exc:
-            message = str(exc).lower()
-            if "database is locked" in message or "database is busy" in message:
-                raise StoreUnavailable(
-                    f"SQLite store {self._path} is busy: another process held its write lock "
-                    f"for more than {self._busy_timeout_ms} ms"
-                ) from None
-            if "unable to open" in message:
-                raise StoreUnavailable(
-                    f"SQLite store {self._path}: unable to open the database file"
-                ) from None
-            raise
+        except sqlite3.Error as exc:
+            code = _result_code(exc)
+            if code == SQLITE_FULL:
+                self._checkpoint()
+            raise self._translated(exc, code) from exc
+
+    def _translated(self, exc: sqlite3.Error, code: int | None) -> StoreError:
+        path = self._path
+        if code in (SQLITE_BUSY, SQLITE_LOCKED):
+            return StoreUnavailable(
+                f"SQLite store {path} is busy: another process held its write lock "
+                f"for more than {self._busy_timeout_ms} ms"
+            )
+        if code == SQLITE_CANTOPEN:
+            return StoreUnavailable(f"SQLite store {path}: unable to open the database file")
+        if code == SQLITE_FULL:
+            return StoreDiskError(
+                f"SQLite store {path}: the disk is full (database or disk is full); nothing is "
+                "written until space is freed"
+            )
+        if code == SQLITE_IOERR:
+            return StoreDiskError(f"SQLite store {path}: disk I/O error ({exc})")
+        if code == SQLITE_READONLY:
+            return StoreDiskError(
+                f"SQLite store {path} cannot be written ({exc}): check the permissions of the "
+                "file, its directory and its -wal and -shm files, and that the file system is "
+                "mounted read-write"
+            )
+        if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+            return _corrupt(path, str(exc))
+        return StoreError(f"SQLite store {path}: {' '.join(str(exc).split())}")
+
+    def _checkpoint(self) -> None:
+        """Best effort: copy the WAL into the database file so that the next writer restarts it."""
+        conn = self._conn
+        if conn is None or conn.in_transaction:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        """End the open transaction; a connection that cannot is dropped (reopened on next use)."""
+        if not conn.in_transaction:
+            return
+        try:
+            conn.rollback()
+        except sqlite3.Error:
+            # SQLite keeps the locks of other connections of this process on the file when one
+            # closes (it defers closing the descriptor), so dropping this one is safe.
+            self._conn = None
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -748,7 +1101,7 @@ class SQLiteStore(Store):
             try:
                 yield conn
             finally:
-                conn.rollback()
+                self._roll_back(conn)
 
     @contextmanager
     def _write(self) -> Iterator[_Tx]:
@@ -757,13 +1110,14 @@ class SQLiteStore(Store):
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield _Tx(conn, to_micros(self._clock.now()))
+                tx = _Tx(conn, to_micros(self._clock.now()))
+                yield tx
                 conn.execute("COMMIT")
                 self._commits += 1  # data_version does not change for our own commits
             except BaseException:
-                if conn.in_transaction:
-                    conn.rollback()
+                self._roll_back(conn)
                 raise
+            self._quarantined.extend(tx.quarantined)
 
     def close(self) -> None:
         self._closed.set()
@@ -774,6 +1128,35 @@ class SQLiteStore(Store):
             if conn is not None and self._pid == os.getpid():
                 conn.close()
 
+    def verify(self) -> None:
+        """``PRAGMA quick_check``: every page of the file is read and its structure checked."""
+        with self._read() as conn:
+            found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
+        problems = [text for text in found if text != "ok"]
+        if problems:
+            more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+            raise _corrupt(self._path, " ".join(problems[0].split()) + more)
+
+    def storage_problems(self) -> list[str]:
+        try:
+            fs = os.statvfs(self._path.parent)
+        except OSError:
+            return []
+        problems = []
+        if fs.f_flag & os.ST_RDONLY:
+            problems.append(
+                f"the file system holding {self._path} is mounted read-only: no state can be "
+                "written (nothing is dispatched or recorded)"
+            )
+        free = fs.f_bavail * fs.f_frsize
+        if free < LOW_SPACE:
+            problems.append(
+                f"the file system holding {self._path} has {free // 1024} KiB free: writes fail "
+                "once it is full (disk full), and nothing is dispatched or recorded until space "
+                "is freed"
+            )
+        return problems
+
     # -- clock -------------------------------------------------------------------------------------
 
     def now(self) -> datetime:
@@ -783,7 +1166,7 @@ class SQLiteStore(Store):
 
     def acquire_lease(self, node: str, token: str, ttl: timedelta) -> Lease | None:
         with self._write() as tx:
-            row = tx.conn.execute(_LEASE).fetchone()
+            row = _lease_row(tx.conn.execute(_LEASE).fetchone())
             if row is not None and row["expires_at"] > tx.now:
                 return _lease(row) if row["token"] == token else None
             tx.conn.execute(_BUMP_EPOCH)
@@ -812,7 +1195,7 @@ class SQLiteStore(Store):
 
     def leader(self) -> LeaderInfo | None:
         with self._read() as conn:
-            row = conn.execute(_LEASE).fetchone()
+            row = _lease_row(conn.execute(_LEASE).fetchone())
             if row is None or row["expires_at"] <= to_micros(self._clock.now()):
                 return None
             return LeaderInfo(
@@ -833,6 +1216,8 @@ class SQLiteStore(Store):
                 row = tx.conn.execute(_JOB, (job.name,)).fetchone()
                 if row is None:
                     tx.conn.execute(_CREATE_JOB, (job.name, job.fingerprint, loaded, next_due))
+                elif _job_problem(row) is not None:  # unreadable: start it afresh, as if new
+                    tx.conn.execute(_RESET_JOB, (job.fingerprint, loaded, next_due, job.name))
                 elif row["fingerprint"] != job.fingerprint:
                     tx.conn.execute(
                         _REDEFINE_JOB, (job.fingerprint, loaded, loaded, next_due, job.name)
@@ -855,7 +1240,7 @@ class SQLiteStore(Store):
         with self._write() as tx:
             tx.conn.execute(_ENSURE_JOB, (job,))
             row = tx.conn.execute(_JOB, (job,)).fetchone()
-            watermark = row["watermark"]
+            watermark = row["watermark"] if type(row["watermark"]) is int else None
             if row["paused"] and not paused:  # resuming: nothing from the paused period runs
                 watermark = tx.now if watermark is None else max(watermark, tx.now)
             tx.conn.execute(_SET_PAUSED, (int(paused), watermark, job))
@@ -882,6 +1267,7 @@ class SQLiteStore(Store):
             plan = _DispatchPlan(epoch=lease.epoch, now=tx.now)
             jobs = _load_batch_jobs(tx, items, plan)
             results = [plan.decide(item, jobs.get(item.job)) for item in items]
+            _explain_skips(tx, plan.unexplained)
             tx.conn.executemany(_INSERT_GUARD, plan.guards)
             tx.conn.executemany(_INSERT_DISPATCHED_RUN, plan.runs)
             tx.conn.executemany(_INSERT_HISTORY, plan.history)
@@ -944,6 +1330,8 @@ class SQLiteStore(Store):
         if row is None:
             return JobState(name=job, fingerprint="", watermark=None, last_slot=None, next_due=None)
         if not row["fingerprint"] or row["fingerprint"] != item.fingerprint:
+            return _job_state(row)
+        if _job_problem(row) is not None:  # the leader re-syncs it (see _load_batch_jobs)
             return _job_state(row)
         watermark: int | None = row["watermark"]
         recorded = 0
@@ -1021,19 +1409,71 @@ class SQLiteStore(Store):
         with self._write() as tx:
             seen = _Seen(self._commits, 0, None)
             repeated = tx.conn.execute(_RUN_BY_TOKEN, (token,)).fetchone()
-            if repeated is not None:  # a retried claim: the same claim, not a second run
-                return _claim_of(dict(repeated)), seen
+            if repeated is not None and self._well_formed(tx, repeated):
+                return _claim_of(dict(repeated)), seen  # a retried claim: the same claim again
             self._reap(tx)
+            if self._clock.monotonic() >= self._next_sweep:
+                self._sweep(tx)
+            run = self._oldest_ready(tx, queues)
+            if run is not None:
+                return _claim_of(_start_attempt(tx, run, worker, token, ttl)), seen
+            version = int(tx.conn.execute("PRAGMA data_version").fetchone()[0])
+            return None, _Seen(self._commits, version, _next_wake(tx, queues))
+
+    def _oldest_ready(self, tx: _Tx, queues: Sequence[str]) -> dict[str, Any] | None:
+        """The oldest ready run of ``queues``; malformed ones met on the way are quarantined."""
+        while True:
             ready = [
                 dict(row)
                 for queue in queues
                 for row in tx.conn.execute(_READY_IN_QUEUE, (queue, tx.now))
             ]
-            if ready:
-                run = min(ready, key=lambda r: (r["not_before"], r["created_at"], r["run_id"]))
-                return _claim_of(_start_attempt(tx, run, worker, token, ttl)), seen
-            version = int(tx.conn.execute("PRAGMA data_version").fetchone()[0])
-            return None, _Seen(self._commits, version, _next_wake(tx, queues))
+            usable = [run for run in ready if self._well_formed(tx, run)]
+            if usable:
+                return min(usable, key=lambda r: (r["not_before"], r["created_at"], r["run_id"]))
+            if not ready:
+                return None
+
+    def _well_formed(self, tx: _Tx, row: Row) -> bool:
+        """Whether the live run ``row`` can be read; if not, it is quarantined."""
+        try:
+            _live_record(row)
+        except MalformedRecord as exc:
+            self._quarantine(tx, row, str(exc))
+            return False
+        return True
+
+    def _sweep(self, tx: _Tx) -> None:
+        """Quarantine malformed live runs that claim would never meet (never ready, never
+        reaped): each would count as its job's active run forever."""
+        self._next_sweep = self._clock.monotonic() + SWEEP_EVERY
+        for row in tx.conn.execute(_MALFORMED_RUNS, {"max": MAX_MICROS}).fetchall():
+            self._well_formed(tx, row)
+
+    def _quarantine(self, tx: _Tx, row: Row, problem: str) -> None:
+        """End a malformed live run as ``quarantined`` (see chronod.store.base)."""
+        run = dict(row)
+        job = run.get("job")
+        entry = _history_entry(run, Outcome.QUARANTINED, tx.now, error=f"quarantined: {problem}")
+        if isinstance(job, str):
+            self._end_run(tx, run, entry)
+        else:  # no job to update or release: keep the entry, under a name history can show
+            entry["job"] = shown(job)
+            tx.conn.execute(_INSERT_HISTORY, entry)
+            tx.conn.execute(_DELETE_RUN, (run["seq"],))
+        run_id = run.get("run_id")
+        tx.quarantined.append(
+            Quarantined(
+                run_id=run_id if isinstance(run_id, str) else shown(run_id),
+                job=job if isinstance(job, str) else shown(job),
+                problem=problem,
+            )
+        )
+
+    def drain_quarantined(self) -> list[Quarantined]:
+        with self._lock:
+            found, self._quarantined = self._quarantined, []
+        return found
 
     def _wait_for_work(self, deadline: float, seen: _Seen) -> bool:
         """Sleep until something may have become claimable (True) or the deadline passed."""
@@ -1096,6 +1536,8 @@ class SQLiteStore(Store):
         reaped: list[str] = []
         for row in tx.conn.execute(_EXPIRED_ATTEMPTS, (tx.now,)).fetchall():
             run = dict(row)
+            if not self._well_formed(tx, run):
+                continue
             if run["attempt"] < run["max_attempts"]:
                 tx.conn.execute(_REQUEUE, (tx.now, run["seq"]))
             else:
@@ -1143,16 +1585,22 @@ class SQLiteStore(Store):
     def workers(self) -> list[WorkerInfo]:
         with self._read() as conn:
             since = to_micros(self._clock.now()) - _micros(WORKER_SEEN_WINDOW)
-            return [
-                WorkerInfo(
-                    worker=row["worker"],
-                    queues=tuple(json.loads(row["queues"])),
-                    seen_at=from_micros(row["seen_at"]),
-                    running=row["running"],
-                    concurrency=row["concurrency"],
-                )
-                for row in conn.execute(_WORKERS, (since,))
-            ]
+            found = []
+            for row in conn.execute(_WORKERS, (since,)):
+                try:
+                    queues = json.loads(row["queues"])
+                    found.append(
+                        WorkerInfo(
+                            worker=_text(row, "worker"),
+                            queues=tuple(str(queue) for queue in queues),
+                            seen_at=_instant(row, "seen_at"),
+                            running=_integer(row, "running"),
+                            concurrency=_integer(row, "concurrency"),
+                        )
+                    )
+                except (MalformedRecord, ValueError, TypeError):
+                    continue  # a forged entry; real ones are rewritten every few seconds
+            return found
 
     # -- presence ----------------------------------------------------------------------------------
 
@@ -1182,18 +1630,19 @@ class SQLiteStore(Store):
         with self._snapshot() as conn:
             live = conn.execute(_RUN, (run_id,)).fetchone()
             if live is not None:
-                return _live_record(live)
+                return _readable(_live_record, live)
             ended = conn.execute(_NEWEST_HISTORY_OF_RUN, (run_id,)).fetchone()
-            return None if ended is None else _history_record(ended)
+            return None if ended is None else _readable(_history_record, ended)
 
     def live_runs(self, job: str | None = None) -> list[RunRecord]:
         with self._read() as conn:
             rows = conn.execute(_LIVE_RUNS) if job is None else conn.execute(_LIVE_RUNS_OF, (job,))
-            return [_live_record(row) for row in rows]
+            return [_readable(_live_record, row) for row in rows]
 
     def history(self, job: str, limit: int) -> list[RunRecord]:
         with self._read() as conn:
-            return [_history_record(row) for row in conn.execute(_HISTORY, (job, max(limit, 0)))]
+            rows = conn.execute(_HISTORY, (job, max(limit, 0)))
+            return [_readable(_history_record, row) for row in rows]
 
     def queue_depths(self) -> dict[str, int]:
         with self._read() as conn:
@@ -1212,8 +1661,19 @@ def _lease(row: sqlite3.Row) -> Lease:
     )
 
 
+def _lease_row(row: sqlite3.Row | None) -> sqlite3.Row | None:
+    """The lease row, or None if there is none or it is malformed (then it counts as expired, and
+    the next acquisition replaces it)."""
+    if row is None:
+        return None
+    fields = (row["token"], row["epoch"], row["node"], row["expires_at"])
+    if [type(value) for value in fields] != [str, int, str, int]:
+        return None
+    return row
+
+
 def _lease_is_current(tx: _Tx, lease: Lease) -> bool:
-    row = tx.conn.execute(_LEASE).fetchone()
+    row = _lease_row(tx.conn.execute(_LEASE).fetchone())
     return (
         row is not None
         and row["token"] == lease.token
@@ -1249,11 +1709,26 @@ def _load_batch_jobs(
             guards=set(),
         )
         for row in tx.conn.execute(_BATCH_JOBS, (names, watched))
+        # A malformed row is left out: its items answer UNKNOWN_JOB and the leader re-syncs the
+        # job, which rewrites the row (sync_jobs).
+        if _job_problem(row) is None
     }
     wanted = json.dumps([[item.job, plan.slot(item.slot)[0]] for item in items])
     for name, slot in tx.conn.execute(_BATCH_GUARDS, (wanted,)):
-        jobs[name].guards.add(slot)
+        if name in jobs:
+            jobs[name].guards.add(slot)
     return jobs
+
+
+def _explain_skips(tx: _Tx, entries: Sequence[dict[str, Any]]) -> None:
+    """Give each skipped entry its reason: the job's newest live run (created before the batch)."""
+    reasons: dict[str, str] = {}
+    for entry in entries:
+        job = entry["job"]
+        if job not in reasons:
+            row = tx.conn.execute(_NEWEST_LIVE_RUN, (job,)).fetchone()
+            reasons[job] = overlap_reason(str(row[0]), str(row[1])) if row else "overlap = skip"
+        entry["error"] = reasons[job]
 
 
 def _missed_entry(job: str, slot: datetime, epoch: int, now: int) -> dict[str, Any]:
@@ -1321,7 +1796,7 @@ def _start_attempt(
 def _next_wake(tx: _Tx, queues: Sequence[str]) -> int | None:
     candidates = [tx.conn.execute(_NEXT_READY_IN_QUEUE, (q, tx.now)).fetchone()[0] for q in queues]
     candidates.append(tx.conn.execute(_NEXT_LEASE_EXPIRY).fetchone()[0])
-    present = [int(c) for c in candidates if c is not None]
+    present = [c for c in candidates if type(c) is int]  # a malformed row's value is skipped
     return min(present) if present else None
 
 

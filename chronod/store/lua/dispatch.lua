@@ -16,9 +16,10 @@
 --
 -- KEYS[1]  lease hash
 -- ARGV[1]  key prefix; ARGV[2] lease token; ARGV[3] lease epoch; ARGV[4] history;
--- ARGV[5]  JSON array of strings, ten per item: job, fingerprint, slot (µs), next_due (µs, ''
+-- ARGV[5]  JSON array of strings, eleven per item: job, fingerprint, slot (µs), next_due (µs, ''
 --          for none), queue, digest, overlap (skip|queue|allow), max_attempts, guard_ttl (ms),
---          run id (the slot id)
+--          run id (the slot id), skip reason ('' unless the leader superseded the slot: it is
+--          then recorded skipped with this reason, whatever the job's active runs)
 -- Also     job:<job>, guard:<job>:<slot> (value: the decision instant, µs; expires after
 --          guard_ttl), live, live:<job>, waiting:<job>, run:<id>, queued:<queue>, q:<queue>,
 --          queues, seq, history:<job>
@@ -37,7 +38,7 @@ if not lease_ok(KEYS[1], ARGV[2], ARGV[3], now) then
 end
 local epoch, keep, at = ARGV[3], tonumber(ARGV[4]), fmt(now)
 local items = cjson.decode(ARGV[5])
-local count = #items / 10
+local count = #items / 11
 -- Creation numbers for the runs this chunk may create, reserved at once (gaps are harmless).
 local seq = redis.call('INCRBY', P .. 'seq', count) - count
 local statuses, earlier = {}, {}
@@ -71,6 +72,16 @@ local function progress(job_key, slot, next_due, ran)
   else
     redis.call('HSET', job_key, 'watermark', slot, 'next_due', next_due)
   end
+end
+
+-- Why a slot is skipped for overlap (chronod.store.base.overlap_reason): the job's newest live run.
+local function overlap_reason(job)
+  local run_id = redis.call('ZRANGE', P .. 'live:' .. job, -1, -1)[1]
+  local state = run_id and redis.call('HGET', P .. 'run:' .. run_id, 'state')
+  if not state then
+    return 'overlap = skip'
+  end
+  return 'previous run ' .. run_id .. ' still ' .. state .. ' (overlap = skip)'
 end
 
 -- Decide the item whose fields start at items[i + 1]; returns its status.
@@ -110,14 +121,17 @@ local function decide(i)
   local max_attempts, run_id = items[i + 8], items[i + 10]
   -- overlap=allow never looks at the active runs (saves a call on the common path).
   local active = overlap ~= 'allow' and redis.call('ZCARD', P .. 'live:' .. job) > 0
-  local status
-  if active and overlap == 'skip' then
+  local status, reason = nil, items[i + 11]
+  if reason ~= '' or (active and overlap == 'skip') then
     local run = {
       run_id = run_id, job = job, slot = slot, manual = '0', queue = queue, digest = digest,
       epoch = epoch, max_attempts = max_attempts, created_at = at, not_before = slot,
       attempt = '0',
     }
-    push_history(job, history_entry(run, 'skipped', now), keep)
+    if reason == '' then
+      reason = overlap_reason(job)
+    end
+    push_history(job, history_entry(run, 'skipped', now, {error = reason}), keep)
     status = 'skipped'
   else
     -- The same fields create_run (_common.lua) writes, as one literal HSET.
@@ -154,7 +168,7 @@ local function decide(i)
   return status
 end
 
-for i = 0, #items - 1, 10 do
+for i = 0, #items - 1, 11 do
   statuses[#statuses + 1] = decide(i)
 end
 zadd_all(P .. 'live', live)
