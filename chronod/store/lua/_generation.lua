@@ -17,8 +17,9 @@
 --   * rb_seen_at = the store time of the newest generation a witness saw (sync_jobs.lua uses it
 --     for jobs whose state was lost altogether);
 --   * the counter jumps far above the presented generation, so other witnesses of the same lost
---     history do not report it again, and the epoch counter is raised to its clock floor, so no
---     fencing epoch the store handed out before the loss is ever handed out again.
+--     history do not report it again, and the epoch counter jumps ahead (G_EPOCH_JUMP, and at
+--     least its clock floor), so no fencing epoch the store handed out before the loss is ever
+--     handed out again.
 --
 -- Trailing KEYS (removed here): the gen hash, then the canary key. The canary is never written;
 -- declaring it makes Redis Cluster refuse every script with TRYAGAIN while the namespace's slot
@@ -39,8 +40,11 @@ local G_SEEN_AT = tonumber(table.remove(ARGV)) or 0
 local G_SEEN = tonumber(table.remove(ARGV)) or 0
 -- Far above any generation a process can have seen of the lost history (2^32 writes).
 local G_JUMP = 4294967296
--- Epochs are at least the seconds since 2025-01-01 after a store came back empty or older:
--- the counter could only be ahead of that with more than one acquisition per second, ever.
+-- After a rollback the epoch counter moves past every epoch the lost window can have handed out:
+-- at least G_EPOCH_JUMP acquisitions on (each one waits for a lease to end) and at least the
+-- seconds since 2025-01-01, which a counter seeded from it (acquire.lua, on an empty store) could
+-- only be ahead of with more than one acquisition per second, ever.
+local G_EPOCH_JUMP = 1000
 local EPOCH_ORIGIN_S = 1735689600
 
 local function epoch_floor(now)
@@ -61,9 +65,7 @@ local function generation(body)
     redis.call('HDEL', GEN, 'rb_reconciled')
     local epoch_key = P .. 'epoch'
     local epoch = tonumber(redis.call('GET', epoch_key) or '0')
-    if epoch < epoch_floor(now) then
-      redis.call('SET', epoch_key, fmt(epoch_floor(now)))
-    end
+    redis.call('SET', epoch_key, fmt(math.max(epoch + G_EPOCH_JUMP, epoch_floor(now))))
   end
   RB = g[2] or '0'
   ROLLBACK_AT = tonumber(g[3] or '-1')
