@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -210,9 +211,9 @@ class SentinelSet:
                 )
             )
         for replica in self.replicas:
-            _wait(lambda r=replica: self.in_sync(r), 15, f"replica {replica.port} in sync")
+            _wait(partial(self.in_sync, replica), 15, f"replica {replica.port} in sync")
         for port in self.sentinel_ports:
-            _wait(lambda p=port: self._sees_all(p), 15, f"sentinel {port} ready")
+            _wait(partial(self._sees_all, port), 15, f"sentinel {port} ready")
 
     def _sentinel(self, port: int) -> Any:
         client: Any = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)

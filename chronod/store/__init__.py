@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from chronod.clock import Clock
 from chronod.errors import StoreConfigError
@@ -59,8 +59,6 @@ PARAMS: dict[RedisKind, frozenset[str]] = {
     "sentinel": _CREDENTIALS | {"db", "sentinel_username", "sentinel_password"},
     "cluster": _CREDENTIALS | TLS_PARAMS,
 }
-# Parameters whose values redact_url shows (none of them can hold a secret).
-_SHOWN = frozenset({"db", "username", "sentinel_username"}) | TLS_PARAMS
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _CERT_REQS = ("none", "optional", "required")
@@ -141,53 +139,43 @@ def scheme_of(url: str) -> str:
 def redact_url(url: str) -> str:
     """``url`` with every credential replaced by ``***`` (the only form of a store URL we print).
 
-    Deliberately conservative, because a password may hold characters that end the part of a URL
-    it belongs to when they are not percent-encoded ('/', '?', '#', '&', even '@'):
-
-    * everything between ``://`` and the *last* ``@`` is user information: shown as ``user:***``
-      (``***`` when it has no ``:``), whatever characters it holds;
-    * a fragment (``#…``) is shown as ``#***``;
-    * in the query, only the values of parameters that cannot hold a secret are shown; the value
-      of any other parameter is ``***``, and everything after a password parameter is ``***``
-      (an unencoded '&' in the password would otherwise show its tail as another parameter).
+    A password may hold characters that end the part of a URL it belongs to when they are not
+    percent-encoded ('/', '?', '#', '&', even '@'), so no general URL parser can tell where it
+    ends. Hence: a URL without '@', '?' or '#' cannot hold a credential and is shown as it is; a
+    Redis URL that chronod's own (strict) parser accepts is rebuilt from what it parsed, with
+    the credentials replaced; anything else is shown as its scheme and ``***``.
     """
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*:)(//)?", url)
-    if match is None:
-        return "<store URL>" if ("@" in url or "?" in url or "#" in url) else url
-    head, rest = match.group(0), url[match.end() :]
-    if match.group(1).lower() == "sqlite:":
-        return url  # a file path: no credentials
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else ""
+    if scheme == "sqlite" or not any(c in url for c in "@?#"):
+        return url
+    if scheme in _KIND_OF:
+        try:
+            return _rebuilt(_parse_redis(url, scheme))
+        except _Bad:
+            pass
+    return f"{scheme}://***" if scheme else "<store URL>"
+
+
+def _rebuilt(target: RedisTarget) -> str:
     user = ""
-    if "@" in rest:
-        userinfo, rest = rest.rsplit("@", 1)
-        user = (userinfo.split(":", 1)[0] + ":***@") if ":" in userinfo else "***@"
-    fragment = ""
-    if "#" in rest:
-        rest, _ = rest.split("#", 1)
-        fragment = "#***"
-    query = ""
-    if "?" in rest:
-        rest, raw = rest.split("?", 1)
-        query = "?" + _redact_query(raw)
-    return head + user + rest + query + fragment
-
-
-def _redact_query(raw: str) -> str:
-    shown: list[str] = []
-    for part in raw.split("&"):
-        key, eq, _ = part.partition("=")
-        name = unquote(key).lower()
-        if name in SECRET_PARAMS:
-            shown.append(f"{key}=***")
-            break
-        if eq and name in _SHOWN:
-            shown.append(part)
-        elif _PARAM_NAME.match(name):
-            shown.append(f"{key}=***" if eq else key)
-        else:
-            shown.append("***")
-    rest = raw.split("&")[len(shown) :]
-    return "&".join(shown + (["***"] if rest else []))
+    if target.username or target.password:
+        user = f"{quote(target.username or '', safe='')}:***@"
+    hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in target.hosts)
+    if target.kind == "unix":
+        path = target.path or ""
+    elif target.kind == "sentinel":
+        path = f"/{quote(target.service or '', safe='')}/{target.db}"
+    elif target.kind == "cluster":
+        path = ""
+    else:
+        path = f"/{target.db}"
+    query = [f"{name}={quote(value, safe='/')}" for name, value in target.tls_options]
+    if target.sentinel_username:
+        query.append(f"sentinel_username={quote(target.sentinel_username, safe='')}")
+    if target.sentinel_password:
+        query.append("sentinel_password=***")
+    return f"{target.scheme}://{user}{hosts}{path}" + ("?" + "&".join(query) if query else "")
 
 
 # -- Redis URLs ------------------------------------------------------------------------------------
@@ -219,6 +207,10 @@ class RedisTarget:
         return tuple(s for s in (self.password, self.sentinel_password) if s)
 
 
+class _Bad(Exception):
+    """What is wrong with a Redis URL (worded without any part of the URL)."""
+
+
 def parse_redis_url(url: str) -> RedisTarget:
     """Parse a ``redis``, ``rediss``, ``unix``, ``redis+sentinel`` or ``redis(s)+cluster`` URL.
 
@@ -228,11 +220,15 @@ def parse_redis_url(url: str) -> RedisTarget:
     scheme = scheme_of(url)
     if scheme not in _KIND_OF:
         raise StoreConfigError(f"store URL {redact_url(url)!r} is not a Redis URL")
+    try:
+        return _parse_redis(url, scheme)
+    except _Bad as exc:
+        raise StoreConfigError(f"store URL {redact_url(url)!r}: {exc}") from None
+
+
+def _parse_redis(url: str, scheme: str) -> RedisTarget:
     kind = _KIND_OF[scheme]
-
-    def bad(reason: str) -> StoreConfigError:
-        return StoreConfigError(f"store URL {redact_url(url)!r}: {reason}")
-
+    bad = _Bad
     rest = url[len(scheme) + 1 :]
     if not rest.startswith("//"):
         raise bad(f"expected {scheme}://")
@@ -321,7 +317,7 @@ def _query_params(query: str, kind: RedisKind, bad: Any) -> dict[str, str]:
     return params
 
 
-def _hosts(location: str, kind: RedisKind, bad: Any) -> tuple[tuple[str, int], ...]:
+def _hosts(location: str, kind: RedisKind, bad: type[_Bad]) -> tuple[tuple[str, int], ...]:
     default_port = 26379 if kind == "sentinel" else 6379
     items = location.split(",")
     if len(items) > 1 and kind == "standalone":
@@ -345,7 +341,7 @@ def _hosts(location: str, kind: RedisKind, bad: Any) -> tuple[tuple[str, int], .
     return tuple(hosts)
 
 
-def _db(text: str, bad: Any) -> int:
+def _db(text: str, bad: type[_Bad]) -> int:
     if not text.isdigit():
         raise bad("the database must be a number")
     return int(text)

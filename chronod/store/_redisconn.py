@@ -24,7 +24,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import redis
-from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    TryAgainError,
+)
 
 from chronod.store import RedisTarget
 
@@ -115,19 +121,20 @@ class ClusterExecutor:
                 for op in ops:
                     op(pipe)
                 results = list(pipe.execute(raise_on_error=False))
-            except (redis.ConnectionError, redis.TimeoutError, ClusterDownError):
+            except (
+                redis.ConnectionError,
+                redis.TimeoutError,
+                ClusterDownError,
+                RedisClusterException,  # (no RedisError: "no node reachable", topology errors)
+            ) as exc:
                 # The node died or is being failed over: look the owner up again.
                 if last:
+                    if isinstance(exc, RedisClusterException):
+                        raise redis.ConnectionError(str(exc)) from exc
                     raise
                 refresh, ask = True, None
                 time.sleep(CLUSTER_BACKOFF[min(attempt, len(CLUSTER_BACKOFF) - 1)])
                 continue
-            except redis.RedisError as exc:
-                if "cluster" in type(exc).__name__.lower() and not last:
-                    refresh, ask = True, None
-                    time.sleep(CLUSTER_BACKOFF[min(attempt, len(CLUSTER_BACKOFF) - 1)])
-                    continue
-                raise
             if ask is not None:
                 results = results[1:]
             redirect = next((r for r in results if _is_redirect(r)), None)
