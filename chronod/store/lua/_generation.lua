@@ -41,14 +41,16 @@ local G_SEEN = tonumber(table.remove(ARGV)) or 0
 -- Far above any generation a process can have seen of the lost history (2^32 writes).
 local G_JUMP = 4294967296
 -- After a rollback the epoch counter moves past every epoch the lost window can have handed out:
--- at least G_EPOCH_JUMP acquisitions on (each one waits for a lease to end) and at least the
--- seconds since 2025-01-01, which a counter seeded from it (acquire.lua, on an empty store) could
--- only be ahead of with more than one acquisition per second, ever.
+-- G_EPOCH_JUMP acquisitions (each one waits for a lease to end) beyond the larger of the counter
+-- and the milliseconds since 2025-01-01 (store time). A counter seeded from that clock
+-- (acquire.lua, on an empty store) could only be ahead of it with more than one acquisition per
+-- millisecond, ever; and two rollbacks to the same old state, detected at different instants,
+-- start from different floors.
 local G_EPOCH_JUMP = 1000
-local EPOCH_ORIGIN_S = 1735689600
+local EPOCH_ORIGIN_MS = 1735689600000
 
 local function epoch_floor(now)
-  return math.floor(now / 1000000) - EPOCH_ORIGIN_S
+  return math.floor(now / 1000) - EPOCH_ORIGIN_MS
 end
 
 local function generation(body)
@@ -65,7 +67,7 @@ local function generation(body)
     redis.call('HDEL', GEN, 'rb_reconciled')
     local epoch_key = P .. 'epoch'
     local epoch = tonumber(redis.call('GET', epoch_key) or '0')
-    redis.call('SET', epoch_key, fmt(math.max(epoch + G_EPOCH_JUMP, epoch_floor(now))))
+    redis.call('SET', epoch_key, fmt(math.max(epoch, epoch_floor(now)) + G_EPOCH_JUMP))
   end
   RB = g[2] or '0'
   ROLLBACK_AT = tonumber(g[3] or '-1')
