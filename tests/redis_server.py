@@ -239,6 +239,12 @@ class SentinelSet:
             and int(theirs["slave_repl_offset"]) >= int(info["master_repl_offset"])
         )
 
+    def cut(self, replica: RedisServer, primary: RedisServer) -> None:
+        """Make ``replica`` fall behind: stop it, and drop its link on ``primary`` (with the link
+        up, what the primary buffered for it would still arrive once it runs again)."""
+        replica.pause()
+        primary.client().client_kill_filter(_type="replica")
+
     def master_port(self) -> int | None:
         """The port the sentinels name as primary (the first that answers)."""
         for port in self.sentinel_ports:

@@ -182,9 +182,9 @@ def test_sentinel_failover_in_sync_and_lagging(
         new = sentinel_set.wait_failover(old.port, FAILOVER)
         restart_as_replica(sentinel_set, old)  # replica_acks = 1 needs a replica again
         wait_runs(runs, 3, processes, FAILOVER)
-        # 2. The replica stops answering for 3 s, then the primary dies: the promoted replica
+        # 2. The replica stops (its link cut) for 3 s, then the primary dies: the promoted replica
         # lacks those seconds. With replica_acks = 1 nothing of them was relied on.
-        old.pause()
+        sentinel_set.cut(old, new)
         hold = datetime.now(UTC) + 3 * SECOND
         wait_until(lambda: datetime.now(UTC) >= hold, timeout=10, what="the lag window")
         new.kill()
@@ -195,6 +195,32 @@ def test_sentinel_failover_in_sync_and_lagging(
         executed, uncertain = finish(procs, store, runs)
         # Acknowledged by a replica before anything relied on it: nothing is even uncertain.
         assert uncertain == 0
+        assert executed >= 9
+    finally:
+        store.close()
+
+
+def test_sentinel_without_acknowledgements_detects_the_lagging_replica(
+    sentinel_set: SentinelSet, procs: Processes, tmp_path: Path
+) -> None:
+    """``replica_acks = 0``: the promoted replica lacks the last seconds. Nothing runs twice; what
+    ran in those seconds is recorded uncertain."""
+    runs = tmp_path / "runs.txt"
+    url = sentinel_set.url()
+    config = write_config(tmp_path, url, runs, replica_acks=0)
+    processes = start_all(procs, config, url)
+    store = open_store(StoreSettings(url=url, config_dir=tmp_path))
+    try:
+        wait_runs(runs, 3, processes, STARTUP)
+        [replica] = sentinel_set.replicas
+        sentinel_set.cut(replica, sentinel_set.primary)
+        wait_runs(runs, 3, processes, STARTUP)  # these runs exist on the primary only
+        sentinel_set.primary.kill()
+        replica.resume()
+        sentinel_set.wait_failover(sentinel_set.primary.port, FAILOVER)
+        wait_runs(runs, 3, processes, FAILOVER)
+        executed, uncertain = finish(procs, store, runs)
+        assert uncertain >= 1
         assert executed >= 9
     finally:
         store.close()

@@ -587,7 +587,9 @@ class RedisStore(Store):
         acked = True
         if waiting:
             acked = int(results.pop()) >= self._acks
-        replies = [self._observe(reply, durable=acked) for reply in results]
+        # A generation is durable once acknowledged; without replica_acks, once answered.
+        durable = acked if waiting else self._acks == 0
+        replies = [self._observe(reply, durable=durable) for reply in results]
         if any(reply == ["rolledback"] for reply in replies):
             raise RolledBack(
                 f"Redis store {self._description} went back to an older state "
@@ -603,9 +605,8 @@ class RedisStore(Store):
         )
 
     def _publish_pending(self) -> None:
-        """Queue every held run (publish.lua): called once replicas acknowledged a leader write."""
-        if not self._acks:
-            return
+        """Queue every held run (publish.lua). Called after an acknowledged dispatch, and at every
+        leader load (runs a previous leader held, or held under a replica_acks since lowered)."""
         while self._call("publish", [self._keys.pending], PUBLISH_BATCH):
             pass
 
@@ -633,7 +634,7 @@ class RedisStore(Store):
 
     def _observe(self, reply: Any, *, durable: bool) -> Any:
         info, payload = reply
-        rolled = self._gen.saw(info, durable=durable or self._acks == 0)
+        rolled = self._gen.saw(info, durable=durable)
         if rolled:
             log.warning(
                 "Redis store %s went back to an older state (%s): runs created before it are "
