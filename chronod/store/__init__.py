@@ -143,7 +143,8 @@ def redact_url(url: str) -> str:
     percent-encoded ('/', '?', '#', '&', even '@'), so no general URL parser can tell where it
     ends. Hence: a URL without '@', '?' or '#' cannot hold a credential and is shown as it is; a
     Redis URL that chronod's own (strict) parser accepts is rebuilt from what it parsed, with
-    the credentials replaced; anything else is shown as its scheme and ``***``.
+    the credentials replaced; anything else is shown up to its first '?' or '#' when it has no
+    '@', and as its scheme and ``***`` otherwise.
     """
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else ""
@@ -154,6 +155,9 @@ def redact_url(url: str) -> str:
             return _rebuilt(_parse_redis(url, scheme))
         except _Bad:
             pass
+    if scheme and "@" not in url:
+        # No user information: a secret can only follow the first '?' or '#'.
+        return re.split(r"[?#]", url, maxsplit=1)[0] + "?***"
     return f"{scheme}://***" if scheme else "<store URL>"
 
 
