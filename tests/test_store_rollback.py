@@ -7,6 +7,7 @@ restored snapshot or a promoted lagging replica looks like to chronod. FLUSHALL 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from chronod.clock import SystemClock
+from chronod.lock import LeaseKeeper
 from chronod.store.base import (
     AttemptResult,
     DispatchStatus,
@@ -227,3 +230,31 @@ def test_a_wiped_store_records_the_gap_uncertain(
     assert result.status is DispatchStatus.UNCERTAIN
     [after] = leader.dispatch(lease, [slot(loaded + timedelta(microseconds=1))])
     assert after.status is DispatchStatus.QUEUED  # after the load: runs as usual
+
+
+def test_the_log_says_the_store_went_back_not_that_a_newer_leader_took_over(
+    redis_server: RedisServer,
+    namespace: str,
+    opened: list[RedisStore],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The renewal refused after a rollback names what the store holds: an older epoch."""
+    first = open_one(redis_server, namespace, opened)
+    old = first.acquire_lease("a", uuid.uuid4().hex, LONG)
+    assert old is not None
+    snapshot = Snapshot(redis_server.client(), namespace)
+    first.release_lease(old)
+    keeper = LeaseKeeper(
+        open_one(redis_server, namespace, opened), node="b", ttl=LONG, clock=SystemClock()
+    )
+    keeper.step()  # acquires: a newer epoch than the snapshot's lease
+    lease = keeper.current()
+    assert lease is not None
+    snapshot.restore()  # the store holds a's older lease again
+    with caplog.at_level(logging.WARNING, logger="chronod.lease"):
+        keeper._try_renew(lease, 0.0)
+    assert keeper.current() is None
+    [line] = [r.getMessage() for r in caplog.records if "stepped down" in r.getMessage()]
+    assert f"epoch {old.epoch}" in line
+    assert "older than ours" in line
+    assert "newer epoch" not in line

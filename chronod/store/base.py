@@ -372,6 +372,13 @@ class Store(ABC):
           appended to ``queue``; ``last_slot`` = slot.
 
         ``last_slot`` is set for QUEUED and WAITING. The run records ``epoch`` = the lease's epoch.
+
+        A store that detected a rollback (see "Durability and rollback") decides a slot that is
+        after the watermark and no later than the detection as ``UNCERTAIN``: the guard is written
+        and a history entry with outcome ``uncertain`` recorded; nothing runs. It raises
+        :class:`RolledBack` (applying nothing) if the rollback happened since this store object
+        last looked, and :class:`NotAcknowledged` if the configured replicas did not acknowledge
+        the batch (its runs then stay unclaimable until a later acknowledged dispatch).
         """
 
     def advance(
