@@ -267,6 +267,9 @@ def check_command(ctx: Context) -> None:
             noun = "error" if len(exc.issues) == 1 else "errors"
             click.echo(f"{ctx.config_file}: {len(exc.issues)} {noun}", err=True)
         sys.exit(EXIT_USAGE)
+    from chronod.store import check_store_url
+
+    check_store_url(ctx.store_override)  # --store / CHRONOD_STORE: StoreConfigError, exit 2
     kinds = Counter(job.kind for job in config.jobs.values())
     noun = "job" if len(config.jobs) == 1 else "jobs"
     detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))

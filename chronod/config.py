@@ -29,13 +29,14 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
 
 from chronod.durations import parse_duration
-from chronod.errors import ConfigError, ConfigIssue, ScheduleError
+from chronod.errors import ConfigError, ConfigIssue, ScheduleError, StoreConfigError
 from chronod.instants import END_OF_TIME, FIRST_INSTANT, RANGE_TEXT, check_range
 from chronod.schedules import IntervalSchedule, Schedule, WindowedSchedule
 from chronod.schedules.cron import CronCache, CronSchedule
 from chronod.schedules.interval import EPOCH
 from chronod.schedules.solar import DEPRESSIONS, SolarSchedule
 from chronod.schedules.solar import EVENTS as SOLAR_EVENTS
+from chronod.store import check_store_url
 from chronod.syntax import explain
 from chronod.tz import UTC, UnknownZone, Zone, get_zone
 
@@ -79,6 +80,7 @@ class DaemonConfig:
     attempt_lease: timedelta = timedelta(seconds=30)  # a run's attempt lease; heartbeat every third
     history: int = 100
     web_token: str | None = field(default=None, repr=False)
+    replica_acks: int | None = None  # Redis WAIT; None: by the store URL's kind (docs/redis.md)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -311,6 +313,7 @@ DAEMON_KEYS = (
     "attempt_lease",
     "history",
     "web_token",
+    "replica_acks",
 )
 # Keys that may be given once in [defaults] for every job.
 DEFAULTABLE_KEYS = (
@@ -509,7 +512,15 @@ class _Reader:
             "attempt_lease": _duration_at_least(timedelta(seconds=1)),
             "history": _int_range(1, 100_000),
             "web_token": _string,
+            "replica_acks": _int_range(0, 16),
         }
+        if "store" in table:
+            # Checked here so that 'chronod check' refuses what 'run' would; the message quotes
+            # the URL redacted (never "got <value>": it may hold a password).
+            try:
+                check_store_url(_string(table["store"]))
+            except (StoreConfigError, TypeError) as exc:
+                self.error("chronod.store", str(exc))
         for key, parse in parsers.items():
             if key in table:
                 parsed = self.get(f"chronod.{key}", table[key], parse)

@@ -45,7 +45,7 @@ from chronod.metrics import ChronodMetrics
 from chronod.notify import Notifier
 from chronod.runtime import Pool, PoolHooks, node_name, reload_config, store_settings
 from chronod.store import open_store
-from chronod.store.base import DispatchStatus, Fenced, Lease, Store
+from chronod.store.base import DispatchStatus, Fenced, Lease, RolledBack, Store
 from chronod.telemetry import Episode, Telemetry, plural
 
 log = logging.getLogger("chronod.daemon")
@@ -238,7 +238,15 @@ class Daemon:
             # Logged here as well as by the keeper: the keeper's renewal may have noticed first
             # (and logged the step-down), but a refused write is worth its own line.
             event(log, logging.WARNING, f"write refused by the store: {exc}", epoch=lease.epoch)
-            self.keeper.fenced(lease)
+            self.keeper.fenced(lease, str(exc))
+            self.scheduler.clear()
+            self._loaded_epoch = None
+            return 0.0
+        except RolledBack as exc:
+            # Our view of the jobs is ahead of the store's: load it again (slots the store lost
+            # are then recorded 'uncertain', never run twice). The lease is still ours if the
+            # store still holds it; if not, the next renewal says so.
+            event(log, logging.WARNING, f"{exc}", epoch=lease.epoch)
             self.scheduler.clear()
             self._loaded_epoch = None
             return 0.0

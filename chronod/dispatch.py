@@ -69,7 +69,14 @@ ADVANCE_BATCH = 500
 # spend seconds writing logs (and flood the journal with what metrics already count).
 LOG_EACH = 20
 # Decisions that get a log line of their own (the others change nothing worth a line).
-_LOGGED = frozenset({DispatchStatus.QUEUED, DispatchStatus.WAITING, DispatchStatus.SKIPPED})
+_LOGGED = frozenset(
+    {
+        DispatchStatus.QUEUED,
+        DispatchStatus.WAITING,
+        DispatchStatus.SKIPPED,
+        DispatchStatus.UNCERTAIN,
+    }
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -594,6 +601,12 @@ def _log_slot(level: int, epoch: int, item: SlotDispatch, result: DispatchResult
         message = f"skipped {result.run_id}: {superseded_reason(item.superseded_by)}"
     elif result.status is DispatchStatus.SKIPPED:
         message = f"skipped {result.run_id}: previous run still active (overlap = skip)"
+    elif result.status is DispatchStatus.UNCERTAIN:
+        message = (
+            f"slot {result.run_id or slot} recorded uncertain: the store went back and lost the "
+            "window it falls in (it may have run then); not run again"
+        )
+        level = max(level, logging.WARNING)
     else:
         message = f"dispatched {result.run_id} ({result.status.value})"
     event(log, level, message, job=item.job, run_id=result.run_id, slot=slot, epoch=epoch)

@@ -102,9 +102,10 @@ class LeaseKeeper:
         if lease is not None and sent - renewed_at >= self.renew_every:
             self._try_renew(lease, sent)
 
-    def fenced(self, lease: Lease) -> None:
-        """The store refused ``lease`` (another leader took over): step down at once."""
-        self._drop(lease, "fenced by the store: another leader holds a newer epoch")
+    def fenced(self, lease: Lease, reason: str = "") -> None:
+        """The store refused ``lease`` (another leader took over, or the store lost our lease):
+        step down at once. ``reason``: the refusal as the store worded it."""
+        self._drop(lease, f"fenced by the store: {reason or self._refused_because(lease)}")
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -205,7 +206,7 @@ class LeaseKeeper:
         self._store_answered(wrote=renewed is not None)
         if renewed is None:
             self.renew_failures += 1
-            self._drop(lease, "lease renewal refused: it expired or another node holds it")
+            self._drop(lease, f"lease renewal refused: {self._refused_because(lease)}")
             return min(STANDBY_POLL, self.renew_every)
         with self._lock:
             if self._lease is not None and self._lease.token == renewed.token:
@@ -217,6 +218,24 @@ class LeaseKeeper:
                 )
                 self._renewed_at = max(self._renewed_at, sent)
         return self.renew_every
+
+    def _refused_because(self, lease: Lease) -> str:
+        """What the store holds instead of ``lease``, in words (one more read; the log must say
+        what happened: a newer leader, an expiry, or a store that went back and lost it)."""
+        try:
+            holder = self.store.leader()
+        except StoreError as exc:
+            return f"it expired or another node holds it (the store could not say: {exc})"
+        if holder is None:
+            return "the store holds no lease (it expired, or the store lost it)"
+        if holder.epoch < lease.epoch:
+            return (
+                f"the store holds epoch {holder.epoch} of {holder.node}, older than ours: "
+                "the store went back to an older state"
+            )
+        if holder.epoch == lease.epoch:
+            return "it expired"
+        return f"another leader holds a newer epoch ({holder.epoch}, {holder.node})"
 
     def _drop(self, lease: Lease, reason: str) -> None:
         with self._lock:

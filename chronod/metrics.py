@@ -435,6 +435,12 @@ class ChronodMetrics:
             "Slots skipped because the previous run was still active (overlap = skip).",
             ("job",),
         )
+        self.uncertain = r.counter(
+            "chronod_uncertain_slots_total",
+            "Slots recorded uncertain: the store went back (rollback) and lost the window they "
+            "fall in; they may have run then, and are never run again.",
+            ("job",),
+        )
         self.leader = r.gauge("chronod_leader", "1 while this process provably holds the lease.")
         self.epoch = r.gauge("chronod_leader_epoch", "Newest leader lease epoch this process saw.")
         self.renew_failures = r.counter(
@@ -483,6 +489,8 @@ class ChronodMetrics:
                     self.dispatch_lateness.observe(max(late, 0.0))
             elif result.status is DispatchStatus.SKIPPED:
                 self.skipped.inc(item.job)
+            elif result.status is DispatchStatus.UNCERTAIN:
+                self.uncertain.inc(item.job)
         for job, count in report.missed.items():
             self.missed.inc(job, by=count)
 

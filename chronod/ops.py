@@ -442,7 +442,7 @@ def _set_paused(store: Store, job: str, *, paused: bool, force: bool) -> PauseCh
 # Run statistics and the timeline (what the web page draws)
 
 # Outcomes of slots that never executed: they say nothing about whether the job works.
-NOT_RUN = frozenset({Outcome.SKIPPED, Outcome.MISSED, Outcome.QUARANTINED})
+NOT_RUN = frozenset({Outcome.SKIPPED, Outcome.MISSED, Outcome.QUARANTINED, Outcome.UNCERTAIN})
 # Fires listed per job and window at most: an every-second job has 604,800 in a week, more than
 # any page can draw; past the cap the page draws the row as dense instead of mark by mark.
 MAX_TIMELINE_FIRES = 500

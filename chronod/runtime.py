@@ -62,6 +62,7 @@ def store_settings(config: Config, override: str | None) -> StoreSettings:
         config_dir=config.directory,
         namespace=config.daemon.namespace,
         history=config.daemon.history,
+        replica_acks=config.daemon.replica_acks,
     )
 
 

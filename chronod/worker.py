@@ -957,12 +957,7 @@ class ChildSettings:
         store = self.store
         return {
             "parent": self.parent,
-            "store": {
-                "url": store.url,
-                "config_dir": str(store.config_dir),
-                "namespace": store.namespace,
-                "history": store.history,
-            },
+            "store": store.to_json(),
             "consumer": self.consumer.to_json(),
             "config_path": str(self.config_path),
             "config_text": self.config_text,
@@ -978,12 +973,7 @@ class ChildSettings:
         store = data["store"]
         return cls(
             parent=int(data["parent"]),
-            store=StoreSettings(
-                url=store["url"],
-                config_dir=Path(store["config_dir"]),
-                namespace=store["namespace"],
-                history=int(store["history"]),
-            ),
+            store=StoreSettings.from_json(store),
             consumer=ConsumerSettings.from_json(data["consumer"]),
             config_path=Path(data["config_path"]),
             config_text=data["config_text"],

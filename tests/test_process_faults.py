@@ -248,10 +248,11 @@ def test_a_malformed_run_is_quarantined_and_the_queue_keeps_flowing(
         runs = [store.enqueue_manual("a", "default", job.digest, "allow", 1) for _ in range(3)]
         poison(target, runs[0].run_id)
         worker = procs.worker(config, target.url, concurrency=1)
+        # A job writes the marker before its worker records the outcome: wait for the records.
         wait_until(
-            lambda: len(marker.read_text().split()) == 2 if marker.exists() else False,
+            lambda: len(store.history("a", 10)) == 3,
             timeout=STARTUP,
-            what="the two runs behind the malformed one",
+            what="the malformed run and the two behind it to end",
             context=worker.tail,
         )
         history = {r.run_id: r.state for r in store.history("a", 10)}

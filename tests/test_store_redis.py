@@ -26,7 +26,7 @@ from redis.crc import key_slot
 from redis.sentinel import SentinelConnectionPool
 
 import chronod.store.redis as redis_module
-from chronod.errors import StoreConfigError, StoreUnavailable
+from chronod.errors import StoreConfigError, StoreDiskError, StoreUnavailable
 from chronod.instants import slot_id, to_micros
 from chronod.store import StoreSettings, open_store
 from chronod.store.base import (
@@ -35,6 +35,7 @@ from chronod.store.base import (
     FinishStatus,
     JobSync,
     Lease,
+    NotAcknowledged,
     Outcome,
     RunState,
     SlotDispatch,
@@ -484,15 +485,15 @@ def test_urls_build_the_right_connections() -> None:
         f"redis+sentinel://:{PASSWORD}@s1.example:26379,s2.example/mymaster/4"
     )
     try:
-        tls_pool = tls._client.connection_pool
+        tls_pool = cast(Any, tls._exec).client.connection_pool
         assert tls_pool.connection_class is SSLConnection
         assert tls_pool.connection_kwargs["host"] == "cache.example"
         assert (tls_pool.connection_kwargs["port"], tls_pool.connection_kwargs["db"]) == (6380, 2)
-        unix_pool = unix._client.connection_pool
+        unix_pool = cast(Any, unix._exec).client.connection_pool
         assert unix_pool.connection_class is UnixDomainSocketConnection
         assert unix_pool.connection_kwargs["path"] == "/run/redis/redis.sock"
         assert unix_pool.connection_kwargs["db"] == 3
-        pool = sentinel._client.connection_pool
+        pool = cast(Any, sentinel._exec).client.connection_pool
         assert isinstance(pool, SentinelConnectionPool)
         assert pool.service_name == "mymaster"
         assert pool.connection_kwargs["db"] == 4
@@ -553,6 +554,33 @@ def test_unreachable_server_raises_store_unavailable_in_one_line() -> None:
         assert time.monotonic() - started < 10.0  # a few quick retries, not a hang
     finally:
         store.close()
+
+
+def test_a_full_server_is_a_transient_storage_error_then_recovers(
+    redis_server: RedisServer, rstore: RedisStore
+) -> None:
+    """maxmemory reached under noeviction (the advised policy): writes fail as StoreDiskError,
+    which the daemon and workers retry like a full disk, and work again once there is room."""
+    lease, base = lead(rstore)
+    client = redis_server.client()
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", str(used + 200_000))
+    try:
+        filler = 0
+        while True:  # fill what is left (a write refused with OOM ends it)
+            try:
+                client.set(f"filler:{filler}", "x" * 50_000)
+            except redis.exceptions.OutOfMemoryError:
+                break
+            filler += 1
+        with pytest.raises(StoreDiskError, match=r"cannot write: .*maxmemory"):
+            rstore.dispatch(lease, [slot("alpha", base + MINUTE)])
+        assert rstore.job_states()["alpha"].last_slot is None  # reads go on
+    finally:
+        client.config_set("maxmemory", "0")
+    [result] = rstore.dispatch(lease, [slot("alpha", base + MINUTE)])
+    assert result.status is DispatchStatus.QUEUED
 
 
 def test_server_restart_fails_then_recovers_without_losing_state(tmp_path: Path) -> None:
@@ -629,7 +657,8 @@ def sentinel(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
 
 def test_sentinel_url_finds_the_master(sentinel: int, redis_server: RedisServer) -> None:
     redis_server.client().flushall()
-    store = RedisStore.from_url(f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0", namespace="s")
+    url = f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0"
+    store = RedisStore.from_url(url, namespace="s", replica_acks=0)
     try:
         lease, base = lead(store)
         [result] = store.dispatch(lease, [slot("alpha", base + MINUTE)])
@@ -638,6 +667,23 @@ def test_sentinel_url_finds_the_master(sentinel: int, redis_server: RedisServer)
         assert claim is not None
         assert store.finish(claim.run.run_id, claim.token, SUCCESS) is FinishStatus.ACCEPTED
         assert redis_server.client().exists("{s}:history:alpha") == 1  # on the monitored master
+    finally:
+        store.close()
+
+
+def test_sentinel_default_waits_for_a_replica(sentinel: int, redis_server: RedisServer) -> None:
+    """Sentinel's default is one acknowledging replica: a primary without one dispatches nothing
+    claimable, and says why in one line."""
+    redis_server.client().flushall()
+    store = RedisStore.from_url(f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0", namespace="s")
+    try:
+        assert store.replica_acks == 1
+        lease, base = lead(store)
+        with pytest.raises(NotAcknowledged, match="replica_acks = 1"):
+            store.dispatch(lease, [slot("alpha", base + MINUTE)])
+        assert store.claim("w1", ["default"], token(), LONG, 0) is None  # held, not claimable
+        [run] = store.live_runs()
+        assert run.state is RunState.QUEUED
     finally:
         store.close()
 

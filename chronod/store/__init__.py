@@ -5,9 +5,13 @@
 * ``sqlite:///var/lib/chronod/state.db`` — absolute path; ``sqlite:state.db`` — relative to the
   config file; default ``.chronod/state.db`` beside the config file (:func:`default_sqlite_path`);
 * ``redis://…``, ``rediss://…`` (TLS), ``unix://…`` — a Redis server;
-* ``redis+sentinel://[:password@]host:26379,host2:26379/service_name/db`` — via Sentinel.
+* ``redis+sentinel://[:password@]host:26379,host2:26379/service_name/db`` — via Sentinel;
+* ``redis+cluster://[:password@]host:6379[,host:port…]``, ``rediss+cluster://…`` — Redis Cluster.
 
-Store URLs may hold passwords: only :func:`redact_url` output is ever logged or shown.
+Store URLs may hold passwords: only :func:`redact_url` output is ever logged or shown, and every
+error about a URL quotes its redacted form and nothing parsed out of it. chronod parses Redis URLs
+itself (:func:`parse_redis_url`) instead of handing them to redis-py, so that an unknown query
+parameter is refused here, in one line, rather than as a ``TypeError`` at the first connection.
 """
 
 from __future__ import annotations
@@ -15,15 +19,53 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Any, Literal
+from urllib.parse import quote, unquote
 
 from chronod.clock import Clock
 from chronod.errors import StoreConfigError
 from chronod.store.base import Store
 
-SCHEMES = ("sqlite", "redis", "rediss", "unix", "redis+sentinel")
+SCHEMES = (
+    "sqlite",
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
+RedisKind = Literal["standalone", "unix", "sentinel", "cluster"]
+_KIND_OF: dict[str, RedisKind] = {
+    "redis": "standalone",
+    "rediss": "standalone",
+    "unix": "unix",
+    "redis+sentinel": "sentinel",
+    "redis+cluster": "cluster",
+    "rediss+cluster": "cluster",
+}
+# Query parameters a Redis store URL may carry. Anything else is refused: redis-py would pass an
+# unknown one on as a keyword argument and fail at the first connection, in whatever thread.
+SECRET_PARAMS = frozenset({"password", "sentinel_password"})
+TLS_PARAMS = frozenset(
+    {"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname"}
+)
+_CREDENTIALS = frozenset({"username", "password"})
+PARAMS: dict[RedisKind, frozenset[str]] = {
+    "standalone": _CREDENTIALS | {"db"} | TLS_PARAMS,
+    "unix": _CREDENTIALS | {"db"},
+    "sentinel": _CREDENTIALS | {"db", "sentinel_username", "sentinel_password"},
+    "cluster": _CREDENTIALS | TLS_PARAMS,
+}
+_PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_CERT_REQS = ("none", "optional", "required")
+# Default [chronod] replica_acks per kind of Redis deployment (see docs/redis.md): a failover
+# promotes a replica, so a write counts once one replica has it; a standalone server has none.
+DEFAULT_ACKS: dict[RedisKind, int] = {"standalone": 0, "unix": 0, "sentinel": 1, "cluster": 1}
+ENCODE_HINT = "percent-encode '@', ':', '/', '?', '#' and '&' in a password (e.g. '#' as %23)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +74,28 @@ class StoreSettings:
     config_dir: Path
     namespace: str = "chronod"
     history: int = 100
+    replica_acks: int | None = None  # None: the default of the URL's kind (DEFAULT_ACKS)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form (worker children receive their settings this way)."""
+        return {
+            "url": self.url,
+            "config_dir": str(self.config_dir),
+            "namespace": self.namespace,
+            "history": self.history,
+            "replica_acks": self.replica_acks,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StoreSettings:
+        acks = data.get("replica_acks")
+        return cls(
+            url=data["url"],
+            config_dir=Path(data["config_dir"]),
+            namespace=data["namespace"],
+            history=int(data["history"]),
+            replica_acks=None if acks is None else int(acks),
+        )
 
 
 def default_sqlite_path(config_dir: Path) -> Path:
@@ -85,67 +149,243 @@ def sqlite_path(url: str | None, config_dir: Path) -> Path:
 
 
 def scheme_of(url: str) -> str:
-    match = re.match(r"^([a-z][a-z0-9+.-]*):", url)
-    if match is None or match.group(1) not in SCHEMES:
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else None
+    if scheme is None or scheme not in SCHEMES:
         raise StoreConfigError(
             f"store URL {redact_url(url)!r}: unknown scheme; use one of "
             + ", ".join(f"{s}:" for s in SCHEMES)
         )
-    return match.group(1)
+    return scheme
+
+
+# -- redaction -------------------------------------------------------------------------------------
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (the only form of a store URL we print)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable store URL>"
-    if parts.password is None:
+    """``url`` with every credential replaced by ``***`` (the only form of a store URL we print).
+
+    A password may hold characters that end the part of a URL it belongs to when they are not
+    percent-encoded ('/', '?', '#', '&', even '@'), so no general URL parser can tell where it
+    ends. Hence: a URL without '@', '?' or '#' cannot hold a credential and is shown as it is; a
+    Redis URL that chronod's own (strict) parser accepts is rebuilt from what it parsed, with
+    the credentials replaced; anything else is shown up to its first '?' or '#' when it has no
+    '@', and as its scheme and ``***`` otherwise.
+    """
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else ""
+    if scheme == "sqlite" or not any(c in url for c in "@?#"):
         return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if scheme in _KIND_OF:
+        try:
+            return _rebuilt(_parse_redis(url, scheme))
+        except _Bad:
+            pass
+    if scheme and "@" not in url:
+        # No user information: a secret can only follow the first '?' or '#'.
+        return re.split(r"[?#]", url, maxsplit=1)[0] + "?***"
+    return f"{scheme}://***" if scheme else "<store URL>"
+
+
+def _rebuilt(target: RedisTarget) -> str:
+    user = ""
+    if target.username or target.password:
+        user = f"{quote(target.username or '', safe='')}:***@"
+    hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in target.hosts)
+    if target.kind == "unix":
+        path = target.path or ""
+    elif target.kind == "sentinel":
+        path = f"/{quote(target.service or '', safe='')}/{target.db}"
+    elif target.kind == "cluster":
+        path = ""
+    else:
+        path = f"/{target.db}"
+    query = [f"{name}={quote(value, safe='/')}" for name, value in target.tls_options]
+    if target.sentinel_username:
+        query.append(f"sentinel_username={quote(target.sentinel_username, safe='')}")
+    if target.sentinel_password:
+        query.append("sentinel_password=***")
+    return f"{target.scheme}://{user}{hosts}{path}" + ("?" + "&".join(query) if query else "")
+
+
+# -- Redis URLs ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
-class SentinelTarget:
-    hosts: tuple[tuple[str, int], ...]
-    service: str
-    db: int
-    username: str | None
-    password: str | None
+class RedisTarget:
+    """A parsed Redis store URL: what to connect to and how (credentials never in the repr)."""
+
+    scheme: str
+    kind: RedisKind
+    hosts: tuple[tuple[str, int], ...] = ()  # the server, the sentinels or the cluster seed nodes
+    path: str | None = None  # unix socket
+    service: str | None = None  # Sentinel service name
+    db: int = 0
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    tls_options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def default_acks(self) -> int:
+        return DEFAULT_ACKS[self.kind]
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret the URL holds (to scrub from error texts that might echo one)."""
+        return tuple(s for s in (self.password, self.sentinel_password) if s)
 
 
-def parse_sentinel_url(url: str) -> SentinelTarget:
-    """``redis+sentinel://[user:password@]h1:26379,h2:26379/service_name[/db]``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    hosts: list[tuple[str, int]] = []
-    for item in netloc.split(","):
-        host, _, port = item.partition(":")
-        if not host:
-            raise StoreConfigError(f"store URL {redact_url(url)!r}: empty sentinel host")
-        try:
-            hosts.append((host, int(port) if port else 26379))
-        except ValueError:
-            raise StoreConfigError(f"store URL {redact_url(url)!r}: bad port {port!r}") from None
-    path = [p for p in parts.path.split("/") if p]
-    if not path or len(path) > 2:
-        raise StoreConfigError(
-            f"store URL {redact_url(url)!r}: expected /service_name or /service_name/db "
-            "after the hosts"
-        )
+class _Bad(Exception):
+    """What is wrong with a Redis URL (worded without any part of the URL)."""
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse a ``redis``, ``rediss``, ``unix``, ``redis+sentinel`` or ``redis(s)+cluster`` URL.
+
+    Raises :class:`StoreConfigError` naming the redacted URL and what is wrong with it (never a
+    fragment of it that could be part of a password).
+    """
+    scheme = scheme_of(url)
+    if scheme not in _KIND_OF:
+        raise StoreConfigError(f"store URL {redact_url(url)!r} is not a Redis URL")
     try:
-        db = int(path[1]) if len(path) == 2 else 0
-    except ValueError:
-        raise StoreConfigError(f"store URL {redact_url(url)!r}: db must be a number") from None
-    return SentinelTarget(
-        hosts=tuple(hosts),
-        service=unquote(path[0]),
-        db=db,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+        return _parse_redis(url, scheme)
+    except _Bad as exc:
+        raise StoreConfigError(f"store URL {redact_url(url)!r}: {exc}") from None
+
+
+def _parse_redis(url: str, scheme: str) -> RedisTarget:
+    kind = _KIND_OF[scheme]
+    bad = _Bad
+    rest = url[len(scheme) + 1 :]
+    if not rest.startswith("//"):
+        raise bad(f"expected {scheme}://")
+    rest = rest[2:]
+    if "#" in rest:
+        raise bad(f"a '#' ends a URL; {ENCODE_HINT}")
+    head, _, query = rest.partition("?")
+    userinfo = ""
+    if "@" in head:
+        userinfo, head = head.rsplit("@", 1)
+    params = _query_params(query, kind, bad)
+    username, password = None, None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+        if not colon and kind != "unix":
+            # "redis://secret@host" names a user, not a password: it would be sent as a user
+            # name and fail to authenticate, or worse, be logged as one.
+            raise bad("user information without ':' (write redis://:password@host)")
+    username = params.pop("username", username)
+    password = params.pop("password", password)
+    location, slash, path = head.partition("/")
+    target: dict[str, Any] = {
+        "scheme": scheme,
+        "kind": kind,
+        "username": username,
+        "password": password,
+        "sentinel_username": params.pop("sentinel_username", None),
+        "sentinel_password": params.pop("sentinel_password", None),
+        "tls": scheme.startswith("rediss"),
+    }
+    if kind == "unix":
+        if location:
+            raise bad("unix:// takes a socket path (unix:///run/redis.sock), no host")
+        if not path:
+            raise bad("names no socket path")
+        target["path"] = "/" + unquote(path)
+        target["db"] = _db(params.pop("db", "0"), bad)
+        return RedisTarget(**target)
+    target["hosts"] = _hosts(location, kind, bad)
+    segments = [unquote(p) for p in path.split("/") if p] if slash else []
+    if kind == "sentinel":
+        if not segments or len(segments) > 2:
+            raise bad("expected /service_name or /service_name/db after the sentinels")
+        target["service"] = segments[0]
+        target["db"] = _db(params.pop("db", segments[1] if len(segments) == 2 else "0"), bad)
+    elif kind == "cluster":
+        if segments not in ([], ["0"]):
+            raise bad("Redis Cluster has only database 0 (nothing, or /0, after the nodes)")
+    else:
+        if len(segments) > 1:
+            raise bad("expected at most /db after host:port")
+        target["db"] = _db(params.pop("db", segments[0] if segments else "0"), bad)
+    target["tls_options"] = tuple(sorted(params.items()))
+    return RedisTarget(**target)
+
+
+def _query_params(query: str, kind: RedisKind, bad: Any) -> dict[str, str]:
+    """The query's parameters (percent-decoded), each known for ``kind`` and given once."""
+    params: dict[str, str] = {}
+    after_secret = False
+    for part in query.split("&") if query else []:
+        key, eq, value = part.partition("=")
+        name = unquote(key)
+        if not eq:
+            raise bad(f"a query field without '='; {ENCODE_HINT}")
+        if name not in PARAMS[kind]:
+            if after_secret or not _PARAM_NAME.match(name):
+                raise bad(f"unknown query parameter after a password; {ENCODE_HINT}")
+            hint = (
+                "; for Redis Cluster use redis+cluster://host:port[,host:port...]"
+                if name == "cluster"
+                else ""
+            )
+            known = ", ".join(sorted(PARAMS[kind]))
+            raise bad(f"unknown query parameter {name!r} (accepted: {known}){hint}")
+        if name in params:
+            raise bad(f"query parameter {name!r} given twice")
+        params[name] = unquote(value)
+        after_secret = after_secret or name in SECRET_PARAMS
+    if "ssl_cert_reqs" in params and params["ssl_cert_reqs"] not in _CERT_REQS:
+        raise bad("ssl_cert_reqs must be one of " + ", ".join(_CERT_REQS))
+    if "ssl_check_hostname" in params and params["ssl_check_hostname"] not in ("true", "false"):
+        raise bad("ssl_check_hostname must be true or false")
+    return params
+
+
+def _hosts(location: str, kind: RedisKind, bad: type[_Bad]) -> tuple[tuple[str, int], ...]:
+    default_port = 26379 if kind == "sentinel" else 6379
+    items = location.split(",")
+    if len(items) > 1 and kind == "standalone":
+        raise bad("several hosts: use redis+sentinel:// or redis+cluster://")
+    hosts: list[tuple[str, int]] = []
+    for item in items:
+        if item.startswith("["):  # [IPv6]:port
+            host, _, port = item[1:].partition("]")
+            port = port.removeprefix(":")
+        else:
+            host, _, port = item.partition(":")
+        host = unquote(host)
+        if not host:
+            raise bad("empty host")
+        if port and not port.isdigit():
+            raise bad("a port must be a number")
+        number = int(port) if port else default_port
+        if not 0 < number < 65536:
+            raise bad("a port must be between 1 and 65535")
+        hosts.append((host, number))
+    return tuple(hosts)
+
+
+def _db(text: str, bad: type[_Bad]) -> int:
+    if not text.isdigit():
+        raise bad("the database must be a number")
+    return int(text)
+
+
+def check_store_url(url: str | None) -> None:
+    """Raise :class:`StoreConfigError` if ``url`` cannot name a store; connects to nothing."""
+    if url is None:
+        return
+    scheme = scheme_of(url)
+    if scheme == "sqlite":
+        sqlite_path(url, Path("."))
+    else:
+        parse_redis_url(url)
 
 
 def open_store(
@@ -161,6 +401,10 @@ def open_store(
     url = settings.url
     refuse_default_under_service(settings)
     if url is None or scheme_of(url) == "sqlite":
+        if settings.replica_acks:
+            raise StoreConfigError(
+                "[chronod] replica_acks applies to Redis stores only (SQLite has no replicas)"
+            )
         from chronod.store.sqlite import SQLiteStore
 
         return SQLiteStore(
@@ -171,4 +415,9 @@ def open_store(
         )
     from chronod.store.redis import RedisStore
 
-    return RedisStore.from_url(url, namespace=settings.namespace, history=settings.history)
+    return RedisStore.from_url(
+        url,
+        namespace=settings.namespace,
+        history=settings.history,
+        replica_acks=settings.replica_acks,
+    )

@@ -6,7 +6,9 @@ Vocabulary
     The store's clock (Redis ``TIME``; the host clock for SQLite). Every "now" below is store time,
     read inside the same atomic step that uses it. Callers never pass "now".
 *lease*
-    Leadership: a random ``token`` plus an ``epoch`` that grows by one at every acquisition. Every
+    Leadership: a random ``token`` plus an ``epoch`` that grows by one at every acquisition (and
+    never repeats: a store that lost its latest acquisitions hands out epochs above any a running
+    process has seen, see "Durability and rollback"). Every
     leader write (``sync_jobs``, ``retire_jobs``, ``dispatch``, ``advance``) verifies token, epoch
     and expiry inside its own atomic step and is refused with :class:`Fenced` otherwise; a paused or
     partitioned ex-leader therefore cannot write, whatever its own clock says.
@@ -66,6 +68,24 @@ with the same arguments: a repeat returns the same answer or a refusal that mean
 (``DUPLICATE`` for dispatch, ``FinishStatus.ACCEPTED`` for finish, the same claim for claim).
 Connection failures raise :class:`~chronod.errors.StoreUnavailable` (transient); nothing else is
 retried.
+
+Durability and rollback
+-----------------------
+A store may acknowledge a write before it is safe from every failure (Redis replicates
+asynchronously). A store that can be configured to wait for replicas (Redis ``replica_acks``)
+never lets a dispatched run be claimed, nor a worker run a claim or take a result as recorded,
+before the configured replicas acknowledged it; until then the call raises
+:class:`NotAcknowledged` (transient: the leader stops dispatching, the worker does not run).
+
+A store that can come back *older* than what a running process saw (a snapshot restored, a
+lagging replica promoted, a wipe) detects it when a process presents its newer generation, and
+never replays what it lost: slots after a job's watermark up to the detection are recorded with
+outcome ``uncertain`` (:attr:`DispatchStatus.UNCERTAIN` from dispatch, ``uncertain`` instead of
+``missed`` from advance), runs created before the detection are never started again (they end
+``uncertain`` when they would have been claimed or reclaimed), and a leader write that would act
+on the leader's now newer-than-stored view raises :class:`RolledBack` so that the leader loads its
+state again. Epochs are never handed out twice, even across such a loss. SQLite's file is its own
+history: it never raises either.
 """
 
 from __future__ import annotations
@@ -77,7 +97,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Literal, TypeVar
 
-from chronod.errors import NotLeader
+from chronod.errors import NotLeader, StoreError, StoreUnavailable
 from chronod.instants import from_micros, to_micros
 from chronod.tz import UTC
 
@@ -86,6 +106,16 @@ Overlap = Literal["skip", "queue", "allow"]
 
 class Fenced(NotLeader):
     """The lease presented is not the current one (wrong token or epoch, or expired)."""
+
+
+class RolledBack(StoreError):
+    """The store went back to an older state than this process had seen (see "Durability and
+    rollback" above): the leader's view is ahead of the store; nothing was written."""
+
+
+class NotAcknowledged(StoreUnavailable):
+    """Too few replicas acknowledged a write in time: it exists on the primary only, where a
+    failover can lose it, so nothing may rely on it yet (transient)."""
 
 
 class Outcome(str, Enum):
@@ -99,6 +129,9 @@ class Outcome(str, Enum):
     MISSED = "missed"
     CONFIG_MISMATCH = "config-mismatch"
     QUARANTINED = "quarantined"  # a malformed stored run: never executed (module docstring)
+    # The store lost the window this slot or run falls in (a rollback): it may or may not have run,
+    # and it is never run again.
+    UNCERTAIN = "uncertain"
 
 
 class RunState(str, Enum):
@@ -116,6 +149,7 @@ class DispatchStatus(str, Enum):
     STALE = "stale"  # slot <= watermark: decided before, or before the definition was loaded
     EARLY = "early"  # slot is after store time: not due yet
     UNKNOWN_JOB = "unknown-job"  # no job state (sync_jobs first) or fingerprint mismatch
+    UNCERTAIN = "uncertain"  # in a window the store lost (rollback): recorded uncertain, not run
 
 
 class FinishStatus(str, Enum):
@@ -426,6 +460,13 @@ class Store(ABC):
           appended to ``queue``; ``last_slot`` = slot.
 
         ``last_slot`` is set for QUEUED and WAITING. The run records ``epoch`` = the lease's epoch.
+
+        A store that detected a rollback (see "Durability and rollback") decides a slot that is
+        after the watermark and no later than the detection as ``UNCERTAIN``: the guard is written
+        and a history entry with outcome ``uncertain`` recorded; nothing runs. It raises
+        :class:`RolledBack` (applying nothing) if the rollback happened since this store object
+        last looked, and :class:`NotAcknowledged` if the configured replicas did not acknowledge
+        the batch (its runs then stay unclaimable until a later acknowledged dispatch).
         """
 
     def advance(

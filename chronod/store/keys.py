@@ -10,6 +10,9 @@ discovers while running, such as the waiting successor of a finished run);
 key (after prefix)     type    holds
 =====================  ======  ===================================================================
 ``lease``              hash    the leader lease: ``token``, ``epoch``, ``node``, ``expires``
+``gen``                hash    the generation: ``n`` (write counter), ``at``, rollback fields
+``absent``             —       never written: declared by every script (see _generation.lua)
+``pending``            zset    held runs (replica acknowledgement outstanding) by creation seq
 ``epoch``              string  the lease epoch counter (outlives a released lease)
 ``seq``                string  creation counter of runs (the "then creation" of claim order)
 ``jobs``               set     names of every job with state (retired ones included)
@@ -46,6 +49,8 @@ GROUP = "workers"  # the consumer group of every queue stream
 # Suffix patterns (after the prefix) of every key the scripts may create.
 PATTERNS: tuple[str, ...] = (
     r"lease",
+    r"gen",
+    r"pending",
     r"epoch",
     r"seq",
     r"jobs",
@@ -86,6 +91,18 @@ class KeySpace:
     @property
     def lease(self) -> str:
         return self.prefix + "lease"
+
+    @property
+    def gen(self) -> str:
+        return self.prefix + "gen"
+
+    @property
+    def canary(self) -> str:
+        return self.prefix + "absent"
+
+    @property
+    def pending(self) -> str:
+        return self.prefix + "pending"
 
     @property
     def epoch(self) -> str:

@@ -31,7 +31,10 @@ Retries and errors
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -40,18 +43,17 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from chronod.errors import StoreConfigError, StoreError, StoreUnavailable
+from chronod.errors import StoreConfigError, StoreDiskError, StoreError, StoreUnavailable
 from chronod.instants import format_utc, from_micros, slot_id, to_micros
-from chronod.store import parse_sentinel_url, redact_url, scheme_of
+from chronod.store import RedisTarget, parse_redis_url, redact_url
+from chronod.store._redisconn import ClusterExecutor, DirectExecutor, Executor, Op
 from chronod.store.base import (
     MAX_MICROS,
     OUTPUT_TAIL,
@@ -68,11 +70,13 @@ from chronod.store.base import (
     Lease,
     MalformedRecord,
     MissedSlots,
+    NotAcknowledged,
     Outcome,
     Overlap,
     Presence,
     Quarantined,
     Role,
+    RolledBack,
     RunRecord,
     RunState,
     SlotDispatch,
@@ -83,6 +87,8 @@ from chronod.store.base import (
     superseded_reason,
 )
 from chronod.store.keys import GROUP, KeySpace
+
+log = logging.getLogger("chronod.store")
 
 SCRIPTS = (
     "acquire",
@@ -109,6 +115,11 @@ SCRIPTS = (
     "workers",
     "announce",
     "presences",
+    "publish",
+)
+# Scripts that write nothing of their own (the generation prologue may still record a rollback).
+READ_ONLY = frozenset(
+    {"leader", "read_jobs", "read_run", "live_runs", "queue_depths", "workers", "presences"}
 )
 
 SOCKET_TIMEOUT = 2.0  # seconds; below the lease renewal period, above BLOCK_SLICE (XREADGROUP)
@@ -121,6 +132,15 @@ CONSUMER_IDLE_MS = 3_600_000  # stream consumers (worker processes) forgotten af
 REAP_BATCH = 100
 DISPATCH_CHUNK = 200  # slots per dispatch.lua call: bounds how long one call blocks the server
 WORKER_WINDOW = timedelta(minutes=1)
+# How long a write waits for its replica acknowledgements (WAIT) before it is treated as not
+# durable: well below the lease (the leader stops dispatching) and the attempt lease.
+ACK_TIMEOUT_MS = 500
+PUBLISH_BATCH = 1000  # held runs queued per publish.lua call
+_TRANSIENT_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+# The server answers but cannot take writes: full (maxmemory with noeviction; redis-py raises
+# OutOfMemoryError without the OOM prefix) or unable to persist (stop-writes-on-bgsave-error).
+# Like a full disk under SQLite: retried, reported, never fatal.
+_STORAGE_REPLIES = ("OOM", "MISCONF")
 _MICRO = timedelta(microseconds=1)
 
 
@@ -152,12 +172,128 @@ def _connection_options() -> dict[str, Any]:
 
 
 def _load_script_sources() -> dict[str, str]:
+    """Each script as sent to Redis: _common.lua, the generation prologue, then the script's own
+    code as the function the prologue runs (see _generation.lua)."""
     folder = resources.files("chronod.store").joinpath("lua")
     common = folder.joinpath("_common.lua").read_text(encoding="utf-8")
+    prologue = folder.joinpath("_generation.lua").read_text(encoding="utf-8")
     return {
-        name: common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        name: (
+            f"{common}\n{prologue}\nlocal function body()\n"
+            + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+            + "\nend\nreturn generation(body)\n"
+        )
         for name in SCRIPTS
     }
+
+
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+
+def _evalsha(sha: str, keys: Sequence[str], args: Sequence[str | int]) -> Op:
+    return lambda pipe: pipe.evalsha(sha, len(keys), *keys, *args)
+
+
+def _load(source: str) -> Op:
+    return lambda pipe: pipe.script_load(source)
+
+
+def _refusal(lease: Lease, epoch: Any, node: Any) -> str:
+    """Why the store refused ``lease``, from the lease it holds instead (for the log)."""
+    ours = f"lease epoch {lease.epoch} of {lease.node}"
+    if not epoch:
+        return f"{ours} refused: the store holds no lease (it expired, or the store lost it)"
+    found = _int(epoch)
+    if found < lease.epoch:
+        return (
+            f"{ours} refused: the store holds epoch {found} of {node}, older than ours "
+            "(the store went back to an older state)"
+        )
+    if found == lease.epoch:
+        return f"{ours} refused: it expired in the store"
+    return f"{ours} refused: another leader holds a newer epoch ({found}, {node})"
+
+
+class _Generation:
+    """What this store object knows of the store's history (see _generation.lua): the highest
+    generation it knows to be durable (and the store time it was written at), the rollback count
+    it last saw, and the highest lease epoch it has seen (its floor for new epochs)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seen = 0
+        self.seen_at = 0
+        self.rollbacks: str = ""  # '' until the first reply
+        self.epoch_floor = 0
+        self._last: list[str] = []
+
+    def presented(self, strict: bool) -> tuple[str, str, str, str]:
+        with self._lock:
+            return (str(self.seen), str(self.seen_at), self.rollbacks, "1" if strict else "0")
+
+    def saw(self, info: Sequence[Any], *, durable: bool) -> bool:
+        """Record a reply's generation; True the first time it shows a new rollback."""
+        n, rollbacks = _int(info[0]), str(info[1])
+        with self._lock:
+            if durable and n > self.seen:
+                self.seen = n
+                if len(info) > 5 and info[5]:
+                    self.seen_at = max(self.seen_at, _int(info[5]))
+            new = self.rollbacks not in ("", rollbacks)
+            self.rollbacks = rollbacks
+            self._last = [str(part) for part in info]
+            return new
+
+    def saw_epoch(self, epoch: int) -> None:
+        with self._lock:
+            self.epoch_floor = max(self.epoch_floor, epoch)
+
+    def describe(self) -> str:
+        with self._lock:
+            last = self._last
+        if len(last) < 5 or not last[3]:
+            return "rollback count " + (last[1] if len(last) > 1 else "?")
+        return (
+            f"rollback #{last[1]}: generation {last[3]} found where {last[4]} had been "
+            f"acknowledged, detected at {format_utc(from_micros(_int(last[2])))}"
+        )
+
+
+def _executor(target: RedisTarget, namespace: str) -> Executor:
+    options = _connection_options()
+    secret = {"username": target.username, "password": target.password}
+    tls: dict[str, Any] = {}
+    if target.tls:
+        tls["ssl"] = True
+        for name, value in target.tls_options:
+            tls[name] = value == "true" if name == "ssl_check_hostname" else value
+    if target.kind == "sentinel":
+        # The URL's credentials are the data nodes'; sentinels have their own, if any.
+        sentinel = _SentinelClass(
+            list(target.hosts),
+            sentinel_kwargs={
+                "socket_timeout": CONNECT_TIMEOUT,
+                "socket_connect_timeout": CONNECT_TIMEOUT,
+                "decode_responses": True,
+                "username": target.sentinel_username,
+                "password": target.sentinel_password,
+            },
+        )
+        client = sentinel.master_for(target.service, db=target.db, **secret, **options)
+        return DirectExecutor(client, sentinel.sentinels)
+    if target.kind == "cluster":
+        cluster_options = {k: v for k, v in options.items() if k != "health_check_interval"}
+        cluster_options.pop("retry")
+        return ClusterExecutor(
+            target, {**cluster_options, **secret, **tls}, KeySpace(namespace).lease
+        )
+    if target.kind == "unix":
+        client = _RedisClass(unix_socket_path=target.path, db=target.db, **secret, **options)
+        return DirectExecutor(client)
+    host, port = target.hosts[0]
+    client = _RedisClass(host=host, port=port, db=target.db, **secret, **tls, **options)
+    return DirectExecutor(client)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -387,6 +523,7 @@ _NAMED = frozenset(
         DispatchStatus.WAITING,
         DispatchStatus.SKIPPED,
         DispatchStatus.DUPLICATE,
+        DispatchStatus.UNCERTAIN,
     }
 )
 
@@ -446,7 +583,8 @@ def _job_of(run_id: str) -> str:
 
 
 class RedisStore(Store):
-    """:class:`~chronod.store.base.Store` on Redis (standalone or Sentinel); see the module docs."""
+    """:class:`~chronod.store.base.Store` on Redis (standalone, Sentinel or Cluster); see the module
+    docs."""
 
     def __init__(
         self,
@@ -455,71 +593,65 @@ class RedisStore(Store):
         namespace: str = "chronod",
         history: int = 100,
         description: str = "redis",
+        replica_acks: int = 0,
+        executor: Executor | None = None,
     ) -> None:
         try:
             self._keys = KeySpace(namespace)
         except ValueError as exc:
             raise StoreConfigError(f"Redis store: {exc}") from None
-        self._client = client
+        self._exec: Executor = executor or DirectExecutor(client)
         self._history = max(int(history), 0)
         self._quarantined: list[Quarantined] = []  # since the last drain_quarantined()
         self._description = description
-        # register_script: EVALSHA, and on NOSCRIPT (server restarted or flushed) EVAL + retry.
-        self._scripts: dict[str, Script] = {
-            name: client.register_script(source) for name, source in _load_script_sources().items()
-        }
+        self._acks = max(int(replica_acks), 0)
+        self._scripts = _load_script_sources()
+        self._shas = {name: _sha1(source) for name, source in self._scripts.items()}
         self._closed = threading.Event()  # also ends a claim() waiting in another thread
-        self._closers: list[Any] = []  # Sentinel connections, closed with the store
+        self._gen = _Generation()
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: str = "chronod", history: int = 100) -> RedisStore:
-        """``redis://``, ``rediss://`` (TLS), ``unix://`` or ``redis+sentinel://`` (DESIGN §5).
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "chronod",
+        history: int = 100,
+        replica_acks: int | None = None,
+    ) -> RedisStore:
+        """``redis://``, ``rediss://`` (TLS), ``unix://``, ``redis+sentinel://`` or
+        ``redis(s)+cluster://`` (see :func:`chronod.store.parse_redis_url`).
 
         Connects lazily: a bad URL raises :class:`StoreConfigError` here, an unreachable server
-        raises :class:`StoreUnavailable` on first use.
+        raises :class:`StoreUnavailable` on first use. ``replica_acks`` None: the default of the
+        URL's kind (Sentinel and Cluster 1, a single server 0).
         """
-        scheme = scheme_of(url)
+        target = parse_redis_url(url)
         description = redact_url(url)
-        options = _connection_options()
-        closers: list[Any] = []
-        if scheme == "redis+sentinel":
-            target = parse_sentinel_url(url)
-            # The URL's credentials are the data nodes'; sentinels are asked without them.
-            sentinel = _SentinelClass(
-                list(target.hosts),
-                sentinel_kwargs={
-                    "socket_timeout": CONNECT_TIMEOUT,
-                    "socket_connect_timeout": CONNECT_TIMEOUT,
-                    "decode_responses": True,
-                },
-            )
-            client = sentinel.master_for(
-                target.service,
-                db=target.db,
-                username=target.username,
-                password=target.password,
-                **options,
-            )
-            closers.extend(sentinel.sentinels)
-        elif scheme in ("redis", "rediss", "unix"):
-            try:
-                client = _RedisClass.from_url(url, **options)
-            except ValueError as exc:
-                password = _password_of(url)
-                reason = _one_line(exc)
-                if password:
-                    reason = reason.replace(password, "***")
-                raise StoreConfigError(f"store URL {description!r}: {reason}") from None
-        else:
-            raise StoreConfigError(f"store URL {description!r} is not a Redis URL")
-        store = cls(client, namespace=namespace, history=history, description=description)
-        store._closers.extend(closers)
-        return store
+        try:
+            KeySpace(namespace)
+        except ValueError as exc:
+            raise StoreConfigError(f"Redis store: {exc}") from None
+        acks = target.default_acks if replica_acks is None else replica_acks
+        executor = _executor(target, namespace)
+        return cls(
+            None,
+            namespace=namespace,
+            history=history,
+            description=description,
+            replica_acks=acks,
+            executor=executor,
+        )
 
     # -- plumbing ----------------------------------------------------------------------------------
 
     def describe(self) -> str:
         return self._description
+
+    @property
+    def replica_acks(self) -> int:
+        """Replicas that must acknowledge a write before anything relies on it (``WAIT``)."""
+        return self._acks
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -533,59 +665,145 @@ class RedisStore(Store):
             raise StoreUnavailable(f"{where} is unavailable: {_one_line(exc)}") from exc
         except redis.ResponseError as exc:
             text = _one_line(exc)
-            if text.startswith(("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")):
+            if text.startswith(_TRANSIENT_REPLIES) or "non local key" in text:
                 raise StoreUnavailable(f"{where} is unavailable: {text}") from exc
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith(
+                _STORAGE_REPLIES
+            ):
+                raise StoreDiskError(f"{where} cannot write: {text}") from exc
             raise StoreError(f"{where}: {text}") from exc
         except redis.RedisError as exc:  # protocol errors (not Redis at all), data errors, …
+            if "cluster" in type(exc).__name__.lower():
+                raise StoreUnavailable(f"{where} is unavailable: {_one_line(exc)}") from exc
             raise StoreError(f"{where}: {_one_line(exc)}") from exc
 
-    def _call(self, name: str, keys: Sequence[str], *args: str | int) -> Any:
-        if self._closed.is_set():
-            raise StoreError(f"Redis store {self._description} is closed")
-        with self._translated():
-            return self._scripts[name](keys=list(keys), args=[self._keys.prefix, *args])
+    def _call(self, name: str, keys: Sequence[str], *args: str | int, strict: bool = False) -> Any:
+        return self._pipelined([(name, keys, args)], strict=strict)[0]
 
     def _pipelined(
-        self, calls: Sequence[tuple[str, Sequence[str], Sequence[str | int]]]
+        self,
+        calls: Sequence[tuple[str, Sequence[str], Sequence[str | int]]],
+        *,
+        strict: bool = False,
+        wait: bool = False,
     ) -> list[Any]:
-        """Run scripts in one round trip (EVALSHA; scripts the server lost are loaded, re-run)."""
+        """Run scripts in one round trip (EVALSHA; scripts the server lost are loaded, re-run).
+
+        Each reply is unwrapped from the generation prologue's (see _generation.lua) and the
+        generation recorded. ``strict``: a leader write, refused with :class:`RolledBack` if the
+        store went back since this store object last looked. ``wait``: with replica_acks > 0,
+        a ``WAIT`` follows in the same pipeline, and :class:`NotAcknowledged` is raised if too few
+        replicas acknowledged (the scripts ran: what they did is on the primary only).
+        """
+        replies, acked = self._acknowledged(calls, strict=strict, wait=wait)
+        if not acked:
+            raise self._not_acknowledged()
+        return replies
+
+    def _acknowledged(
+        self,
+        calls: Sequence[tuple[str, Sequence[str], Sequence[str | int]]],
+        *,
+        strict: bool = False,
+        wait: bool = False,
+    ) -> tuple[list[Any], bool]:
+        """:meth:`_pipelined` without raising NotAcknowledged: the replies and whether enough
+        replicas acknowledged them (always True without ``wait`` or replica_acks)."""
         if self._closed.is_set():
             raise StoreError(f"Redis store {self._description} is closed")
+        waiting = wait and self._acks > 0
         with self._translated():
-            results = self._execute(calls)
+            results = self._execute(calls, strict, waiting)
             missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
             if missing:
-                for name in {calls[i][0] for i in missing}:
-                    script = self._scripts[name]
-                    script.sha = self._client.script_load(script.script)
+                names = {calls[i][0] for i in missing}
+                self._exec.run([_load(self._scripts[name]) for name in names])
                 # The NOSCRIPT calls did nothing: running them now is their first run.
-                for i, result in zip(
-                    missing, self._execute([calls[i] for i in missing]), strict=True
-                ):
+                again = self._execute([calls[i] for i in missing], strict, waiting)
+                for i, result in zip(missing, again, strict=False):
                     results[i] = result
+                if waiting:
+                    results[-1] = again[-1]
             for result in results:
                 if isinstance(result, Exception):
                     raise result
-            return results
+        acked = True
+        if waiting:
+            acked = int(results.pop()) >= self._acks
+        # A generation is durable once acknowledged; without replica_acks, once answered.
+        durable = acked if waiting else self._acks == 0
+        replies = [self._observe(reply, durable=durable) for reply in results]
+        if any(reply == ["rolledback"] for reply in replies):
+            raise RolledBack(
+                f"Redis store {self._description} went back to an older state "
+                f"({self._gen.describe()}); the leader loads its state again"
+            )
+        return replies, acked
+
+    def _not_acknowledged(self) -> NotAcknowledged:
+        return NotAcknowledged(
+            f"Redis store {self._description}: fewer than {self._acks} replica(s) acknowledged "
+            f"within {ACK_TIMEOUT_MS} ms (replica_acks = {self._acks}; 0 if the primary has "
+            "no replica)"
+        )
+
+    def _publish_pending(self) -> None:
+        """Queue every held run (publish.lua). Called after an acknowledged dispatch, and at every
+        leader load (runs a previous leader held, or held under a replica_acks since lowered)."""
+        while self._call("publish", [self._keys.pending], PUBLISH_BATCH):
+            pass
 
     def _execute(
-        self, calls: Sequence[tuple[str, Sequence[str], Sequence[str | int]]]
+        self,
+        calls: Sequence[tuple[str, Sequence[str], Sequence[str | int]]],
+        strict: bool,
+        waiting: bool,
     ) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
+        gen = self._gen.presented(strict)
+        trailer_keys = (self._keys.gen, self._keys.canary)
+        ops: list[Op] = []
         for name, keys, args in calls:
-            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, self._keys.prefix, *args)
-        return list(pipe.execute(raise_on_error=False))
+            write = "0" if name in READ_ONLY else "1"
+            ops.append(
+                _evalsha(
+                    self._shas[name],
+                    [*keys, *trailer_keys],
+                    [self._keys.prefix, *args, *gen, write],
+                )
+            )
+        if waiting:
+            ops.append(lambda pipe: pipe.execute_command("WAIT", self._acks, ACK_TIMEOUT_MS))
+        return self._exec.run(ops)
+
+    def _observe(self, reply: Any, *, durable: bool) -> Any:
+        info, payload = reply
+        rolled = self._gen.saw(info, durable=durable)
+        if rolled:
+            log.warning(
+                "Redis store %s went back to an older state (%s): runs created before it are "
+                "never started again and slots of the lost window are recorded 'uncertain'",
+                self._description,
+                self._gen.describe(),
+            )
+        return payload
+
+    def _single(self, op: Op) -> Any:
+        """One plain command (not a script) on the primary."""
+        if self._closed.is_set():
+            raise StoreError(f"Redis store {self._description} is closed")
+        with self._translated():
+            result = self._exec.run([op])[0]
+            if isinstance(result, Exception):
+                raise result
+            return result
 
     def _time_us(self) -> int:
-        with self._translated():
-            seconds, micros = self._client.time()
+        seconds, micros = self._single(lambda pipe: pipe.time())
         return int(seconds) * 1_000_000 + int(micros)
 
     def close(self) -> None:
         self._closed.set()
-        self._client.close()
-        for other in self._closers:
-            other.close()
+        self._exec.close()
 
     # -- clock -------------------------------------------------------------------------------------
 
@@ -595,23 +813,32 @@ class RedisStore(Store):
     # -- leader lease ------------------------------------------------------------------------------
 
     def acquire_lease(self, node: str, token: str, ttl: timedelta) -> Lease | None:
-        reply = self._call("acquire", [self._keys.lease, self._keys.epoch], node, token, _us(ttl))
-        if not reply:
+        reply = self._call(
+            "acquire",
+            [self._keys.lease, self._keys.epoch],
+            node,
+            token,
+            _us(ttl),
+            self._gen.epoch_floor,
+        )
+        if reply[0] != "ok":
+            self._gen.saw_epoch(_int(reply[1]))
             return None
-        epoch, holder, expires = reply
+        _, epoch, holder, expires = reply
+        self._gen.saw_epoch(_int(epoch))
         return Lease(
             token=token, epoch=_int(epoch), node=holder, expires_at=from_micros(_int(expires))
         )
 
     def renew_lease(self, lease: Lease, ttl: timedelta) -> Lease | None:
-        expires = self._call("renew", [self._keys.lease], lease.token, lease.epoch, _us(ttl))
-        if not expires:
+        reply = self._call("renew", [self._keys.lease], lease.token, lease.epoch, _us(ttl))
+        if reply[0] != "ok":
             return None
         return Lease(
             token=lease.token,
             epoch=lease.epoch,
             node=lease.node,
-            expires_at=from_micros(_int(expires)),
+            expires_at=from_micros(_int(reply[1])),
         )
 
     def release_lease(self, lease: Lease) -> None:
@@ -627,8 +854,9 @@ class RedisStore(Store):
         except (ValueError, OverflowError):  # a forged lease proves no leader
             return None
 
-    def _fenced(self, lease: Lease) -> Fenced:
-        return Fenced(f"lease epoch {lease.epoch} of {lease.node} is not the current lease")
+    def _fenced(self, lease: Lease, reply: Sequence[Any] = ()) -> Fenced:
+        found = (reply[1], reply[2]) if len(reply) >= 3 else (None, None)
+        return Fenced(_refusal(lease, *found))
 
     # -- job state ---------------------------------------------------------------------------------
 
@@ -650,19 +878,26 @@ class RedisStore(Store):
             lease.epoch,
             to_micros(loaded_at),
             json.dumps(flat, separators=(",", ":")),
+            strict=True,
         )
         if reply[0] == "fenced":
-            raise self._fenced(lease)
+            raise self._fenced(lease, reply)
+        self._publish_pending()
         return [
             _job_state_of(name, active, fields) for name, active, fields in json.loads(reply[1])
         ]
 
     def retire_jobs(self, lease: Lease, keep: Sequence[str]) -> list[str]:
         reply = self._call(
-            "retire", [self._keys.lease, self._keys.jobs], lease.token, lease.epoch, *keep
+            "retire",
+            [self._keys.lease, self._keys.jobs],
+            lease.token,
+            lease.epoch,
+            *keep,
+            strict=True,
         )
         if reply[0] == "fenced":
-            raise self._fenced(lease)
+            raise self._fenced(lease, reply)
         return [str(name) for name in reply[1]]
 
     def job_states(self) -> dict[str, JobState]:
@@ -682,15 +917,24 @@ class RedisStore(Store):
         encoder = _DispatchEncoder()
         calls: list[tuple[str, Sequence[str], Sequence[str | int]]] = []
         run_ids: list[str] = []
+        hold = "1" if self._acks else "0"
         for start in range(0, len(items), DISPATCH_CHUNK):
             chunk = encoder.chunk(items[start : start + DISPATCH_CHUNK], run_ids)
-            args: list[str | int] = [lease.token, lease.epoch, self._history, chunk]
+            args: list[str | int] = [lease.token, lease.epoch, self._history, chunk, hold]
             calls.append(("dispatch", [self._keys.lease], args))
+        if not calls:
+            return []
+        # With replica_acks, the runs are held (not claimable) until WAIT says enough replicas
+        # have them; only then does publish.lua queue them. NotAcknowledged leaves them held:
+        # the next acknowledged dispatch (of any leader) publishes them.
+        replies = self._pipelined(calls, strict=True, wait=True)
+        if self._acks:
+            self._publish_pending()
         results: list[DispatchResult] = []
-        for reply in self._pipelined(calls) if calls else []:
+        for reply in replies:
             if reply[0] == "fenced":
                 # This chunk's items and all later ones were refused (a lease never revives).
-                raise self._fenced(lease)
+                raise self._fenced(lease, reply)
             _, at, statuses, earlier = reply
             decided_at = from_micros(_int(at))
             firsts = iter(earlier.split())
@@ -729,10 +973,10 @@ class RedisStore(Store):
                 args.extend((to_micros(slot), slot_id(item.job, slot)))
             calls.append(("advance", [self._keys.lease, self._keys.job(item.job)], args))
         states: list[JobState] = []
-        for reply in self._pipelined(calls) if calls else []:
+        for reply in self._pipelined(calls, strict=True) if calls else []:
             if reply[0] == "fenced":
                 # This item and all later ones were refused (a lease never revives).
-                raise self._fenced(lease)
+                raise self._fenced(lease, reply)
             states.append(_job_state(reply[1]))
         return states
 
@@ -745,18 +989,9 @@ class RedisStore(Store):
         while True:
             at = self._time_us()
             run_id = f"{job}@{format_utc(from_micros(at))}~manual"
-            reply = self._call(
-                "enqueue_manual",
-                [self._keys.manual_guard(job, at)],
-                job,
-                queue,
-                digest,
-                overlap,
-                max_attempts,
-                run_id,
-                at,
-                nonce,
-            )
+            args: list[str | int] = [job, queue, digest, overlap, max_attempts, run_id, at, nonce]
+            call = ("enqueue_manual", [self._keys.manual_guard(job, at)], args)
+            reply = self._pipelined([call], wait=True)[0]
             if reply[0] == "ok":
                 return _record(_pairs(reply[1]), ended=False)
             if reply[0] == "repeat":
@@ -825,31 +1060,48 @@ class RedisStore(Store):
         while True:
             claim_args: list[str | int] = [token, worker, _us(ttl), len(names), *names]
             claim_args += [" ".join(tickets.get(name, ())) for name in names]
-            _, (now_us, wake), reply = self._pipelined(
+            claim_args.append(self._history)
+            (_, (now_us, wake), reply), acked = self._acknowledged(
                 [
                     ("reap", [leases], [self._history, REAP_BATCH]),
                     ("promote", promote_keys, [ABANDONED_TICKET_MS, CONSUMER_IDLE_MS, *names]),
                     ("claim", claim_keys, claim_args),
-                ]
+                ],
+                wait=True,
             )
+            for run_id in reply[-1]:
+                log.warning(
+                    "run %s ended 'uncertain' instead of being claimed: it was created before "
+                    "the store went back to an older state",
+                    run_id,
+                )
             if reply[0] != "claim":
                 return None, _int(now_us), _int(wake) if wake else None
             fields = _pairs(reply[1])
             try:
-                return _claim(fields), _int(now_us), None
+                claimed = _claim(fields)
             except MalformedRecord as exc:
                 self._quarantine(fields, token, str(exc))
-            # That token is spent on the quarantined attempt (claim.lua would answer 'none' for
-            # it): the next pass, at once, takes the next ready run with a token of its own.
-            token, tickets = f"{token}.q", {}
+                # That token is spent on the quarantined attempt (claim.lua would answer 'none'
+                # for it): the next pass, at once, takes the next ready run with a token of its
+                # own.
+                token, tickets = f"{token}.q", {}
+                continue
+            if not acked:
+                # Nothing may run on a claim a failover could take back: return the run (if this
+                # hand-back is lost too, the attempt lease expires and the run is reclaimed).
+                with contextlib.suppress(StoreError):
+                    self.hand_back(claimed.run.run_id, claimed.token)
+                raise self._not_acknowledged()
+            return claimed, _int(now_us), None
 
     def _quarantine(self, fields: Fields, token: str, problem: str) -> None:
         """End a malformed run this claim started as ``quarantined``, through finish.lua (see
         chronod.store.base); it is reported by drain_quarantined."""
         run_id = fields.get("run_id")
         if not isinstance(run_id, str) or not run_id:  # the claim recorded which run it took
-            with self._translated():
-                run_id = str(self._client.hget(self._keys.token(token), "run") or "")
+            token_key = self._keys.token(token)
+            run_id = str(self._single(lambda pipe: pipe.hget(token_key, "run")) or "")
         error = f"quarantined: {problem}"
         try:
             self.finish(run_id, token, AttemptResult(outcome=Outcome.QUARANTINED, error=error))
@@ -875,14 +1127,15 @@ class RedisStore(Store):
         """Block up to ``block`` seconds for tickets; they go to claim.lua on the next pass."""
         streams = {self._keys.stream(name): name for name in names}
         try:
-            with self._translated():
-                reply: Any = self._client.xreadgroup(
+            reply: Any = self._single(
+                lambda pipe: pipe.xreadgroup(
                     GROUP,
                     worker,
                     dict.fromkeys(streams, ">"),
                     count=1,
                     block=max(1, int(block * 1000)),  # BLOCK 0 would mean "forever"
                 )
+            )
         except StoreError as exc:
             if "NOGROUP" in str(exc):  # the stream was deleted meanwhile; promote.lua recreates it
                 return {}
@@ -905,17 +1158,18 @@ class RedisStore(Store):
         if result.error is not None:
             extra["error"] = result.error
         retry_at = "" if result.retry_at is None else to_micros(result.retry_at)
-        status = self._call(
-            "finish",
-            [self._keys.run(run_id), self._keys.token(token)],
+        args: list[str | int] = [
             run_id,
             token,
             result.outcome.value,
             json.dumps(extra),
             retry_at,
             self._history,
-        )
-        return FinishStatus(status)
+        ]
+        call = ("finish", [self._keys.run(run_id), self._keys.token(token)], args)
+        # Acknowledged, or NotAcknowledged: the worker tries again (a repeat is harmless), so a
+        # result a failover could take back is never taken as recorded.
+        return FinishStatus(self._pipelined([call], wait=True)[0])
 
     def hand_back(self, run_id: str, token: str) -> bool:
         keys = [self._keys.run(run_id), self._keys.token(token)]
@@ -1008,17 +1262,10 @@ class RedisStore(Store):
     def history(self, job: str, limit: int) -> list[RunRecord]:
         if limit <= 0:
             return []
-        with self._translated():
-            entries = self._client.lrange(self._keys.history(job), 0, limit - 1)
+        key = self._keys.history(job)
+        entries = self._single(lambda pipe: pipe.lrange(key, 0, limit - 1))
         return [_readable_entry(entry) for entry in entries]
 
     def queue_depths(self) -> dict[str, int]:
         reply = self._call("queue_depths", [self._keys.queues])
         return {str(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
-
-
-def _password_of(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None

@@ -12,15 +12,26 @@
 --   redis.call('TIME') is the only clock. Redis 7 replicates a script's effects, not the script,
 --     so writes that depend on TIME are replicated and persisted as they happened.
 --   Records are flat hashes of strings (live runs, jobs) or JSON objects of strings (history).
+--   Every script also runs the generation prologue (_generation.lua): RB and ROLLBACK_AT below are
+--     set there before the script's own code runs.
 
 local P = ARGV[1]
 local GROUP = 'workers'
+-- The number of rollbacks the store has detected (a string): stored on every run created, so a
+-- run created before the latest rollback is known to be suspect (see is_suspect).
+local RB = '0'
+-- Store time (µs) of the latest rollback detection, -1 for none: a slot at or before it and after
+-- its job's watermark falls in the window the store lost, and is recorded 'uncertain'.
+local ROLLBACK_AT = -1
 
 -- The fields of a run copied into its history entries.
 local RUN_FIELDS = {
   'run_id', 'job', 'slot', 'manual', 'queue', 'digest', 'epoch', 'attempt', 'max_attempts',
   'created_at', 'not_before', 'started_at', 'worker',
 }
+-- The error text of a run or slot recorded 'uncertain'.
+local UNCERTAIN_WHY = 'the store went back to an older state (rollback): this may or may not ' ..
+  'have run in the lost window, and is never run again'
 
 local function fmt(n)
   return string.format('%d', n)
@@ -140,6 +151,7 @@ local function create_run(run, now, seq)
   seq = seq or redis.call('INCR', P .. 'seq')
   run.seq = fmt(seq)
   run.attempt = '0'
+  run.rb = RB
   if run.state == 'queued' and is_ready(run, now) then
     run.ticketed = '1'
   end
@@ -220,6 +232,12 @@ local function end_run(run, outcome, now, keep, extra)
   release_waiting(run.job, now)
 end
 
+-- A run created before the store's latest rollback: it may have run (or be running) in the window
+-- the store lost, so it is never started again (its live worker, if any, may still finish it).
+local function is_suspect(run)
+  return tonumber(run.rb or '0') < tonumber(RB)
+end
+
 -- Back to 'queued' after an attempt (reap, hand back, retry): the attempt's fields are cleared.
 local function requeue(run, not_before, now)
   local key = P .. 'run:' .. run.run_id
@@ -228,6 +246,13 @@ local function requeue(run, not_before, now)
   redis.call('ZREM', P .. 'leases', run.run_id)
   run.not_before = not_before
   make_ready(run, now)
+end
+
+-- The lease at `key` as a 'fenced' reply: {'fenced', epoch, node} of the lease the store holds
+-- (false, false when it holds none), so the refused caller can say what it found.
+local function fenced_reply(key)
+  local v = redis.call('HMGET', key, 'epoch', 'node')
+  return {'fenced', v[1], v[2]}
 end
 
 -- The live run, else its newest history entry: {'live', HGETALL} | {'history', json} | false.

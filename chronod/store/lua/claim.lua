@@ -11,9 +11,12 @@
 -- KEYS[3i-2], KEYS[3i-1], KEYS[3i]  queued:<q>, delayed:<q>, q:<q> of the i-th queue
 -- ARGV[1]  key prefix; ARGV[2] attempt token; ARGV[3] worker (also the consumer name);
 -- ARGV[4]  attempt ttl (µs); ARGV[5] n = number of queues; ARGV[6 .. 5+n] queue names;
--- ARGV[6+n .. 5+2n]  the ticket ids read from each queue's stream (space-separated, may be '')
+-- ARGV[6+n .. 5+2n]  the ticket ids read from each queue's stream (space-separated, may be '');
+-- ARGV[6+2n]  history (entries kept per job)
 -- Also     run:<id>, token:<token>, leases
--- Returns  {'claim', HGETALL of the running run} | {'none'}
+-- Returns  {'claim', HGETALL of the running run, ended} | {'none', ended}: ended = ids of the
+--          suspect runs this call ended 'uncertain' instead of claiming (created before the
+--          store's latest rollback, see _generation.lua).
 -- Twice:   the token is recorded on the attempt (token:<token>), so a repeat returns the same
 --          claim and starts nothing; tickets the first run already acked are not acked (nor
 --          re-added) again (XACK answers 0).
@@ -21,6 +24,8 @@
 local now = now_us()
 local token, worker, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
+local keep = tonumber(ARGV[6 + 2 * n])
+local ended = {}
 local queues, held = {}, {}
 for i = 1, n do
   local q = {name = ARGV[5 + i], queued = KEYS[3 * i - 2], delayed = KEYS[3 * i - 1],
@@ -53,9 +58,9 @@ if used[1] then
   give_back(0)
   local run = hgetall(P .. 'run:' .. used[1])
   if not used[2] and run and run.token == token and run.state == 'running' then
-    return {'claim', redis.call('HGETALL', P .. 'run:' .. used[1])}
+    return {'claim', redis.call('HGETALL', P .. 'run:' .. used[1]), ended}
   end
-  return {'none'}
+  return {'none', ended}
 end
 
 local bound = fmt(now)
@@ -73,7 +78,7 @@ while true do
   end
   if best == nil then
     -- Nothing ready in any of these queues: the tickets taken over were surplus.
-    return {'none'}
+    return {'none', ended}
   end
   local q = queues[best_i]
   local run_id = string.sub(best, 18)
@@ -81,7 +86,10 @@ while true do
   local run = hgetall(key)
   redis.call('ZREM', q.queued, best)
   redis.call('ZREM', q.delayed, run_id)
-  if run and run.state == 'queued' then
+  if run and run.state == 'queued' and is_suspect(run) then
+    end_run(run, 'uncertain', now, keep, {error = UNCERTAIN_WHY})
+    ended[#ended + 1] = run_id
+  elseif run and run.state == 'queued' then
     local expires = fmt(now + ttl)
     redis.call('HSET', key, 'state', 'running', 'attempt', fmt(tonumber(run.attempt) + 1),
                'token', token, 'worker', worker, 'started_at', fmt(now), 'lease_expires', expires)
@@ -105,7 +113,7 @@ while true do
       end
     end
     give_back(spent)
-    return {'claim', redis.call('HGETALL', key)}
+    return {'claim', redis.call('HGETALL', key), ended}
   end
   -- A queue member without a queued run cannot be claimed: it was dropped above; look again.
 end

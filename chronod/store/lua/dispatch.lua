@@ -14,16 +14,26 @@
 -- of its own (HMGET job, SET guard, HSET run, ZADD live:<job>, XADD ticket, HSET job) plus its
 -- share of one ZADD live and one ZADD queued:<queue> per chunk.
 --
+-- Held runs (ARGV[6] = '1', when the store requires replica acknowledgements): a queued run is
+-- created with `held` set and listed in `pending` instead of being put into its queue, so no
+-- worker can claim it before the caller has seen the replicas acknowledge this call (WAIT);
+-- publish.lua then queues it. Otherwise it goes into its queue at once, as before.
+--
 -- KEYS[1]  lease hash
 -- ARGV[1]  key prefix; ARGV[2] lease token; ARGV[3] lease epoch; ARGV[4] history;
 -- ARGV[5]  JSON array of strings, eleven per item: job, fingerprint, slot (µs), next_due (µs, ''
 --          for none), queue, digest, overlap (skip|queue|allow), max_attempts, guard_ttl (ms),
 --          run id (the slot id), skip reason ('' unless the leader superseded the slot: it is
 --          then recorded skipped with this reason, whatever the job's active runs)
+-- ARGV[6]  '1': hold the queued runs in `pending` (see above); '0': queue them now
 -- Also     job:<job>, guard:<job>:<slot> (value: the decision instant, µs; expires after
 --          guard_ttl), live, live:<job>, waiting:<job>, run:<id>, queued:<queue>, q:<queue>,
---          queues, seq, history:<job>
--- Returns  {'fenced'} (nothing written) or {'ok', decision instant (µs), statuses, earlier}:
+--          queues, seq, history:<job>, pending
+--
+-- After a rollback (_generation.lua), a slot after the watermark and at or before the rollback
+-- instant (or the job's uncertain_until, see sync_jobs.lua) may have run in the lost window: its
+-- guard is written and it is recorded 'uncertain' (history), never run.
+-- Returns  fenced_reply (nothing written) or {'ok', decision instant (µs), statuses, earlier}:
 --          statuses = each item's DispatchStatus value, in item order, separated by spaces;
 --          earlier = for each 'duplicate' among them, in order, the instant (µs) of the first
 --          decision (the guard's value), separated by spaces. Every other item was decided at
@@ -34,9 +44,10 @@
 
 local now = now_us()
 if not lease_ok(KEYS[1], ARGV[2], ARGV[3], now) then
-  return {'fenced'}
+  return fenced_reply(KEYS[1])
 end
-local epoch, keep, at = ARGV[3], tonumber(ARGV[4]), fmt(now)
+local epoch, keep, at, hold = ARGV[3], tonumber(ARGV[4]), fmt(now), ARGV[6] == '1'
+local pending = {}
 local items = cjson.decode(ARGV[5])
 local count = #items / 11
 -- Creation numbers for the runs this chunk may create, reserved at once (gaps are harmless).
@@ -88,7 +99,8 @@ end
 local function decide(i)
   local job, slot = items[i + 1], items[i + 3]
   local job_key = job_prefix .. job
-  local state = redis.call('HMGET', job_key, 'fingerprint', 'watermark', 'paused')
+  local state = redis.call('HMGET', job_key, 'fingerprint', 'watermark', 'paused',
+                           'uncertain_until')
   if not state[1] or state[1] == '' or state[1] ~= items[i + 2] then
     return 'unknown-job'
   end
@@ -113,6 +125,17 @@ local function decide(i)
     return 'duplicate'
   end
   local next_due = items[i + 4]
+  if slot_us <= math.max(ROLLBACK_AT, tonumber(state[4] or '-1')) then
+    local entry = {
+      run_id = items[i + 10], job = job, slot = slot, manual = '0', queue = items[i + 5],
+      digest = items[i + 6], epoch = epoch, max_attempts = items[i + 8], created_at = at,
+      not_before = slot, attempt = '0',
+    }
+    push_history(job, history_entry(entry, 'uncertain', now, {error = UNCERTAIN_WHY}), keep)
+    redis.call('HINCRBY', job_key, 'uncertain', 1)
+    progress(job_key, slot, next_due, false)
+    return 'uncertain'
+  end
   if state[3] == '1' then
     progress(job_key, slot, next_due, false)
     return 'paused'
@@ -143,15 +166,22 @@ local function decide(i)
       redis.call('HSET', run_key, 'run_id', run_id, 'job', job, 'slot', slot, 'manual', '0',
                  'queue', queue, 'digest', digest, 'epoch', epoch, 'max_attempts', max_attempts,
                  'created_at', at, 'not_before', slot, 'state', 'waiting', 'seq', seq_text,
-                 'attempt', '0')
+                 'attempt', '0', 'rb', RB)
       redis.call('ZADD', P .. 'waiting:' .. job, seq_text, run_id)
+    elseif hold then
+      status = 'queued'
+      redis.call('HSET', run_key, 'run_id', run_id, 'job', job, 'slot', slot, 'manual', '0',
+                 'queue', queue, 'digest', digest, 'epoch', epoch, 'max_attempts', max_attempts,
+                 'created_at', at, 'not_before', slot, 'state', 'queued', 'seq', seq_text,
+                 'attempt', '0', 'rb', RB, 'held', '1')
+      add_pair(pending, seq_text, run_id)
     else
       -- Not early, so ready at once (not_before = slot <= now): its ticket goes out now.
       status = 'queued'
       redis.call('HSET', run_key, 'run_id', run_id, 'job', job, 'slot', slot, 'manual', '0',
                  'queue', queue, 'digest', digest, 'epoch', epoch, 'max_attempts', max_attempts,
                  'created_at', at, 'not_before', slot, 'state', 'queued', 'seq', seq_text,
-                 'attempt', '0', 'ticketed', '1')
+                 'attempt', '0', 'ticketed', '1', 'rb', RB)
       local queued = queued_of[queue]
       if queued == nil then
         ensure_queue(queue)
@@ -172,6 +202,7 @@ for i = 0, #items - 1, 11 do
   statuses[#statuses + 1] = decide(i)
 end
 zadd_all(P .. 'live', live)
+zadd_all(P .. 'pending', pending)
 for queue, members in pairs(queued_of) do
   zadd_all(P .. 'queued:' .. queue, members)
 end

@@ -5,8 +5,10 @@
 -- Also     run:<id>, token:<token>, job:<job>, history:<job>, live, live:<job>, waiting:<job>,
 --          queued:<q>, q:<q>, queues
 -- Returns  the run ids reaped. Attempts left: queued again, ready now. None left: ends 'lost'
---          (history, last outcome, waiting successor released). The token is deleted either way,
---          so the old worker's heartbeat and finish are refused.
+--          (history, last outcome, waiting successor released). A suspect run (created before
+--          the store's latest rollback) ends 'uncertain' instead: its attempt may have run in the
+--          lost window. The token is deleted either way, so the old worker's heartbeat and finish
+--          are refused.
 -- Twice:   the first run removed those ids from the leases zset; the second finds none due and
 --          returns an empty list.
 
@@ -18,7 +20,9 @@ for _, run_id in ipairs(due) do
   local run = hgetall(P .. 'run:' .. run_id)
   if run and run.state == 'running' and tonumber(run.lease_expires) <= now then
     redis.call('DEL', P .. 'token:' .. run.token)
-    if tonumber(run.attempt) < tonumber(run.max_attempts) then
+    if is_suspect(run) then
+      end_run(run, 'uncertain', now, tonumber(ARGV[2]), {error = UNCERTAIN_WHY})
+    elseif tonumber(run.attempt) < tonumber(run.max_attempts) then
       requeue(run, fmt(now), now)
     else
       end_run(run, 'lost', now, tonumber(ARGV[2]))

@@ -4,12 +4,15 @@
 -- KEYS[2]  jobs set
 -- ARGV[1]  key prefix; ARGV[2] lease token; ARGV[3] lease epoch; ARGV[4..] names to keep
 -- Also     job:<name> of every job in the set
--- Returns  {'fenced'} or {'ok', names retired by this call (sorted)}. State and history are kept.
+-- Returns  fenced_reply or {'ok', names retired by this call (sorted)}. State and history
+--          are kept.
+-- Also marks the latest rollback reconciled (sync_jobs.lua): the leader calls this once it has
+-- synced every configured job.
 -- Twice:   the second run finds those fingerprints already empty and retires nothing more.
 
 local now = now_us()
 if not lease_ok(KEYS[1], ARGV[2], ARGV[3], now) then
-  return {'fenced'}
+  return fenced_reply(KEYS[1])
 end
 local keep = {}
 for i = 4, #ARGV do
@@ -23,6 +26,10 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     redis.call('HSET', key, 'fingerprint', '')
     retired[#retired + 1] = name
   end
+end
+local rb = redis.call('HGET', GEN, 'rb')
+if rb then
+  redis.call('HSET', GEN, 'rb_reconciled', rb)
 end
 table.sort(retired)
 return {'ok', retired}
