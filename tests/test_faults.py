@@ -37,6 +37,7 @@ from chronod.errors import (
 )
 from chronod.lock import LeaseKeeper
 from chronod.metrics import ChronodMetrics
+from chronod.store._redisconn import DirectExecutor
 from chronod.store.base import (
     DispatchStatus,
     JobSync,
@@ -48,6 +49,7 @@ from chronod.store.base import (
     overlap_reason,
     superseded_reason,
 )
+from chronod.store.redis import RedisStore
 from chronod.store.sqlite import SQLiteStore, _result_code
 from chronod.telemetry import QUIET_AFTER, EventWriter, StoreHealth
 from chronod.tz import UTC
@@ -289,6 +291,15 @@ def test_status_and_history_on_a_bad_file_say_so_in_one_line(
 # -- malformed runs (both stores) ------------------------------------------------------------
 
 
+def raw_redis(store: Store) -> Any:
+    """The client of the server a test's RedisStore talks to, to write what chronod never would
+    (as anyone with write access to the store could)."""
+    assert isinstance(store, RedisStore)
+    executor = store._exec
+    assert isinstance(executor, DirectExecutor)
+    return executor.client
+
+
 def poison(store: Store, run_id: str, field: str, value: object) -> None:
     """Overwrite (``None``: delete, on Redis) one field of a live run, as anyone with write access
     to the store could."""
@@ -297,8 +308,8 @@ def poison(store: Store, run_id: str, field: str, value: object) -> None:
             conn.execute(f"UPDATE runs SET {field} = ? WHERE run_id = ?", (value, run_id))
             conn.commit()
         return
-    client = store._client  # type: ignore[attr-defined]
-    key = store._keys.run(run_id)  # type: ignore[attr-defined]
+    assert isinstance(store, RedisStore)
+    client, key = raw_redis(store), store._keys.run(run_id)
     if value is None:
         client.hdel(key, field)
     else:
@@ -318,7 +329,8 @@ def poison_history(store: Store, job: str, entry: str) -> None:
             conn.execute(f"UPDATE history SET {entry} = 'garbage' WHERE run_id = '{job}@forged'")
             conn.commit()
         return
-    store._client.lpush(store._keys.history(job), entry)  # type: ignore[attr-defined]
+    assert isinstance(store, RedisStore)
+    raw_redis(store).lpush(store._keys.history(job), entry)
 
 
 def manual_run(store: Store, job: str = "alpha") -> RunRecord:
@@ -701,5 +713,6 @@ def test_a_malformed_lease_reads_as_no_leader(store: Store) -> None:
             conn.execute("UPDATE lease SET expires_at = 'soon'")
             conn.commit()
     else:  # (a non-numeric expiry fails inside leader.lua: a one-line StoreError)
-        store._client.hset(store._keys.lease, "epoch", "first")  # type: ignore[attr-defined]
+        assert isinstance(store, RedisStore)
+        raw_redis(store).hset(store._keys.lease, "epoch", "first")
     assert store.leader() is None
