@@ -606,3 +606,74 @@ def test_a_full_pipe_drops_events_instead_of_blocking_the_child() -> None:
     assert time.monotonic() - began < 10
     writer.emit("finished", job="x" * 10_000)  # larger than PIPE_BUF: dropped, not torn
     reader.stop()
+
+
+# -- the exported families, pinned ----------------------------------------------------------------
+
+# Every family chronod exports: (name as scraped, type, label names other than "le"). Alert rules,
+# dashboards and the README depend on these; a change here is a breaking change for operators.
+FAMILIES = [
+    ("chronod_runs_total", "counter", ("job", "outcome")),
+    ("chronod_run_retries_total", "counter", ("job",)),
+    ("chronod_run_duration_seconds", "histogram", ("job",)),
+    ("chronod_dispatch_lateness_seconds", "histogram", ()),
+    ("chronod_start_lateness_seconds", "histogram", ()),
+    ("chronod_missed_slots_total", "counter", ("job",)),
+    ("chronod_skipped_slots_total", "counter", ("job",)),
+    ("chronod_uncertain_slots_total", "counter", ("job",)),
+    ("chronod_leader", "gauge", ()),
+    ("chronod_leader_epoch", "gauge", ()),
+    ("chronod_lease_renew_failures_total", "counter", ()),
+    ("chronod_queue_depth", "gauge", ("queue",)),
+    ("chronod_job_last_success_timestamp_seconds", "gauge", ("job",)),
+    ("chronod_job_interval_seconds", "gauge", ("job",)),
+    ("chronod_job_paused", "gauge", ("job",)),
+    ("chronod_store_up", "gauge", ()),
+    ("chronod_store_writable", "gauge", ()),
+    ("chronod_store_write_failures_total", "counter", ()),
+    ("chronod_quarantined_runs_total", "counter", ("job",)),
+]
+
+
+def busy_metrics(tmp_path: Path) -> ChronodMetrics:
+    """A metric set in which every family has at least one series."""
+    metrics = ChronodMetrics()
+    late = DispatchResult(status=DispatchStatus.QUEUED, dispatched_at=T0 + timedelta(seconds=1))
+    metrics.ticked(
+        TickReport(
+            dispatched=[
+                (slot_item("a", T0), late),
+                (slot_item("c", T0), DispatchResult(status=DispatchStatus.SKIPPED)),
+                (slot_item("u", T0), DispatchResult(status=DispatchStatus.UNCERTAIN)),
+            ],
+            missed={"d": 7},
+        )
+    )
+    metrics.leadership(Lease(token="t", epoch=7, node="n", expires_at=T0), renew_failures=2)
+    for body in [
+        {"event": "started", "job": "a", "late": 0.03},
+        {"event": "finished", "job": "a", "outcome": "ok", "recorded": "accepted", "duration": 3},
+        {"event": "finished", "job": "a", "outcome": "failed", "recorded": "retry"},
+        {"event": "quarantined", "job": "q"},
+    ]:
+        metrics.run_event(body)
+    metrics.store_write_failed()
+    config = parse_config(
+        b'[defaults]\ntimezone = "UTC"\n[jobs.a]\nevery = "90s"\ncommand = "true"\n',
+        tmp_path / "s.toml",
+    )
+    metrics.configured(config.jobs, T0)
+    metrics.sampled({"default": 3}, None, {"a": job_state("a", last_success_at=T0)})
+    return metrics
+
+
+def test_chronod_exports_exactly_these_families(tmp_path: Path) -> None:
+    text = busy_metrics(tmp_path).registry.render()
+    found = []
+    for family in text_string_to_metric_families(text):
+        suffix = "_total" if family.type == "counter" else ""
+        labels = {name for sample in family.samples for name in sample.labels} - {"le"}
+        assert family.samples, f"{family.name} has no series"
+        assert all(set(s.labels) - {"le"} == labels for s in family.samples)
+        found.append((family.name + suffix, family.type, tuple(sorted(labels))))
+    assert found == [(name, kind, tuple(sorted(labels))) for name, kind, labels in FAMILIES]
