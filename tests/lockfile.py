@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD_IN = ROOT / "requirements" / "build.in"
 PYTHON_FLOOR = "3.10"  # requires-python's floor: the lock must also hold there
 DIGEST_PREFIX = "# inputs-digest: "
-RUNTIME = ("croniter", "astral", "pytz", "redis", "click", "tomli")
+RUNTIME = ("croniter", "astral", "pytz", "redis", "click", "prometheus-client", "tomli")
 
 
 def declared() -> list[Requirement]:

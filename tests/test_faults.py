@@ -615,15 +615,15 @@ def test_store_health_reports_failing_writes_once_and_their_end(
             health.failed(StoreDiskError("disk is full"))
             health.ok()  # reads keep working: not a flap back to "writable"
         assert health.outage() == "store cannot write since 2026-12-04T10:00:00Z: disk is full"
-        assert metrics.writable.value() == 0
-        assert metrics.store_write_failures.value() == 5
-        assert metrics.store_up.value() == 1
+        assert metrics.registry.get_sample_value("chronod_store_writable") == 0
+        assert metrics.registry.get_sample_value("chronod_store_write_failures_total") == 5
+        assert metrics.registry.get_sample_value("chronod_store_up") == 1
         health.wrote()  # a write went through, but failures are too recent to call it over
         assert health.outage() is not None
         clock.advance(QUIET_AFTER)
         health.wrote()
     assert health.outage() is None
-    assert metrics.writable.value() == 1
+    assert metrics.registry.get_sample_value("chronod_store_writable") == 1
     messages = [r.getMessage() for r in caplog.records]
     assert [m for m in messages if "write" in m] == [
         "store cannot write, not dispatching until it can: disk is full",

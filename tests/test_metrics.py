@@ -1,8 +1,10 @@
-"""The metrics registry and its text format, the HTTP endpoint, chronod's metric set, and the
-telemetry around it (store health, sampler, the worker children's event pipe), in-process.
+"""The text format chronod serves, the HTTP endpoint, chronod's metric set, and the telemetry
+around it (store health, sampler, the worker children's event pipe), in-process.
 
-The exposition format is pinned twice: exact text for a small registry, and a round trip through
-``prometheus_client``'s parser (the reference implementation, a test-only dependency).
+The exposition is pinned three ways: exact text for a small registry (chronod's view of
+``prometheus_client``'s output: no ``_created`` series, whole bucket bounds as ``le="1"``), a round
+trip through the library's parser, and the list of every family chronod exports with its type and
+labels (the end of this file). Values are read back as ``/metrics`` serves them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from chronod.clock import ManualClock
@@ -33,8 +38,7 @@ from chronod.metrics import (
     ChronodMetrics,
     MetricsError,
     MetricsServer,
-    Registry,
-    format_value,
+    exposition,
     job_period,
     parse_address,
 )
@@ -64,57 +68,62 @@ T0 = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
 # -- the text format ------------------------------------------------------------------------------
 
 
-def small_registry() -> Registry:
-    registry = Registry()
-    runs = registry.counter("demo_runs_total", "Runs by job.\nSecond line \\ here.", ("job",))
-    runs.inc("b")
-    runs.inc("a", by=2)
-    runs.inc('q"uo\\te\nd')
-    registry.gauge("demo_up", "1 when up.").set(1)
-    hist = registry.histogram("demo_seconds", "Durations.", ("job",), (0.5, 1, 2.5))
-    hist.observe(0.5, "a")  # on a bound: counts in that bucket (le = "less or equal")
-    hist.observe(2, "a")
-    hist.observe(7.25, "a")
-    hist.observe(math.nan, "a")  # ignored: no bucket holds it
-    registry.histogram("demo_idle_seconds", "Never observed.", (), (1,))
-    registry.gauge("demo_empty", "Labelled, no series yet.", ("queue",))
+def small_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    runs = Counter(
+        "demo_runs_total", "Runs by job.\nSecond line \\ here.", ("job",), registry=registry
+    )
+    runs.labels("b").inc()
+    runs.labels("a").inc(2)
+    runs.labels('q"uo\\te\nd').inc()
+    Gauge("demo_up", "1 when up.", registry=registry).set(1)
+    hist = Histogram(
+        "demo_seconds", "Durations.", ("job",), registry=registry, buckets=(0.5, 1, 2.5)
+    )
+    hist.labels("a").observe(0.5)  # on a bound: counts in that bucket (le = "less or equal")
+    hist.labels("a").observe(2)
+    hist.labels("a").observe(7.25)
+    Histogram("demo_idle_seconds", "Never observed.", registry=registry, buckets=(1,))
+    Gauge("demo_empty", "Labelled, no series yet.", ("queue",), registry=registry)
     return registry
 
 
 EXPECTED = """\
 # HELP demo_runs_total Runs by job.\\nSecond line \\\\ here.
 # TYPE demo_runs_total counter
-demo_runs_total{job="a"} 2
-demo_runs_total{job="b"} 1
-demo_runs_total{job="q\\"uo\\\\te\\nd"} 1
+demo_runs_total{job="b"} 1.0
+demo_runs_total{job="a"} 2.0
+demo_runs_total{job="q\\"uo\\\\te\\nd"} 1.0
 # HELP demo_up 1 when up.
 # TYPE demo_up gauge
-demo_up 1
+demo_up 1.0
 # HELP demo_seconds Durations.
 # TYPE demo_seconds histogram
-demo_seconds_bucket{job="a",le="0.5"} 1
-demo_seconds_bucket{job="a",le="1"} 1
-demo_seconds_bucket{job="a",le="2.5"} 2
-demo_seconds_bucket{job="a",le="+Inf"} 3
+demo_seconds_bucket{job="a",le="0.5"} 1.0
+demo_seconds_bucket{job="a",le="1"} 1.0
+demo_seconds_bucket{job="a",le="2.5"} 2.0
+demo_seconds_bucket{job="a",le="+Inf"} 3.0
+demo_seconds_count{job="a"} 3.0
 demo_seconds_sum{job="a"} 9.75
-demo_seconds_count{job="a"} 3
 # HELP demo_idle_seconds Never observed.
 # TYPE demo_idle_seconds histogram
-demo_idle_seconds_bucket{le="1"} 0
-demo_idle_seconds_bucket{le="+Inf"} 0
-demo_idle_seconds_sum 0
-demo_idle_seconds_count 0
+demo_idle_seconds_bucket{le="1"} 0.0
+demo_idle_seconds_bucket{le="+Inf"} 0.0
+demo_idle_seconds_count 0.0
+demo_idle_seconds_sum 0.0
 # HELP demo_empty Labelled, no series yet.
 # TYPE demo_empty gauge
 """
 
 
 def test_text_format_is_exact() -> None:
-    assert small_registry().render() == EXPECTED
+    # No demo_runs_created / demo_seconds_created series, and le="1", not le="1.0".
+    assert exposition(small_registry()).decode() == EXPECTED
 
 
 def test_text_format_round_trips_through_the_reference_parser() -> None:
-    families = {f.name: f for f in text_string_to_metric_families(small_registry().render())}
+    text = exposition(small_registry()).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
     runs = families["demo_runs"]  # the parser names a counter family without "_total"
     assert runs.type == "counter"
     assert runs.documentation == "Runs by job.\nSecond line \\ here."
@@ -126,67 +135,32 @@ def test_text_format_round_trips_through_the_reference_parser() -> None:
     assert families["demo_up"].samples[0].value == 1
 
 
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (0, "0"),
-        (3.0, "3"),
-        (-2, "-2"),
-        (0.25, "0.25"),
-        (1e-9, "1e-09"),
-        (1e21, "1e+21"),
-        (math.inf, "+Inf"),
-        (-math.inf, "-Inf"),
-        (math.nan, "NaN"),
-    ],
-)
-def test_values_are_written_as_go_writes_them(value: float, text: str) -> None:
-    assert format_value(value) == text
+def sample(metrics: ChronodMetrics, name: str, **labels: str) -> float | None:
+    """One sample as ``/metrics`` serves it (read back with the reference parser)."""
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return None
 
 
-def test_registry_refuses_what_the_format_cannot_express() -> None:
-    registry = Registry()
-    with pytest.raises(ValueError, match="invalid metric name"):
-        registry.counter("bad-name", "x")
-    with pytest.raises(ValueError, match="invalid label name"):
-        registry.gauge("ok", "x", ("__reserved",))
-    with pytest.raises(ValueError, match="reserved"):
-        registry.histogram("h", "x", ("le",))
-    with pytest.raises(ValueError, match="distinct finite"):
-        registry.histogram("h2", "x", (), (1, 1))
-    counter = registry.counter("c_total", "x", ("job",))
-    with pytest.raises(ValueError, match="registered twice"):
-        registry.counter("c_total", "x")
-    with pytest.raises(ValueError, match="only goes up"):
-        counter.inc("a", by=-1)
-    with pytest.raises(ValueError, match="takes labels"):
-        counter.inc()
+def test_bucket_bounds_keep_their_spelling_and_nothing_is_added() -> None:
+    # A label value is part of a series' identity: le="60" must stay le="60" across an upgrade.
+    text = ChronodMetrics().render().decode()
+    assert 'chronod_start_lateness_seconds_bucket{le="60"} 0' in text
+    assert 'chronod_start_lateness_seconds_bucket{le="0.025"} 0' in text
+    assert '.0"' not in text
+    assert "_created" not in text
 
 
-def test_gauge_replace_drops_the_label_sets_not_given() -> None:
-    registry = Registry()
-    depth = registry.gauge("depth", "x", ("queue",))
-    depth.replace([(("a",), 1), (("b",), 2)])
-    depth.replace([(("b",), 3)])
-    assert depth.value("a") is None
-    assert depth.value("b") == 3
-    assert 'depth{queue="a"}' not in registry.render()
-
-
-def test_concurrent_updates_are_not_lost() -> None:
-    registry = Registry()
-    counter = registry.counter("n_total", "x")
-
-    def bump() -> None:
-        for _ in range(2000):
-            counter.inc()
-
-    threads = [threading.Thread(target=bump) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert counter.value() == 8000
+def test_sampled_gauges_replace_drops_the_label_sets_not_given() -> None:
+    metrics = ChronodMetrics()
+    metrics.sampled_gauges.replace("chronod_queue_depth", [("a", 1), ("b", 2)])
+    metrics.sampled_gauges.replace("chronod_queue_depth", [("b", 3)])
+    assert sample(metrics, "chronod_queue_depth", queue="a") is None
+    assert sample(metrics, "chronod_queue_depth", queue="b") == 3
+    with pytest.raises(KeyError, match="not a sampled gauge"):
+        metrics.sampled_gauges.replace("chronod_leader", [])
 
 
 # -- the endpoint ---------------------------------------------------------------------------------
@@ -236,28 +210,33 @@ def test_server_serves_the_registry(server: MetricsServer) -> None:
 
 
 def test_server_reports_a_taken_port_in_one_line(server: MetricsServer) -> None:
-    other = MetricsServer(Registry(), server.address)
+    other = MetricsServer(CollectorRegistry(), server.address)
     with pytest.raises(
         MetricsError, match=r"^--metrics 127\.0\.0\.1:\d+: address already in use \(another"
     ):
         other.start()
 
 
-def test_a_forked_child_does_not_keep_the_port(server: MetricsServer) -> None:
-    # A worker child is forked, not exec'd: were it to keep the listening socket, a supervisor
-    # restarted while its old children drain could not listen again.
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        listening = server._server.socket.fileno() if server._server is not None else -1
-        os.write(writer, b"closed" if listening == -1 else b"open")
-        os._exit(0)
-    os.waitpid(pid, 0)
-    answer = os.read(reader, 16)
-    os.close(reader)
-    os.close(writer)
-    assert answer == b"closed", "the listening socket is still open in a forked child"
-    assert get(f"http://{server.address[0]}:{server.address[1]}/metrics")[0] == 200
+def test_a_child_process_does_not_keep_the_port(server: MetricsServer) -> None:
+    # Every process chronod starts is exec'd (worker children, their fork server, job commands).
+    # Were one to inherit the listening socket, a supervisor restarted while its old children
+    # drain could not listen again. Even a child started with close_fds=False must not hold it.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        close_fds=False,
+    )
+    try:
+        address = server.address
+        server.stop()
+        server.stop()  # idempotent
+        again = MetricsServer(CollectorRegistry(), address)
+        again.start()  # the port is free again at once, the child still running
+        again.stop()
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=10)
 
 
 # -- chronod's metric set -------------------------------------------------------------------------
@@ -299,25 +278,26 @@ def test_a_tick_feeds_dispatch_lateness_skipped_and_missed() -> None:
         missed={"d": 7},
     )
     metrics.ticked(report)
-    assert metrics.dispatch_lateness.count() == 2
-    assert metrics.skipped.value("c") == 1
-    assert metrics.missed.value("d") == 7
-    text = metrics.registry.render()
-    assert 'chronod_dispatch_lateness_seconds_bucket{le="0.025"} 1' in text
-    assert "chronod_dispatch_lateness_seconds_sum 2.02" in text
+    assert sample(metrics, "chronod_dispatch_lateness_seconds_count") == 2
+    assert sample(metrics, "chronod_skipped_slots_total", job="c") == 1
+    assert sample(metrics, "chronod_missed_slots_total", job="d") == 7
+    assert sample(metrics, "chronod_dispatch_lateness_seconds_bucket", le="0.025") == 1
+    assert sample(metrics, "chronod_dispatch_lateness_seconds_sum") == 2.02
 
 
 def test_leadership_epoch_and_renew_failures() -> None:
     metrics = ChronodMetrics()
     lease = Lease(token="t", epoch=7, node="n", expires_at=T0)
     metrics.leadership(lease, renew_failures=2)
-    assert (metrics.leader.value(), metrics.epoch.value()) == (1, 7)
+    assert (sample(metrics, "chronod_leader"), sample(metrics, "chronod_leader_epoch")) == (1, 7)
     metrics.leadership(None, renew_failures=5)
     metrics.leadership(None, renew_failures=5)  # the keeper's total, not an increment
-    assert (metrics.leader.value(), metrics.epoch.value()) == (0, 7)
-    assert metrics.renew_failures.value() == 5
+    assert (sample(metrics, "chronod_leader"), sample(metrics, "chronod_leader_epoch")) == (0, 7)
+    assert sample(metrics, "chronod_lease_renew_failures_total") == 5
     metrics.sampled({}, LeaderInfo(node="m", epoch=9, expires_at=T0), None)
-    assert metrics.epoch.value() == 9  # a standby learns the new epoch from the store
+    assert sample(metrics, "chronod_leader_epoch") == 9  # a standby learns it from the store
+    metrics.sampled({}, LeaderInfo(node="m", epoch=8, expires_at=T0), None)
+    assert sample(metrics, "chronod_leader_epoch") == 9  # the newest seen, never back
 
 
 def test_run_events_feed_runs_retries_durations_and_start_lateness() -> None:
@@ -325,6 +305,7 @@ def test_run_events_feed_runs_retries_durations_and_start_lateness() -> None:
     events: list[dict[str, Any]] = [
         {"event": "started", "job": "a", "late": 0.03},
         {"event": "started", "job": "a", "late": -0.5},  # another host's clock: clamped
+        {"event": "started", "job": "a", "late": math.nan},  # in no bucket: left out
         {"event": "finished", "job": "a", "outcome": "succeeded", "recorded": "accepted"},
         {"event": "finished", "job": "a", "outcome": "failed", "recorded": "retry", "duration": 2},
         {"event": "finished", "job": "a", "outcome": "failed", "recorded": "stale"},
@@ -333,13 +314,15 @@ def test_run_events_feed_runs_retries_durations_and_start_lateness() -> None:
     ]
     for body in events:
         metrics.run_event(body)
-    assert metrics.start_lateness.count() == 2
-    assert metrics.runs.value("a", "succeeded") == 1
-    assert metrics.runs.value("a", "failed") is None  # the retry is not an ended run
-    assert metrics.retries.value("a") == 1
-    assert metrics.runs.value("b", "config-mismatch") == 1
-    assert metrics.run_duration.count("a") == 1
-    assert 'chronod_start_lateness_seconds_bucket{le="0.005"} 1' in metrics.registry.render()
+    assert sample(metrics, "chronod_start_lateness_seconds_count") == 2
+    assert sample(metrics, "chronod_start_lateness_seconds_sum") == 0.03  # not NaN
+    assert sample(metrics, "chronod_runs_total", job="a", outcome="succeeded") == 1
+    # the retry is not an ended run
+    assert sample(metrics, "chronod_runs_total", job="a", outcome="failed") is None
+    assert sample(metrics, "chronod_run_retries_total", job="a") == 1
+    assert sample(metrics, "chronod_runs_total", job="b", outcome="config-mismatch") == 1
+    assert sample(metrics, "chronod_run_duration_seconds_count", job="a") == 1
+    assert sample(metrics, "chronod_start_lateness_seconds_bucket", le="0.005") == 1
 
 
 def job_state(name: str, **values: Any) -> JobState:
@@ -368,16 +351,20 @@ def test_samples_feed_queue_depth_last_success_and_paused(tmp_path: Path) -> Non
         "gone": job_state("gone", fingerprint="", last_success_at=T0),  # retired
     }
     metrics.sampled({"default": 3}, None, states)
-    assert metrics.queue_depth.value("default") == 3
-    assert metrics.queue_depth.value("reports") == 0  # configured, empty: 0, not absent
-    assert metrics.last_success.value("a") == T0.timestamp()
-    assert metrics.last_success.value("b") is None
-    assert metrics.last_success.value("gone") is None
-    assert (metrics.paused.value("a"), metrics.paused.value("b")) == (0, 1)
-    assert metrics.interval.value("a") == 90
-    assert metrics.interval.value("b") == 3 * 86400  # the weekend is the longest gap
+    assert sample(metrics, "chronod_queue_depth", queue="default") == 3
+    # configured, empty: 0, not absent
+    assert sample(metrics, "chronod_queue_depth", queue="reports") == 0
+    last_success = "chronod_job_last_success_timestamp_seconds"
+    assert sample(metrics, last_success, job="a") == T0.timestamp()
+    assert sample(metrics, last_success, job="b") is None
+    assert sample(metrics, last_success, job="gone") is None
+    paused = "chronod_job_paused"
+    assert (sample(metrics, paused, job="a"), sample(metrics, paused, job="b")) == (0, 1)
+    assert sample(metrics, "chronod_job_interval_seconds", job="a") == 90
+    # the weekend is the longest gap
+    assert sample(metrics, "chronod_job_interval_seconds", job="b") == 3 * 86400
     metrics.sampled({}, None, {})
-    assert metrics.last_success.value("a") is None  # a job gone from the store goes away
+    assert sample(metrics, last_success, job="a") is None  # a job gone from the store goes away
 
 
 def test_job_period_of_a_job_that_ends(tmp_path: Path) -> None:
@@ -426,7 +413,7 @@ def test_store_health_logs_and_announces_transitions_only() -> None:
         assert health.outage() == (
             "store unavailable since 2026-11-27T14:30:00Z: connection refused"
         )
-        assert metrics.store_up.value() == 0
+        assert sample(metrics, "chronod_store_up") == 0
         health.ok()
         health.ok()
     messages = [r.getMessage() for r in records]
@@ -435,7 +422,7 @@ def test_store_health_logs_and_announces_transitions_only() -> None:
         "store reachable again",
     ]
     assert len(woken) == 3  # first answer, down, back
-    assert metrics.store_up.value() == 1
+    assert sample(metrics, "chronod_store_up") == 1
     assert health.outage() is None
 
 
@@ -485,8 +472,8 @@ def test_sampler_reads_the_store_and_reports_outages() -> None:
     assert sampler.probe() is True
     assert sampler.latest is not None
     assert sampler.latest.queued() == "2 queued"
-    assert metrics.last_success.value("a") == T0.timestamp()
-    assert metrics.epoch.value() == 3
+    assert sample(metrics, "chronod_job_last_success_timestamp_seconds", job="a") == T0.timestamp()
+    assert sample(metrics, "chronod_leader_epoch") == 3
     store.down = True
     assert sampler.probe() is False
     assert sampler.health.up is False
@@ -606,3 +593,75 @@ def test_a_full_pipe_drops_events_instead_of_blocking_the_child() -> None:
     assert time.monotonic() - began < 10
     writer.emit("finished", job="x" * 10_000)  # larger than PIPE_BUF: dropped, not torn
     reader.stop()
+
+
+# -- the exported families, pinned ----------------------------------------------------------------
+
+# Every family chronod exports: (name as scraped, type, label names other than "le"). Alert rules,
+# dashboards and the README depend on these; a change here is a breaking change for operators.
+FAMILIES = [
+    ("chronod_runs_total", "counter", ("job", "outcome")),
+    ("chronod_run_retries_total", "counter", ("job",)),
+    ("chronod_run_duration_seconds", "histogram", ("job",)),
+    ("chronod_dispatch_lateness_seconds", "histogram", ()),
+    ("chronod_start_lateness_seconds", "histogram", ()),
+    ("chronod_missed_slots_total", "counter", ("job",)),
+    ("chronod_skipped_slots_total", "counter", ("job",)),
+    ("chronod_uncertain_slots_total", "counter", ("job",)),
+    ("chronod_leader", "gauge", ()),
+    ("chronod_leader_epoch", "gauge", ()),
+    ("chronod_lease_renew_failures_total", "counter", ()),
+    ("chronod_queue_depth", "gauge", ("queue",)),
+    ("chronod_job_last_success_timestamp_seconds", "gauge", ("job",)),
+    ("chronod_job_interval_seconds", "gauge", ("job",)),
+    ("chronod_job_paused", "gauge", ("job",)),
+    ("chronod_store_up", "gauge", ()),
+    ("chronod_store_writable", "gauge", ()),
+    ("chronod_store_write_failures_total", "counter", ()),
+    ("chronod_quarantined_runs_total", "counter", ("job",)),
+]
+
+
+def busy_metrics(tmp_path: Path) -> ChronodMetrics:
+    """A metric set in which every family has at least one series."""
+    metrics = ChronodMetrics()
+    late = DispatchResult(status=DispatchStatus.QUEUED, dispatched_at=T0 + timedelta(seconds=1))
+    metrics.ticked(
+        TickReport(
+            dispatched=[
+                (slot_item("a", T0), late),
+                (slot_item("c", T0), DispatchResult(status=DispatchStatus.SKIPPED)),
+                (slot_item("u", T0), DispatchResult(status=DispatchStatus.UNCERTAIN)),
+            ],
+            missed={"d": 7},
+        )
+    )
+    metrics.leadership(Lease(token="t", epoch=7, node="n", expires_at=T0), renew_failures=2)
+    events: list[dict[str, Any]] = [
+        {"event": "started", "job": "a", "late": 0.03},
+        {"event": "finished", "job": "a", "outcome": "ok", "recorded": "accepted", "duration": 3},
+        {"event": "finished", "job": "a", "outcome": "failed", "recorded": "retry"},
+        {"event": "quarantined", "job": "q"},
+    ]
+    for body in events:
+        metrics.run_event(body)
+    metrics.store_write_failed()
+    config = parse_config(
+        b'[defaults]\ntimezone = "UTC"\n[jobs.a]\nevery = "90s"\ncommand = "true"\n',
+        tmp_path / "s.toml",
+    )
+    metrics.configured(config.jobs, T0)
+    metrics.sampled({"default": 3}, None, {"a": job_state("a", last_success_at=T0)})
+    return metrics
+
+
+def test_chronod_exports_exactly_these_families(tmp_path: Path) -> None:
+    text = busy_metrics(tmp_path).render().decode()
+    found = []
+    for family in text_string_to_metric_families(text):
+        suffix = "_total" if family.type == "counter" else ""
+        labels = {name for sample in family.samples for name in sample.labels} - {"le"}
+        assert family.samples, f"{family.name} has no series"
+        assert all(set(s.labels) - {"le"} == labels for s in family.samples)
+        found.append((family.name + suffix, family.type, tuple(sorted(labels))))
+    assert found == [(name, kind, tuple(sorted(labels))) for name, kind, labels in FAMILIES]

@@ -743,7 +743,7 @@ def test_parse_bind() -> None:
     assert parse_bind("[::1]:0").loopback
     assert parse_bind("localhost:1").loopback
     assert not parse_bind("0.0.0.0:8750").loopback
-    for bad in ("8750", ":8750", "host:", "host:http", "host:70000"):
+    for bad in ("8750", ":8750", "host:", "host:http", "host:70000", "::1:8750"):
         with pytest.raises(UsageError):
             parse_bind(bad)
 

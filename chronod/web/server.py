@@ -79,20 +79,20 @@ import ipaddress
 import logging
 import re
 import signal
-import socket
-import socketserver
 import threading
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config
-from chronod.errors import ChronodError, UsageError
-from chronod.listen import listen_error
+from chronod.errors import UsageError
+from chronod.listen import HTTPListener, ListenError, format_address, parse_address
 from chronod.logs import event
 from chronod.runtime import store_settings
 from chronod.store import open_store
@@ -129,7 +129,7 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:\[\]/@\s]+))(?::\d{1,5})?")
 
 
-class BindError(ChronodError):
+class BindError(ListenError):
     """The page cannot be served on the address asked for (exit 1: the command line was fine)."""
 
 
@@ -147,58 +147,41 @@ class Bind:
         except ValueError:
             return False
 
-    @property
-    def family(self) -> socket.AddressFamily:
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
-
-
-def parse_bind(text: str) -> Bind:
-    """``HOST:PORT`` (``[::1]:8750`` for IPv6); port 0 picks a free port."""
-    host, sep, port_text = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise UsageError(
-            f"--bind: expected HOST:PORT such as 127.0.0.1:8750 or [::1]:8750, got {text!r}"
-        )
-    return Bind(host, int(port_text))
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a slow client never holds up shutdown
-
-    def __init__(self, bind: Bind, app: WebApp) -> None:
-        self.address_family = bind.family
-        self.app = app
-        self.bind = bind
-        super().__init__((bind.host, bind.port), _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, which can stall on a broken resolver.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = self.bind.host
-        self.server_port = int(self.server_address[1])
-
     def host_allowed(self, host_header: str | None) -> bool:
         """On a loopback bind only loopback names may be asked for (DNS-rebinding guard).
 
         The whole header must be a host and an optional port: ``[::1]evil.example`` names no
         loopback address, whatever it starts with.
         """
-        if not self.bind.loopback or host_header is None:
+        if not self.loopback or host_header is None:
             return True
         match = _HOST_HEADER.fullmatch(host_header.strip())
         if match is None:
             return False
         host = match["v6"] or match["name"]
-        return host.lower() in (*LOOPBACK_NAMES, self.bind.host.lower())
+        return host.lower() in (*LOOPBACK_NAMES, self.host.lower())
+
+
+def parse_bind(text: str) -> Bind:
+    """``HOST:PORT`` (``[::1]:8750`` for IPv6); port 0 picks a free port."""
+    try:
+        host, port = parse_address(text)
+    except ValueError:
+        raise UsageError(
+            f"--bind: expected HOST:PORT such as 127.0.0.1:8750 or [::1]:8750, got {text!r}"
+        ) from None
+    return Bind(host, port)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
     server_version = "chronod-web"
     sys_version = ""
     timeout = REQUEST_TIMEOUT
+
+    def __init__(self, app: WebApp, bind: Bind, *args: Any) -> None:
+        self.app = app  # before the base class, which handles the request at once
+        self.bind = bind
+        super().__init__(*args)
 
     def version_string(self) -> str:
         return self.server_version
@@ -225,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(b"")
 
     def _serve(self, body: bytes, method: str | None = None) -> None:
-        if not self.server.host_allowed(self.headers.get("Host")):
+        if not self.bind.host_allowed(self.headers.get("Host")):
             self._send(error_response(403, "unexpected Host header; open the page by its address"))
             return
         url = urlsplit(self.path)
@@ -237,7 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             client=self.client_address[0],
         )
-        self._send(self.server.app.handle(request))
+        self._send(self.app.handle(request))
 
     def _read_body(self) -> bytes | None:
         """The body, or None after answering 411/413.
@@ -280,41 +263,22 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.client_address[0], format % args)
 
 
-@dataclass
+@dataclass(frozen=True)
 class WebHandle:
     """A running web server; :meth:`stop` shuts it down and waits for its thread."""
 
-    server: _Server
-    thread: threading.Thread
+    listener: HTTPListener
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self.server.server_address[:2]
-        return str(host), int(port)
+        return self.listener.address
 
     @property
     def url(self) -> str:
-        host, port = self.address
-        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+        return f"http://{format_address(*self.address)}/"
 
     def stop(self) -> None:
-        # serve_forever only notices shutdown() between polls (every 0.5 s, kept long so an idle
-        # daemon does not wake often); a connection wakes the poll now, so stopping is immediate.
-        stopper = threading.Thread(target=self.server.shutdown, name="chronod-web-stop")
-        stopper.start()
-        while stopper.is_alive():
-            self._poke()
-            stopper.join(timeout=0.05)
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-    def _poke(self) -> None:
-        host, port = self.address
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                pass
-        except OSError:
-            pass  # already closed, or the listen queue is full: the poll interval still ends it
+        self.listener.stop()
 
 
 def start_web(
@@ -325,7 +289,7 @@ def start_web(
     clock: Clock | None = None,
     token: str | None = None,
 ) -> WebHandle:
-    """Serve the page on ``bind`` from a background thread (also for ``chronod run --web``).
+    """Serve the page on ``bind`` from a background thread (``chronod web``, and tests).
 
     ``token`` (default: ``$CHRONOD_WEB_TOKEN``) overrides ``[chronod] web_token``. Raises
     ConfigError for an invalid config, UsageError for a bad ``bind``, :class:`BindError` if it
@@ -342,15 +306,14 @@ def start_web(
         open_store=opener,
         env_token=token if token is not None else env_token(),
     )
-    try:
-        server = _Server(where, app)
-    except (OSError, OverflowError) as exc:
-        raise BindError(f"--bind {bind}: {listen_error(exc)}") from None
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="chronod-web", daemon=True
+    listener = HTTPListener.start(
+        (where.host, where.port),
+        partial(_Handler, app, where),
+        option="--bind",
+        error=BindError,
+        thread_name="chronod-web",
     )
-    thread.start()
-    handle = WebHandle(server, thread)
+    handle = WebHandle(listener)
     _announce(handle, where, app)
     return handle
 
@@ -365,7 +328,7 @@ def _announce(handle: WebHandle, where: Bind, app: WebApp) -> None:
             "web page bound to a non-loopback address: anyone who can reach it can read the "
             "schedule, history and output tails, and the token travels in clear text; put it "
             "behind a TLS proxy with authentication",
-            bind=f"{where.host}:{where.port}",
+            bind=format_address(where.host, where.port),
         )
 
 
