@@ -401,7 +401,7 @@ def resume_command(ctx: Context, job_name: str, as_json_output: bool, force: boo
 
 
 # --------------------------------------------------------------------------------------------------
-# status and history as text (the JSON shapes are documented in chronod.ops)
+# status and history as text (the JSON shapes are documented in chronod.ops.shapes)
 
 OUTPUT_LINES = 5  # output tail lines shown under each run by `history` (JSON has the whole tail)
 _SECOND = timedelta(seconds=1)

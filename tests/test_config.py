@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chronod.config import loader as config_module
 from chronod.config import load_config
+from chronod.config import loader as config_module
 from chronod.errors import ConfigError
 from chronod.tz import UTC
 
