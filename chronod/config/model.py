@@ -1,7 +1,7 @@
-"""What a loaded ``schedules.toml`` is: frozen dataclasses, valid by construction of the reader.
+"""What a loaded ``schedules.toml`` is: frozen dataclasses.
 
-Nothing here reads a file or checks a value; :mod:`chronod.config.loader` does both and builds
-these once per load.
+Nothing here reads a file or checks a value: :mod:`chronod.config.loader` reads the file, and
+:mod:`chronod.config.reader` checks it and builds these, once per load.
 """
 
 from __future__ import annotations

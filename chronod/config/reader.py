@@ -5,8 +5,8 @@ pass reports all of them, and a mistake never hides another (docs/config.md): a 
 lets the schedule be checked (in UTC), a bad job name still lets the job's keys be checked, a
 value in ``[defaults]`` is checked whether or not a job inherits it.
 
-What the jobs of the load repeat is parsed and built once through :class:`~chronod.config.shared.
-Shared`; the checks here do not depend on it.
+What the jobs of the load repeat is parsed and built once (:mod:`chronod.config.shared`); the
+checks here do not depend on that.
 """
 
 from __future__ import annotations
