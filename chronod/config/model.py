@@ -94,11 +94,11 @@ class JobConfig:
     # digest is computed from this job alone. Not part of the job's value.
     digests: DigestMemo | None = field(default=None, compare=False, repr=False)
 
-    # Both identities are computed on first use and kept (cached_property writes the instance's
-    # __dict__, which a frozen dataclass allows): the job is immutable, and the scheduler, status
-    # and metrics read them over and over. Jobs of one load share the work behind them: the
-    # schedule object and its fingerprint, and the digest through ``digests``.
-    @cached_property
+    # Each identity is a JSON encoding and a SHA-256, computed once: the schedule keeps its
+    # fingerprint (jobs of one load share schedule objects), and the digest is kept here on first
+    # use (cached_property writes the instance's __dict__, which a frozen dataclass allows) and
+    # shared between the jobs of a load through ``digests``.
+    @property
     def fingerprint(self) -> str:
         """Identity of the schedule (which slots exist); changing it resets the job's state."""
         return self.schedule.fingerprint
