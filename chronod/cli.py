@@ -30,9 +30,16 @@ from chronod.errors import (
     StoreMissing,
     UsageError,
 )
-from chronod.instants import format_utc
 from chronod.logs import configure as configure_logs
-from chronod.preview import Upcoming, as_json, local_text, relative_text, table, upcoming
+from chronod.preview import (
+    Upcoming,
+    as_json,
+    job_lines,
+    local_text,
+    overview_lines,
+    table,
+    upcoming,
+)
 from chronod.store.base import RunRecord, RunState, Store
 from chronod.tz import Zone, get_zone
 
@@ -220,38 +227,8 @@ def next_command(
     if as_json_output:
         click.echo(json.dumps([item for _, _, ups in rows for item in as_json(ups)], indent=2))
         return
-    if job_name:
-        job, start, ups = rows[0]
-        click.echo(f"{job.name}: {job.schedule.describe()} ({job.timezone})")
-        if not ups:
-            click.echo("  no upcoming fires")
-        lines = table([[local_text(u), format_utc(u.at), relative_text(u, start)] for u in ups])
-        for line, u in zip(lines, ups, strict=True):
-            click.echo(f"  {line}")
-            if u.note:
-                click.echo(f"      note: {u.note}")
-        return
-    grid = [["JOB", "NEXT (local)", "UTC", "", "SCHEDULE"]]
-    notes: list[str] = []
-    for job, start, ups in rows:
-        for u in ups:
-            grid.append(
-                [
-                    job.name,
-                    local_text(u),
-                    format_utc(u.at),
-                    relative_text(u, start),
-                    job.schedule.describe(),
-                ]
-            )
-            if u.note:
-                notes.append(f"{job.name}: {u.note}")
-        if not ups:
-            grid.append([job.name, "-", "-", "no upcoming fires", job.schedule.describe()])
-    for line in table(grid):
+    for line in job_lines(*rows[0]) if job_name else overview_lines(rows):
         click.echo(line)
-    for note in notes:
-        click.echo(f"note: {note}")
 
 
 @cli.command("check")
@@ -401,7 +378,7 @@ def resume_command(ctx: Context, job_name: str, as_json_output: bool, force: boo
 
 
 # --------------------------------------------------------------------------------------------------
-# status and history as text (the JSON shapes are documented in chronod.ops)
+# status and history as text (the JSON shapes are documented in chronod.ops.shapes)
 
 OUTPUT_LINES = 5  # output tail lines shown under each run by `history` (JSON has the whole tail)
 _SECOND = timedelta(seconds=1)

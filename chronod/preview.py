@@ -1,6 +1,7 @@
 """What ``chronod next`` shows: upcoming fires with the daemon's exact rules, for humans and JSON.
 
 Pure functions of (jobs, instant); the CLI and the web page format the same :class:`Upcoming` rows.
+Text comes back as lines; printing them is the caller's.
 """
 
 from __future__ import annotations
@@ -64,3 +65,39 @@ def table(rows: list[list[str]]) -> list[str]:
         "  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[-1]]).rstrip()
         for r in rows
     ]
+
+
+def job_lines(job: JobConfig, start: datetime, fires: list[Upcoming]) -> list[str]:
+    """``chronod next --job NAME``: the schedule in words, then one line per fire (relative to
+    ``start``), each followed by its note."""
+    lines = [f"{job.name}: {job.schedule.describe()} ({job.timezone})"]
+    if not fires:
+        lines.append("  no upcoming fires")
+    rows = table([[local_text(u), format_utc(u.at), relative_text(u, start)] for u in fires])
+    for line, fire in zip(rows, fires, strict=True):
+        lines.append(f"  {line}")
+        if fire.note:
+            lines.append(f"      note: {fire.note}")
+    return lines
+
+
+def overview_lines(jobs: Iterable[tuple[JobConfig, datetime, list[Upcoming]]]) -> list[str]:
+    """``chronod next``: one table of every job's fires (relative to its start), then the notes."""
+    grid = [["JOB", "NEXT (local)", "UTC", "", "SCHEDULE"]]
+    notes: list[str] = []
+    for job, start, fires in jobs:
+        for fire in fires:
+            grid.append(
+                [
+                    job.name,
+                    local_text(fire),
+                    format_utc(fire.at),
+                    relative_text(fire, start),
+                    job.schedule.describe(),
+                ]
+            )
+            if fire.note:
+                notes.append(f"note: {job.name}: {fire.note}")
+        if not fires:
+            grid.append([job.name, "-", "-", "no upcoming fires", job.schedule.describe()])
+    return [*table(grid), *notes]

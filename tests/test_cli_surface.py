@@ -185,6 +185,41 @@ def test_next_shows_sydney_on_standard_time_in_july_2038(
     assert "Thu 2038-07-01 09:00 AEST" in text.out
 
 
+def test_next_as_text_puts_notes_under_fires_and_says_when_none_come(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "schedules.toml"
+    path.write_text(
+        '[defaults]\ntimezone = "America/New_York"\n'
+        '[jobs.gap]\ncron = "30 2 * * *"\ncommand = "x"\n'
+        '[jobs.ended]\nevery = "1h"\nend = "2020-01-01"\ncommand = "x"\n'
+    )
+    after = ("--after", "2027-03-13T12:00", "--count", "2")
+    overview = chronod(capsys, "--config", str(path), "next", *after)
+    assert overview.out.splitlines() == [
+        "JOB    NEXT (local)              UTC                                      SCHEDULE",
+        "gap    Sun 2027-03-14 03:00 EDT  2027-03-14T07:00:00Z  in 14h             "
+        "at 02:30 every day",
+        "gap    Mon 2027-03-15 02:30 EDT  2027-03-15T06:30:00Z  in 1d 13h          "
+        "at 02:30 every day",
+        "ended  -                         -                     no upcoming fires  "
+        "every 1h, until 2020-01-01T05:00:00Z",
+        "note: gap: 02:30 does not exist on 2027-03-14 (DST gap); runs at 03:00 EDT",
+    ]
+    one = chronod(capsys, "--config", str(path), "next", "--job", "gap", *after)
+    assert one.out.splitlines() == [
+        "gap: at 02:30 every day (America/New_York)",
+        "  Sun 2027-03-14 03:00 EDT  2027-03-14T07:00:00Z  in 14h",
+        "      note: 02:30 does not exist on 2027-03-14 (DST gap); runs at 03:00 EDT",
+        "  Mon 2027-03-15 02:30 EDT  2027-03-15T06:30:00Z  in 1d 13h",
+    ]
+    none = chronod(capsys, "--config", str(path), "next", "--job", "ended", *after)
+    assert none.out.splitlines() == [
+        "ended: every 1h, until 2020-01-01T05:00:00Z (America/New_York)",
+        "  no upcoming fires",
+    ]
+
+
 # -- bind and file errors of every command, as real processes -----------------------------------
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chronod import config as config_module
 from chronod.config import load_config
+from chronod.config import loader as config_module
 from chronod.errors import ConfigError
 from chronod.tz import UTC
 
@@ -392,6 +392,28 @@ def test_identities_computed_at_load_are_what_the_job_would_compute(tmp_path: Pa
         assert (job.fingerprint, job.digest) == (fresh.fingerprint, fresh.digest)
     assert jobs["a"].fingerprint == jobs["b"].fingerprint
     assert jobs["a"].digest != jobs["b"].digest  # the timeout is part of what runs
+
+
+def test_digests_shared_by_a_load_follow_what_each_job_runs(tmp_path: Path) -> None:
+    body = """
+        [jobs.a]
+        every = "1m"
+        command = "x"
+        [jobs.b]
+        every = "5m"
+        command = "x"
+        [jobs.c]
+        every = "1m"
+        command = "x"
+        env = { A = "1" }
+        """
+    jobs = load_config(write(tmp_path, body)).jobs
+    for job in jobs.values():
+        assert job.digest == replace(job, digests=None).digest  # computed alone, no sharing
+    assert jobs["a"].digest == jobs["b"].digest != jobs["c"].digest
+    # A copy keeps the load's memo; it must not hand the copy the digest of what it no longer runs.
+    edited = replace(jobs["b"], command="y")
+    assert edited.digest == replace(edited, digests=None).digest != jobs["a"].digest
 
 
 def test_values_parsed_once_are_still_checked_per_job(tmp_path: Path) -> None:

@@ -417,7 +417,7 @@ def test_accepted(expression: str) -> None:
 def test_cross_check_refuses_what_croniter_expands_differently() -> None:
     # Our reading and croniter's agree on every supported spelling; monkeypatching the reading is
     # the only way to show that a disagreement is refused rather than silently used.
-    from chronod.schedules import cron
+    from chronod.schedules.cron import parse as cron
 
     original = cron._parse_field
 

@@ -237,7 +237,7 @@ def _build(generated: Generated, zone: Zone) -> CronSchedule:
     longest = max(
         29 if m == 2 else (31 if m in (1, 3, 5, 7, 8, 10, 12) else 30) for m in spec.months
     )
-    # The two refusals the generator can run into (see the module docstring of cron.py).
+    # The two refusals the generator can run into (see the module docstring of cron/parse.py).
     expected = None
     if not spec.last_day and spec.days and min(spec.days) > longest:
         expected = "never occur"

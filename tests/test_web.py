@@ -27,7 +27,7 @@ from chronod.cli import main
 from chronod.config import Config, load_config
 from chronod.errors import UsageError
 from chronod.instants import format_utc
-from chronod.ops import MAX_TIMELINE_FIRES, fires_between, run_stats
+from chronod.ops import run_stats
 from chronod.runtime import store_settings
 from chronod.store import open_store
 from chronod.store.base import (
@@ -41,6 +41,7 @@ from chronod.store.base import (
 )
 from chronod.web import WebHandle, start_web
 from chronod.web.server import parse_bind
+from chronod.web.timeline import MAX_TIMELINE_FIRES, fires_between
 from tests.redis_server import RedisServer, free_port
 
 TOKEN = "tok-" + "7f3a9c" * 6

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from chronod.instants import END_OF_TIME
@@ -82,8 +83,10 @@ class Schedule(ABC):
             yield fire
             current = fire.at
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
+        # Computed once: a schedule is immutable, and one load shares it between every job with
+        # the same definition (chronod.config.shared), 100,000 of them at times.
         return fingerprint_of(self.canonical())
 
 

@@ -35,6 +35,7 @@ from chronod.preview import as_json, upcoming
 from chronod.store.base import Store
 from chronod.store.sqlite import SQLiteStore
 from chronod.tz import get_zone
+from chronod.web import timeline
 
 log = logging.getLogger("chronod.web")
 
@@ -346,7 +347,7 @@ class WebApp:
         config, _ = self._config.current()
         with self._store(config) as store:
             now = store.now()
-            line = ops.timeline(
+            line = timeline.timeline(
                 store,
                 config,
                 now=now,
@@ -354,7 +355,7 @@ class WebApp:
                 before=timedelta(hours=past),
                 after=timedelta(hours=hours),
             )
-        return json_response(200, ops.timeline_json(line, "job" if zone == "job" else "utc"))
+        return json_response(200, timeline.timeline_json(line, "job" if zone == "job" else "utc"))
 
     # -- actions -----------------------------------------------------------------------------------
 
