@@ -32,7 +32,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from types import FrameType
 
 from chronod.clock import Clock
@@ -43,8 +42,8 @@ from chronod.lock import LeaseKeeper
 from chronod.logs import event
 from chronod.metrics import ChronodMetrics
 from chronod.notify import Notifier
-from chronod.runtime import Pool, PoolHooks, node_name, reload_config, store_settings
-from chronod.store import open_store
+from chronod.runtime import ConfigWatcher, Pool, PoolHooks, node_name, store_settings
+from chronod.store import StoreSettings, open_store
 from chronod.store.base import DispatchStatus, Fenced, Lease, RolledBack, Store
 from chronod.telemetry import Episode, Telemetry, plural
 
@@ -65,7 +64,7 @@ _WRITES = frozenset(
 )
 
 # Re-exported: they lived here before chronod.runtime; web and test code still import them here.
-__all__ = ["Daemon", "Flags", "Pool", "node_name", "store_settings"]
+__all__ = ["Daemon", "DaemonStores", "Flags", "Pool", "node_name", "store_settings"]
 
 
 @dataclass
@@ -77,34 +76,45 @@ class Flags:
     reload: threading.Event
 
 
+@dataclass(frozen=True)
+class DaemonStores:
+    """The daemon's store connections, one per thread that talks to the store: no connection (and
+    no SQLite transaction) is shared between them."""
+
+    main: Store  # the scheduler loop: dispatch, the stop announcement
+    keeper: Store  # the lease keeper thread
+    sampler: Store  # the telemetry sampler thread
+
+    @classmethod
+    def open(cls, settings: StoreSettings, clock: Clock) -> DaemonStores:
+        """Open the three (stores connect lazily: a bad URL raises here, an outage later)."""
+        return cls(*(open_store(settings, clock) for _ in range(3)))
+
+
 class Daemon:
     def __init__(
         self,
         *,
         config: Config,
-        config_file: Path,
-        store_override: str | None,
+        stores: DaemonStores,
         clock: Clock,
         notifier: Notifier | None = None,
         pool_factory: Callable[[Config, PoolHooks], Pool | None] = lambda _config, _hooks: None,
         metrics: ChronodMetrics | None = None,
     ) -> None:
-        self.config = config
-        self.config_file = config_file
-        self.store_override = store_override
+        self.watcher = ConfigWatcher(config, log)
         self.clock = clock
         self.notifier = notifier or Notifier()
         self.flags = Flags(threading.Event(), threading.Event(), threading.Event())
         self.node = node_name()
-        settings = store_settings(config, store_override)
-        self.store: Store = open_store(settings, clock)
+        self.store = stores.main
         self.metrics = metrics
         self.telemetry = Telemetry(
-            open_store(settings, clock), clock=clock, metrics=metrics, scheduler=self.node
+            stores.sampler, clock=clock, metrics=metrics, scheduler=self.node
         )
         self.telemetry.configured(config.jobs)
         self.keeper = LeaseKeeper(
-            open_store(settings, clock),
+            stores.keeper,
             node=self.node,
             ttl=config.daemon.lease,
             clock=clock,
@@ -118,6 +128,11 @@ class Daemon:
         self._store_errors = Episode(clock.monotonic)  # only the first of a run gets a line
         self._per_job = PREPARE_PER_JOB  # seconds to plan one job, as last measured
         self._due_at: tuple[datetime, int] | None = None  # (wake, jobs due then), counted once
+
+    @property
+    def config(self) -> Config:
+        """The running config (the last valid one loaded)."""
+        return self.watcher.config
 
     # -- signals ----------------------------------------------------------------------------------
 
@@ -314,36 +329,31 @@ class Daemon:
         """SIGHUP: load the file again; keep the running config if the new one is invalid."""
         self.flags.reload.clear()
         self.notifier.reloading()
-        config = reload_config(self.config_file, self.config, log)
-        if config is None:
-            self.telemetry.announce(self.notifier, self.status_line(), reloaded=True)
-            return
-        self.config = config
-        self._loaded_epoch = None  # resync (fingerprints, heap) on the next step
-        if self.pool is not None:
-            self.pool.reload(config)
-        self.telemetry.configured(config.jobs)
-        event(log, logging.INFO, "config reloaded", jobs=len(config.jobs))
+        config = self.watcher.reload(force=True)
+        if config is not None:
+            self._loaded_epoch = None  # resync (fingerprints, heap) on the next step
+            if self.pool is not None:
+                self.pool.reload(config)
+            self.telemetry.configured(config.jobs)
+            event(log, logging.INFO, "config reloaded", jobs=len(config.jobs))
         self.telemetry.announce(self.notifier, self.status_line(), reloaded=True)
 
     def status_line(self, lease: Lease | None = None) -> str:
         """One line for systemd's STATUS: role and epoch, jobs, queue depth, or the outage."""
         lease = lease or self.keeper.current()
-        jobs = plural(len(self.config.jobs), "job")
-        outage = self.telemetry.health.outage()
-        if outage is not None:
+        leading = f"leader, epoch {lease.epoch}" if lease is not None else None
+        return self.telemetry.status_line(
+            plural(len(self.config.jobs), "job"),
+            role=leading or self._standby(),
             # Writes can fail now and then while the lease still holds (a disk all but full).
-            doing = f"leader, epoch {lease.epoch}" if lease is not None else "not dispatching"
-            return f"{outage}; {doing}; {jobs}"
-        if not self.telemetry.health.ever_up:
-            return f"waiting for the store ({self.store.describe()}); {jobs}"
-        if lease is not None:
-            role = f"leader, epoch {lease.epoch}"
-        else:
-            sample = self.telemetry.sampler.latest
-            leader = sample.leader if sample is not None else None
-            role = f"standby (leader {leader.node}, epoch {leader.epoch})" if leader else "standby"
-        return f"{role}; {jobs}; {self.telemetry.queued()}"
+            role_in_outage=leading or "not dispatching",
+            store=self.store.describe(),
+        )
+
+    def _standby(self) -> str:
+        sample = self.telemetry.sampler.latest
+        leader = sample.leader if sample is not None else None
+        return f"standby (leader {leader.node}, epoch {leader.epoch})" if leader else "standby"
 
     def shutdown(self) -> None:
         self.notifier.stopping()
