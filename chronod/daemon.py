@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
 
+from chronod._proc import Waker
 from chronod.clock import Clock
 from chronod.config import Config
 from chronod.dispatch import Scheduler
@@ -67,13 +67,26 @@ _WRITES = frozenset(
 __all__ = ["Daemon", "DaemonStores", "Flags", "Pool", "node_name", "store_settings"]
 
 
-@dataclass
 class Flags:
-    """Set by signal handlers, read by the loop."""
+    """Requests from signal handlers, read by the loop, and the loop's wake-up.
 
-    wake: threading.Event
-    stop: threading.Event
-    reload: threading.Event
+    A handler must not take a lock. Python runs it in the main thread between two bytecodes, and
+    so also while that thread holds a lock itself: inside ``Event.wait`` (the loop's sleep), or
+    inside the same handler run for the previous signal (several children exiting at once send
+    SIGCHLDs back to back). ``Event.set`` from a handler then waits forever for a lock its own
+    thread holds: the daemon hung at stop with half its pool reaped, deaf to SIGTERM. So the
+    requests are plain attributes and the wake-up is a self-pipe (:class:`Waker`), which the
+    helper threads (lease keeper, sampler, event reader) poke as well.
+    """
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+        self.waker = Waker()
+
+    def wake(self) -> None:
+        """Safe from any thread and from a signal handler."""
+        self.waker.wake()
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,7 @@ class Daemon:
         self.watcher = ConfigWatcher(config, log)
         self.clock = clock
         self.notifier = notifier or Notifier()
-        self.flags = Flags(threading.Event(), threading.Event(), threading.Event())
+        self.flags = Flags()
         self.node = node_name()
         self.store = stores.main
         self.metrics = metrics
@@ -118,7 +131,7 @@ class Daemon:
             node=self.node,
             ttl=config.daemon.lease,
             clock=clock,
-            on_change=lambda _: self.flags.wake.set(),
+            on_change=lambda _: self.flags.wake(),
             on_store=self._keeper_store,
         )
         self.scheduler = Scheduler(self.store)
@@ -141,15 +154,15 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         if self.pool is not None:  # a worker child died: reap and respawn it now, not next pass
-            signal.signal(signal.SIGCHLD, lambda _s, _f: self.flags.wake.set())
+            signal.signal(signal.SIGCHLD, lambda _s, _f: self.flags.wake())
 
     def _on_hup(self, _sig: int, _frame: FrameType | None) -> None:
-        self.flags.reload.set()
-        self.flags.wake.set()
+        self.flags.reload = True
+        self.flags.wake()
 
     def _on_stop(self, _sig: int, _frame: FrameType | None) -> None:
-        self.flags.stop.set()
-        self.flags.wake.set()
+        self.flags.stop = True
+        self.flags.wake()
 
     # -- main loop --------------------------------------------------------------------------------
 
@@ -163,7 +176,7 @@ class Daemon:
             store=self.store.describe(),
             jobs=len(self.config.jobs),
         )
-        self.telemetry.start(wake=self.flags.wake.set)
+        self.telemetry.start(wake=self.flags.wake)
         self.keeper.start()
         if self.pool is not None:
             self.pool.start()
@@ -172,15 +185,15 @@ class Daemon:
             while True:
                 # Cleared before the flags are read, not before the wait: a signal or a store
                 # transition arriving during this pass then shortens the wait instead of being lost.
-                self.flags.wake.clear()
-                if self.flags.stop.is_set():
+                self.flags.waker.drain()
+                if self.flags.stop:
                     break
                 fatal = self.fatal()
                 if fatal is not None:
                     event(log, logging.ERROR, f"{fatal}; exiting")
                     code = EXIT_FAILURE
                     break
-                if self.flags.reload.is_set():
+                if self.flags.reload:
                     self.reload()
                 delay = self.step()
                 if self.pool is not None:
@@ -192,7 +205,7 @@ class Daemon:
                 watchdog = self.notifier.watchdog_interval()
                 if watchdog is not None:
                     delay = min(delay, watchdog)
-                self.clock.wait(self.flags.wake, delay)
+                self.flags.waker.wait(delay)
         finally:
             self.shutdown()
         return code
@@ -327,7 +340,7 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: load the file again; keep the running config if the new one is invalid."""
-        self.flags.reload.clear()
+        self.flags.reload = False
         self.notifier.reloading()
         config = self.watcher.reload(force=True)
         if config is not None:
@@ -368,4 +381,5 @@ class Daemon:
             event(log, logging.DEBUG, f"could not announce the stop: {exc}")
         self.store.close()
         self.keeper.store.close()
+        self.flags.waker.close()
         event(log, logging.INFO, "stopped")
