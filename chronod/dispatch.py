@@ -182,67 +182,71 @@ class _Sender:
 class DueHeap:
     """Jobs by the store instant they are next due: a heap with lazy deletion.
 
-    A job has at most one live entry. Rescheduling it pushes a new entry and leaves the old one
-    in the heap, recognised as superseded (its instant is not the job's any more) and dropped
-    when it reaches the top; so rescheduling costs O(log n) and nothing is ever searched.
+    A job has at most one live entry: the one it was last pushed with (the very tuple: an older
+    entry at the same instant is another object, so it cannot come back to life). Rescheduling
+    leaves the old entry in the heap, recognised as superseded and dropped when it reaches the
+    top; so rescheduling costs O(log n) and nothing is ever searched.
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[datetime, str]] = []
-        self._due: dict[str, datetime] = {}  # job -> the instant of its live entry
+        self._heap: list[tuple[datetime, str]] = []  # ties by name, as the entries compare
+        self._live: dict[str, tuple[datetime, str]] = {}  # job -> its live entry
 
     def __len__(self) -> int:
         """How many jobs will be due (superseded entries do not count)."""
-        return len(self._due)
+        return len(self._live)
 
     def clear(self) -> None:
         self._heap = []
-        self._due = {}
+        self._live = {}
 
     def due_at(self, name: str) -> datetime | None:
-        return self._due.get(name)
+        live = self._live.get(name)
+        return live[0] if live is not None else None
 
     def push(self, name: str, at: datetime | None) -> None:
         """Job ``name`` is next due at ``at`` (None: never again)."""
         if at is None:
-            self._due.pop(name, None)
+            self._live.pop(name, None)
             return
-        self._due[name] = at
-        heapq.heappush(self._heap, (at, name))
+        entry = (at, name)
+        self._live[name] = entry
+        heapq.heappush(self._heap, entry)
 
     def head(self) -> datetime | None:
         """The instant the next job is due (None: none will ever be)."""
-        heap = self._heap
-        while heap and self._due.get(heap[0][1]) != heap[0][0]:
+        heap, live = self._heap, self._live
+        while heap and live.get(heap[0][1]) is not heap[0]:
             heapq.heappop(heap)  # superseded entry
         return heap[0][0] if heap else None
 
     def pop_due(self, now: datetime) -> Iterator[tuple[str, datetime]]:
         """Take out the jobs due at or before ``now``, earliest first, one at a time: the caller's
         work on one job happens before the next is popped (a failing caller leaves the rest)."""
-        heap, due, heappop = self._heap, self._due, heapq.heappop  # locals: 100,000 jobs a tick
+        heap, live, heappop = self._heap, self._live, heapq.heappop  # locals: 100,000 jobs a tick
         while heap:
-            at, name = heap[0]
-            if due.get(name) != at:
+            entry = heap[0]
+            at, name = entry
+            if live.get(name) is not entry:
                 heappop(heap)  # superseded entry
                 continue
             if at > now:
                 return
             heappop(heap)
-            del due[name]
+            del live[name]
             yield name, at
 
     def due_by(self, at: datetime) -> Iterator[tuple[str, datetime]]:
         """The jobs due at or before ``at``, in no particular order, without taking them out: a
         walk of the heap's tree that prunes every subtree whose root is due after ``at``."""
-        heap, stack = self._heap, [0]
+        heap, live, stack = self._heap, self._live, [0]
         while stack:
             i = stack.pop()
             if i >= len(heap) or heap[i][0] > at:
                 continue
-            due, name = heap[i]
-            if self._due.get(name) == due:
-                yield name, due
+            entry = heap[i]
+            if live.get(entry[1]) is entry:
+                yield entry[1], entry[0]
             stack.extend((2 * i + 1, 2 * i + 2))
 
 
