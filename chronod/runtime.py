@@ -67,29 +67,34 @@ def store_settings(config: Config, override: str | None) -> StoreSettings:
     )
 
 
-def reload_config(path: Path, running: Config, log: logging.Logger) -> Config | None:
-    """SIGHUP's first half, for ``run`` and ``worker`` alike: the file loaded again, or None.
+def reload_config(
+    path: Path,
+    running: Config,
+    log: logging.Logger,
+    *,
+    explain: bool = True,
+    restart_note: bool = True,
+) -> Config | None:
+    """The file loaded again, or None if it is invalid (the caller keeps ``running``); what a
+    :class:`ConfigWatcher` does on every reload, with its reporting (see there).
 
-    An invalid file is logged with every located error and None returned: the caller keeps
-    ``running``. ``[chronod]`` settings (store, lease, pool size, ...) are read once at start;
-    a reload that changes them says so, once, rather than pretending to have applied them.
+    An invalid file is logged with every located error (``explain``), or as one line with the
+    number of problems. ``[chronod]`` settings (store, lease, pool size, ...) are read once at
+    start; a reload that changes them says so, once (``restart_note``), rather than pretending to
+    have applied them.
     """
     try:
         config = load_config(path)
     except ConfigError as exc:
-        _refused(exc, log)
+        if explain:
+            for issue in exc.issues:
+                message = f"reload refused, keeping the running config: {issue.format()}"
+                event(log, logging.ERROR, message)
+        else:
+            message = "config invalid; keeping the last good one"
+            event(log, logging.WARNING, message, problems=len(exc.issues))
         return None
-    _note_restart(running, config, log)
-    return config
-
-
-def _refused(exc: ConfigError, log: logging.Logger) -> None:
-    for issue in exc.issues:
-        event(log, logging.ERROR, f"reload refused, keeping the running config: {issue.format()}")
-
-
-def _note_restart(running: Config, config: Config, log: logging.Logger) -> None:
-    changed = daemon_changes(running.daemon, config.daemon)
+    changed = daemon_changes(running.daemon, config.daemon) if restart_note else []
     if changed:
         event(
             log,
@@ -97,6 +102,7 @@ def _note_restart(running: Config, config: Config, log: logging.Logger) -> None:
             "[chronod] settings changed; they take effect at the next restart: "
             + ", ".join(changed),
         )
+    return config
 
 
 Stamp = tuple[int, int, int]
@@ -188,22 +194,12 @@ class ConfigWatcher:
         if stamp == self._stamp and not force:
             return None
         self._stamp = stamp
-        try:
-            config = load_config(path)
-        except ConfigError as exc:
+        config = reload_config(
+            path, self._config, self._log, explain=self._explain, restart_note=self._restart_note
+        )
+        if config is None:
             self._stale = True
-            if self._explain:
-                _refused(exc, self._log)
-            else:
-                event(
-                    self._log,
-                    logging.WARNING,
-                    "config invalid; keeping the last good one",
-                    problems=len(exc.issues),
-                )
             return None
-        if self._restart_note:
-            _note_restart(self._config, config, self._log)
         self._config, self._stale = config, False
         return config
 
