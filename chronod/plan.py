@@ -87,7 +87,9 @@ def _newest_before(
         return [], 0
     span = timedelta(minutes=1)
     while True:
-        low = max(floor, cutoff - span)
+        # Compared before subtracting: a span grown past the years before ``cutoff`` (a window
+        # that opens millennia ahead) would overflow ``cutoff - span``.
+        low = floor if span >= cutoff - floor else cutoff - span
         found = list(_fires_between(schedule, low, cutoff - TICK))
         if len(found) >= need or low == floor:
             break
