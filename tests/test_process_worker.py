@@ -535,6 +535,11 @@ def test_retries_give_three_attempts_with_growing_delays(
     assert [(h.run_id, h.state, h.attempt, h.exit_code) for h in history_of(store, "flaky")] == [
         (run_id, Outcome.FAILED, n, 3) for n in (3, 2, 1)
     ]
+    # The worker logs "finished" just after its store write: a loaded machine may let the test
+    # see the history before the log line.
+    wait_until(
+        lambda: len(worker.find(r"^finished$")) >= 3, timeout=SETTLE, what="the third 'finished'"
+    )
     statuses = [e.fields["status"] for e in worker.find(r"^finished$")]
     assert statuses == ["retry", "retry", "accepted"]
     words = read_lines(attempts)
