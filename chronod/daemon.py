@@ -3,10 +3,11 @@
 The main loop is small on purpose: make sure a config is loaded, ask the keeper whether we lead,
 tick the scheduler with the store's time, report (systemd, metrics), sleep until the next due slot
 (or until something changes).
-Signals only set flags and wake the loop: SIGHUP reloads (a bad file is reported, the running config
-kept; the embedded pool reloads too), SIGTERM/SIGINT stop (release the lease so a standby takes over
-at once, drain the pool), SIGCHLD (with an embedded pool) has a dead worker child reaped and
-replaced at once; the loop also wakes when a replacement's backoff ends.
+Signals only set flags and wake the loop, taking no lock (:class:`Flags`): SIGHUP reloads (a bad
+file is reported, the running config kept; the embedded pool reloads too), SIGTERM/SIGINT stop
+(release the lease so a standby takes over at once, drain the pool), SIGCHLD (with an embedded
+pool) has a dead worker child reaped and replaced at once; the loop also wakes when a
+replacement's backoff ends.
 A store outage is never fatal, and neither is a store that answers but cannot write (a full
 disk): the loop reports it (one log line when it starts, one when it ends, ``STATUS=``,
 ``chronod_store_up`` / ``chronod_store_writable``), stops dispatching (the keeper stops vouching

@@ -1,7 +1,8 @@
 """What the scheduler daemon, the worker pool and the commands share, without importing each other.
 
 :mod:`chronod.worker` implements :class:`Pool` and :mod:`chronod.daemon` drives one; both (and the
-operator commands) open the store the same way. Keeping these here means the worker never imports
+operator commands) open the store the same way, and ``run``, ``worker`` and ``web`` follow their
+config file through one :class:`ConfigWatcher`. Keeping these here means the worker never imports
 the daemon (an import cycle waiting to happen) and ``chronod status`` imports neither.
 """
 
