@@ -236,8 +236,12 @@ class Waker:
         self.read_fd, self.write_fd = os.pipe()
         set_nonblocking(self.read_fd)
         set_nonblocking(self.write_fd)
+        self._closed = False
 
     def wake(self) -> None:
+        """Safe from any thread and from a signal handler: one ``write``, no lock."""
+        if self._closed:  # its descriptor numbers may belong to another file by now
+            return
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self.write_fd, b"x")
 
@@ -252,5 +256,6 @@ class Waker:
         return woken
 
     def close(self) -> None:
+        self._closed = True
         close_quietly(self.read_fd)
         close_quietly(self.write_fd)

@@ -127,16 +127,16 @@ metrics_option = click.option(
 @pass_context
 def run_command(ctx: Context, workers: int | None, metrics_address: tuple[str, int] | None) -> None:
     """Run the scheduler (leader election) and a local worker pool."""
-    from chronod.daemon import Daemon
+    from chronod.daemon import Daemon, DaemonStores
     from chronod.metrics import serving
+    from chronod.runtime import store_settings
     from chronod.worker import embedded_pool_factory
 
     config = ctx.config()
     with serving(metrics_address) as metrics:
         daemon = Daemon(
             config=config,
-            config_file=ctx.config_file,
-            store_override=ctx.store_override,
+            stores=DaemonStores.open(store_settings(config, ctx.store_override), ctx.clock),
             clock=ctx.clock,
             pool_factory=embedded_pool_factory(workers, ctx.store_override),
             metrics=metrics,

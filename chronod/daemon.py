@@ -3,10 +3,11 @@
 The main loop is small on purpose: make sure a config is loaded, ask the keeper whether we lead,
 tick the scheduler with the store's time, report (systemd, metrics), sleep until the next due slot
 (or until something changes).
-Signals only set flags and wake the loop: SIGHUP reloads (a bad file is reported, the running config
-kept; the embedded pool reloads too), SIGTERM/SIGINT stop (release the lease so a standby takes over
-at once, drain the pool), SIGCHLD (with an embedded pool) has a dead worker child reaped and
-replaced at once; the loop also wakes when a replacement's backoff ends.
+Signals only set flags and wake the loop, taking no lock (:class:`Flags`): SIGHUP reloads (a bad
+file is reported, the running config kept; the embedded pool reloads too), SIGTERM/SIGINT stop
+(release the lease so a standby takes over at once, drain the pool), SIGCHLD (with an embedded
+pool) has a dead worker child reaped and replaced at once; the loop also wakes when a
+replacement's backoff ends.
 A store outage is never fatal, and neither is a store that answers but cannot write (a full
 disk): the loop reports it (one log line when it starts, one when it ends, ``STATUS=``,
 ``chronod_store_up`` / ``chronod_store_writable``), stops dispatching (the keeper stops vouching
@@ -28,13 +29,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from types import FrameType
 
+from chronod._proc import Waker
 from chronod.clock import Clock
 from chronod.config import Config
 from chronod.dispatch import Scheduler
@@ -43,8 +43,8 @@ from chronod.lock import LeaseKeeper
 from chronod.logs import event
 from chronod.metrics import ChronodMetrics
 from chronod.notify import Notifier
-from chronod.runtime import Pool, PoolHooks, node_name, reload_config, store_settings
-from chronod.store import open_store
+from chronod.runtime import ConfigWatcher, Pool, PoolHooks, node_name, store_settings
+from chronod.store import StoreSettings, open_store
 from chronod.store.base import DispatchStatus, Fenced, Lease, RolledBack, Store
 from chronod.telemetry import Episode, Telemetry, plural
 
@@ -65,16 +65,44 @@ _WRITES = frozenset(
 )
 
 # Re-exported: they lived here before chronod.runtime; web and test code still import them here.
-__all__ = ["Daemon", "Flags", "Pool", "node_name", "store_settings"]
+__all__ = ["Daemon", "DaemonStores", "Flags", "Pool", "node_name", "store_settings"]
 
 
-@dataclass
 class Flags:
-    """Set by signal handlers, read by the loop."""
+    """Requests from signal handlers, read by the loop, and the loop's wake-up.
 
-    wake: threading.Event
-    stop: threading.Event
-    reload: threading.Event
+    A handler must not take a lock. Python runs it in the main thread between two bytecodes, and
+    so also while that thread holds a lock itself: inside ``Event.wait`` (the loop's sleep), or
+    inside the same handler run for the previous signal (several children exiting at once send
+    SIGCHLDs back to back). ``Event.set`` from a handler then waits forever for a lock its own
+    thread holds: the daemon hung at stop with half its pool reaped, deaf to SIGTERM. So the
+    requests are plain attributes and the wake-up is a self-pipe (:class:`Waker`), which the
+    helper threads (lease keeper, sampler, event reader) poke as well.
+    """
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+        self.waker = Waker()
+
+    def wake(self) -> None:
+        """Safe from any thread and from a signal handler."""
+        self.waker.wake()
+
+
+@dataclass(frozen=True)
+class DaemonStores:
+    """The daemon's store connections, one per thread that talks to the store: no connection (and
+    no SQLite transaction) is shared between them."""
+
+    main: Store  # the scheduler loop: dispatch, the stop announcement
+    keeper: Store  # the lease keeper thread
+    sampler: Store  # the telemetry sampler thread
+
+    @classmethod
+    def open(cls, settings: StoreSettings, clock: Clock) -> DaemonStores:
+        """Open the three (stores connect lazily: a bad URL raises here, an outage later)."""
+        return cls(*(open_store(settings, clock) for _ in range(3)))
 
 
 class Daemon:
@@ -82,33 +110,29 @@ class Daemon:
         self,
         *,
         config: Config,
-        config_file: Path,
-        store_override: str | None,
+        stores: DaemonStores,
         clock: Clock,
         notifier: Notifier | None = None,
         pool_factory: Callable[[Config, PoolHooks], Pool | None] = lambda _config, _hooks: None,
         metrics: ChronodMetrics | None = None,
     ) -> None:
-        self.config = config
-        self.config_file = config_file
-        self.store_override = store_override
+        self.watcher = ConfigWatcher(config, log)
         self.clock = clock
         self.notifier = notifier or Notifier()
-        self.flags = Flags(threading.Event(), threading.Event(), threading.Event())
+        self.flags = Flags()
         self.node = node_name()
-        settings = store_settings(config, store_override)
-        self.store: Store = open_store(settings, clock)
+        self.store = stores.main
         self.metrics = metrics
         self.telemetry = Telemetry(
-            open_store(settings, clock), clock=clock, metrics=metrics, scheduler=self.node
+            stores.sampler, clock=clock, metrics=metrics, scheduler=self.node
         )
         self.telemetry.configured(config.jobs)
         self.keeper = LeaseKeeper(
-            open_store(settings, clock),
+            stores.keeper,
             node=self.node,
             ttl=config.daemon.lease,
             clock=clock,
-            on_change=lambda _: self.flags.wake.set(),
+            on_change=lambda _: self.flags.wake(),
             on_store=self._keeper_store,
         )
         self.scheduler = Scheduler(self.store)
@@ -119,6 +143,11 @@ class Daemon:
         self._per_job = PREPARE_PER_JOB  # seconds to plan one job, as last measured
         self._due_at: tuple[datetime, int] | None = None  # (wake, jobs due then), counted once
 
+    @property
+    def config(self) -> Config:
+        """The running config (the last valid one loaded)."""
+        return self.watcher.config
+
     # -- signals ----------------------------------------------------------------------------------
 
     def install_signals(self) -> None:
@@ -126,15 +155,15 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         if self.pool is not None:  # a worker child died: reap and respawn it now, not next pass
-            signal.signal(signal.SIGCHLD, lambda _s, _f: self.flags.wake.set())
+            signal.signal(signal.SIGCHLD, lambda _s, _f: self.flags.wake())
 
     def _on_hup(self, _sig: int, _frame: FrameType | None) -> None:
-        self.flags.reload.set()
-        self.flags.wake.set()
+        self.flags.reload = True
+        self.flags.wake()
 
     def _on_stop(self, _sig: int, _frame: FrameType | None) -> None:
-        self.flags.stop.set()
-        self.flags.wake.set()
+        self.flags.stop = True
+        self.flags.wake()
 
     # -- main loop --------------------------------------------------------------------------------
 
@@ -148,7 +177,7 @@ class Daemon:
             store=self.store.describe(),
             jobs=len(self.config.jobs),
         )
-        self.telemetry.start(wake=self.flags.wake.set)
+        self.telemetry.start(wake=self.flags.wake)
         self.keeper.start()
         if self.pool is not None:
             self.pool.start()
@@ -157,15 +186,15 @@ class Daemon:
             while True:
                 # Cleared before the flags are read, not before the wait: a signal or a store
                 # transition arriving during this pass then shortens the wait instead of being lost.
-                self.flags.wake.clear()
-                if self.flags.stop.is_set():
+                self.flags.waker.drain()
+                if self.flags.stop:
                     break
                 fatal = self.fatal()
                 if fatal is not None:
                     event(log, logging.ERROR, f"{fatal}; exiting")
                     code = EXIT_FAILURE
                     break
-                if self.flags.reload.is_set():
+                if self.flags.reload:
                     self.reload()
                 delay = self.step()
                 if self.pool is not None:
@@ -177,7 +206,7 @@ class Daemon:
                 watchdog = self.notifier.watchdog_interval()
                 if watchdog is not None:
                     delay = min(delay, watchdog)
-                self.clock.wait(self.flags.wake, delay)
+                self.flags.waker.wait(delay)
         finally:
             self.shutdown()
         return code
@@ -312,38 +341,33 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: load the file again; keep the running config if the new one is invalid."""
-        self.flags.reload.clear()
+        self.flags.reload = False
         self.notifier.reloading()
-        config = reload_config(self.config_file, self.config, log)
-        if config is None:
-            self.telemetry.announce(self.notifier, self.status_line(), reloaded=True)
-            return
-        self.config = config
-        self._loaded_epoch = None  # resync (fingerprints, heap) on the next step
-        if self.pool is not None:
-            self.pool.reload(config)
-        self.telemetry.configured(config.jobs)
-        event(log, logging.INFO, "config reloaded", jobs=len(config.jobs))
+        config = self.watcher.reload(force=True)
+        if config is not None:
+            self._loaded_epoch = None  # resync (fingerprints, heap) on the next step
+            if self.pool is not None:
+                self.pool.reload(config)
+            self.telemetry.configured(config.jobs)
+            event(log, logging.INFO, "config reloaded", jobs=len(config.jobs))
         self.telemetry.announce(self.notifier, self.status_line(), reloaded=True)
 
     def status_line(self, lease: Lease | None = None) -> str:
         """One line for systemd's STATUS: role and epoch, jobs, queue depth, or the outage."""
         lease = lease or self.keeper.current()
-        jobs = plural(len(self.config.jobs), "job")
-        outage = self.telemetry.health.outage()
-        if outage is not None:
+        leading = f"leader, epoch {lease.epoch}" if lease is not None else None
+        return self.telemetry.status_line(
+            plural(len(self.config.jobs), "job"),
+            role=leading or self._standby(),
             # Writes can fail now and then while the lease still holds (a disk all but full).
-            doing = f"leader, epoch {lease.epoch}" if lease is not None else "not dispatching"
-            return f"{outage}; {doing}; {jobs}"
-        if not self.telemetry.health.ever_up:
-            return f"waiting for the store ({self.store.describe()}); {jobs}"
-        if lease is not None:
-            role = f"leader, epoch {lease.epoch}"
-        else:
-            sample = self.telemetry.sampler.latest
-            leader = sample.leader if sample is not None else None
-            role = f"standby (leader {leader.node}, epoch {leader.epoch})" if leader else "standby"
-        return f"{role}; {jobs}; {self.telemetry.queued()}"
+            role_in_outage=leading or "not dispatching",
+            store=self.store.describe(),
+        )
+
+    def _standby(self) -> str:
+        sample = self.telemetry.sampler.latest
+        leader = sample.leader if sample is not None else None
+        return f"standby (leader {leader.node}, epoch {leader.epoch})" if leader else "standby"
 
     def shutdown(self) -> None:
         self.notifier.stopping()
@@ -358,4 +382,5 @@ class Daemon:
             event(log, logging.DEBUG, f"could not announce the stop: {exc}")
         self.store.close()
         self.keeper.store.close()
+        self.flags.waker.close()
         event(log, logging.INFO, "stopped")

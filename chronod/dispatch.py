@@ -1,14 +1,15 @@
 """The scheduler: decide which slots are due and hand each to the store's fenced dispatch, once.
 
-Only the leader runs :meth:`Scheduler.tick`. Due jobs sit in a heap keyed by their next slot, so a
-tick costs O(due · log n), not O(jobs); between ticks the daemon sleeps until the heap's head is
-due.
+Only the leader runs :meth:`Scheduler.tick`. Due jobs sit in a :class:`DueHeap` keyed by their
+next slot, so a tick costs O(due · log n), not O(jobs); between ticks the daemon sleeps until the
+heap's head is due.
 
 Per due job the slots in (watermark, now] are split by ``grace``: slots late by at most ``grace``
 are dispatched, oldest first; older ones follow ``catchup`` (``none``: recorded missed;
 ``latest``: the newest runs; ``all``: the newest ``catchup_limit`` run) and the rest are recorded
-missed. The store re-checks everything (fence, not early by store time, guard, watermark), so a
-stale view here can only cause a refusal, never a second run.
+missed (:func:`chronod.plan.plan_slots`, a pure function). The store re-checks everything (fence,
+not early by store time, guard, watermark), so a stale view here can only cause a refusal, never a
+second run.
 
 Slots that come due together with ``overlap = "skip"``
     Normally a tick finds one slot per job. After an outage (or a failover, a paused host) a job
@@ -29,11 +30,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import islice
 
 from chronod.config import JobConfig
 from chronod.instants import format_utc, slot_id
 from chronod.logs import event
+from chronod.plan import COUNT_CAP, MISSED_ENTRIES, Plan, Plans, guard_ttl, plan_slots
 from chronod.schedules import Schedule
 from chronod.store.base import (
     DispatchResult,
@@ -47,14 +48,20 @@ from chronod.store.base import (
     superseded_reason,
 )
 
+# Re-exported: planning lived here before it had a module of its own (chronod.plan).
+__all__ = [
+    "COUNT_CAP",
+    "MISSED_ENTRIES",
+    "DueHeap",
+    "Plan",
+    "Scheduler",
+    "TickReport",
+    "guard_ttl",
+    "plan_slots",
+]
+
 log = logging.getLogger("chronod.scheduler")
 
-TICK = timedelta(microseconds=1)
-GUARD_MIN = timedelta(hours=24)
-# Missed slots get history entries for at most this many of the newest ones per decision; the
-# counter still counts them all (up to COUNT_CAP, past which a long outage is summarised).
-MISSED_ENTRIES = 20
-COUNT_CAP = 100_000
 # After an EARLY refusal (our estimate of store time ran ahead), try again this soon.
 EARLY_RETRY = timedelta(milliseconds=20)
 # Slots per store.dispatch call. A call is one transaction on SQLite: unbounded, a large catch-up
@@ -77,104 +84,6 @@ _LOGGED = frozenset(
         DispatchStatus.UNCERTAIN,
     }
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Plan:
-    """What to do with one job's due slots."""
-
-    run: tuple[datetime, ...]  # to dispatch, oldest first
-    missed: tuple[datetime, ...]  # newest missed slots that get history entries
-    missed_count: int  # all missed slots (>= len(missed); capped at COUNT_CAP)
-    next_due: datetime | None  # first slot after ``now``
-
-
-def plan_slots(job: JobConfig, watermark: datetime | None, now: datetime) -> Plan:
-    """Split the slots of ``job`` in (watermark, now] by grace and catchup. Pure."""
-    schedule = job.schedule
-    floor = watermark if watermark is not None else now
-    cutoff = now - job.grace  # a slot at exactly ``cutoff`` is late by ``grace``: still runs
-    start = max(floor, cutoff - TICK)
-    in_grace: list[datetime] = []
-    next_due: datetime | None = None
-    # One walk gives the slots in (start, now] and the first one after ``now``: the schedule is
-    # the costly part of planning, so it is not asked for that first slot a second time.
-    for fire in schedule.fires(start):
-        if fire.at > now:
-            next_due = fire.at
-            break
-        in_grace.append(fire.at)
-    if start > now:  # a watermark ahead of ``now`` (the store's clock went back)
-        next_due = schedule.next_after(now)
-    keep = {"none": 0, "latest": 1, "all": job.catchup_limit}[job.catchup]
-    older, count = _newest_before(schedule, floor, cutoff, keep + MISSED_ENTRIES)
-    split = max(len(older) - keep, 0)
-    catch_up, missed = older[split:], older[:split]
-    return Plan(
-        run=(*catch_up, *in_grace),
-        missed=tuple(missed[-MISSED_ENTRIES:]),
-        missed_count=count - len(catch_up),
-        next_due=next_due,
-    )
-
-
-def _fires_between(schedule: Schedule, after: datetime, until: datetime) -> Iterator[datetime]:
-    """Fires in (after, until]."""
-    for fire in schedule.fires(after):
-        if fire.at > until:
-            return
-        yield fire.at
-
-
-def _newest_before(
-    schedule: Schedule, floor: datetime, cutoff: datetime, need: int
-) -> tuple[list[datetime], int]:
-    """The newest ``need`` fires in (floor, cutoff) and how many there are in all (capped).
-
-    Schedules only walk forward, so look back from ``cutoff`` through a window that grows 4x until
-    it holds ``need`` fires or reaches ``floor``; then count what lies before the window.
-    """
-    if cutoff <= floor + TICK:
-        return [], 0
-    span = timedelta(minutes=1)
-    while True:
-        low = max(floor, cutoff - span)
-        found = list(_fires_between(schedule, low, cutoff - TICK))
-        if len(found) >= need or low == floor:
-            break
-        span *= 4
-    count = len(found)
-    if low > floor:
-        count += sum(1 for _ in islice(_fires_between(schedule, floor, low), COUNT_CAP))
-    return found[-need:] if need else [], min(count, COUNT_CAP)
-
-
-def guard_ttl(job: JobConfig, slot: datetime, next_due: datetime | None) -> timedelta:
-    """How long the slot's guard must live: max(24 h, 2 periods) (DESIGN §5)."""
-    period = (next_due - slot) if next_due is not None else timedelta()
-    return max(GUARD_MIN, 2 * period)
-
-
-class _Plans:
-    """:func:`plan_slots` for the jobs of one tick (or one :meth:`Scheduler.prepare`), computed
-    once per distinct input.
-
-    A plan depends only on the schedule, the watermark, ``now`` and the grace/catchup settings,
-    and jobs with the same definition share one schedule object (chronod.config): the 20,000
-    crons of a burst at second 0 typically need a handful of plans, not 20,000. Plans are
-    immutable, so sharing them is safe. Lives for one call: nothing is kept between ticks.
-    """
-
-    def __init__(self) -> None:
-        self._plans: dict[tuple[object, ...], Plan] = {}
-
-    def plan(self, job: JobConfig, watermark: datetime | None, now: datetime) -> Plan:
-        # id(): the schedule is kept alive by the job for the whole call, so its id is stable.
-        key = (id(job.schedule), watermark, now, job.grace, job.catchup, job.catchup_limit)
-        found = self._plans.get(key)
-        if found is None:
-            found = self._plans[key] = plan_slots(job, watermark, now)
-        return found
 
 
 @dataclass(frozen=True)
@@ -270,6 +179,77 @@ class _Sender:
         )
 
 
+class DueHeap:
+    """Jobs by the store instant they are next due: a heap with lazy deletion.
+
+    A job has at most one live entry: the one it was last pushed with (the very tuple: an older
+    entry at the same instant is another object, so it cannot come back to life). Rescheduling
+    leaves the old entry in the heap, recognised as superseded and dropped when it reaches the
+    top; so rescheduling costs O(log n) and nothing is ever searched.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[datetime, str]] = []  # ties by name, as the entries compare
+        self._live: dict[str, tuple[datetime, str]] = {}  # job -> its live entry
+
+    def __len__(self) -> int:
+        """How many jobs will be due (superseded entries do not count)."""
+        return len(self._live)
+
+    def clear(self) -> None:
+        self._heap = []
+        self._live = {}
+
+    def due_at(self, name: str) -> datetime | None:
+        live = self._live.get(name)
+        return live[0] if live is not None else None
+
+    def push(self, name: str, at: datetime | None) -> None:
+        """Job ``name`` is next due at ``at`` (None: never again)."""
+        if at is None:
+            self._live.pop(name, None)
+            return
+        entry = (at, name)
+        self._live[name] = entry
+        heapq.heappush(self._heap, entry)
+
+    def head(self) -> datetime | None:
+        """The instant the next job is due (None: none will ever be)."""
+        heap, live = self._heap, self._live
+        while heap and live.get(heap[0][1]) is not heap[0]:
+            heapq.heappop(heap)  # superseded entry
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now: datetime) -> Iterator[tuple[str, datetime]]:
+        """Take out the jobs due at or before ``now``, earliest first, one at a time: the caller's
+        work on one job happens before the next is popped (a failing caller leaves the rest)."""
+        heap, live, heappop = self._heap, self._live, heapq.heappop  # locals: 100,000 jobs a tick
+        while heap:
+            entry = heap[0]
+            at, name = entry
+            if live.get(name) is not entry:
+                heappop(heap)  # superseded entry
+                continue
+            if at > now:
+                return
+            heappop(heap)
+            del live[name]
+            yield name, at
+
+    def due_by(self, at: datetime) -> Iterator[tuple[str, datetime]]:
+        """The jobs due at or before ``at``, in no particular order, without taking them out: a
+        walk of the heap's tree that prunes every subtree whose root is due after ``at``."""
+        heap, live, stack = self._heap, self._live, [0]
+        while stack:
+            i = stack.pop()
+            if i >= len(heap) or heap[i][0] > at:
+                continue
+            entry = heap[i]
+            if live.get(entry[1]) is entry:
+                yield entry[1], entry[0]
+            stack.extend((2 * i + 1, 2 * i + 2))
+
+
 @dataclass
 class TickReport:
     """What one tick did (for logs, metrics and tests)."""
@@ -285,8 +265,7 @@ class Scheduler:
         self.store = store
         self.jobs: Mapping[str, JobConfig] = {}
         self._watermark: dict[str, datetime | None] = {}
-        self._heap: list[tuple[datetime, str]] = []
-        self._scheduled: dict[str, datetime] = {}  # job -> the heap entry that is live for it
+        self._due = DueHeap()
         # job -> (fingerprint, digest): JobConfig computes both (JSON + SHA-256) on every access,
         # which cost more than everything else in a tick of many jobs.
         self._identity: dict[str, tuple[str, str]] = {}
@@ -330,15 +309,14 @@ class Scheduler:
             # The first slot the job may still run: after its watermark (catch-up), else after
             # the load instant.
             after = state.watermark if state.watermark is not None else loaded_at
-            self._push(state.name, first_after(jobs[state.name].schedule, after))
+            self._due.push(state.name, first_after(jobs[state.name].schedule, after))
         return states
 
     def clear(self) -> None:
         """Forget everything (on losing leadership); :meth:`load` rebuilds from the store."""
         self.jobs = {}
         self._watermark = {}
-        self._heap = []
-        self._scheduled = {}
+        self._due.clear()
         self._identity = {}
         self._prepared = {}
         self.prepared_until = None
@@ -347,10 +325,7 @@ class Scheduler:
 
     def next_wake(self) -> datetime | None:
         """Store instant at which the next job is due (None: nothing will ever be due)."""
-        heap = self._heap
-        while heap and self._scheduled.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)  # superseded entry
-        return heap[0][0] if heap else None
+        return self._due.head()
 
     def prepare(self, at: datetime) -> int:
         """Plan now, ahead of time, every job due at or before store instant ``at``.
@@ -362,8 +337,8 @@ class Scheduler:
         were planned.
         """
         count = 0
-        plans = _Plans()
-        for name, _ in self._due_by(at):
+        plans = Plans()
+        for name, _ in self._due.due_by(at):
             if name not in self._prepared:
                 job = self.jobs[name]
                 watermark = self._watermark.get(name)
@@ -376,20 +351,7 @@ class Scheduler:
 
     def count_due(self, at: datetime) -> int:
         """How many jobs are due at or before ``at`` (what :meth:`prepare` would plan)."""
-        return sum(1 for _ in self._due_by(at))
-
-    def _due_by(self, at: datetime) -> Iterator[tuple[str, datetime]]:
-        """The live heap entries due at or before ``at``, in no particular order, without popping:
-        a walk of the heap's tree that prunes every subtree whose root is due after ``at``."""
-        heap, stack = self._heap, [0]
-        while stack:
-            i = stack.pop()
-            if i >= len(heap) or heap[i][0] > at:
-                continue
-            due, name = heap[i]
-            if self._scheduled.get(name) == due:
-                yield name, due
-            stack.extend((2 * i + 1, 2 * i + 2))
+        return sum(1 for _ in self._due.due_by(at))
 
     def tick(
         self, lease: Lease, now: datetime, between: Callable[[], object] = lambda: None
@@ -407,20 +369,11 @@ class Scheduler:
         due: list[tuple[str, datetime]] = []
         next_dues: list[tuple[str, datetime | None]] = []
         # Locals: this loop runs once per due job, 100,000 times in a large tick.
-        heap, scheduled, prepared, jobs = self._heap, self._scheduled, self._prepared, self.jobs
-        watermarks, heappop, plans = self._watermark, heapq.heappop, _Plans()
+        prepared, jobs, watermarks, plans = self._prepared, self.jobs, self._watermark, Plans()
         try:
             # A full batch goes out as soon as it is planned: the first slots of a large tick do
             # not wait for the planning of the last ones.
-            while heap:
-                at, name = heap[0]
-                if scheduled.get(name) != at:
-                    heappop(heap)  # superseded entry
-                    continue
-                if at > now:
-                    break
-                heappop(heap)
-                del scheduled[name]
+            for name, at in self._due.pop_due(now):
                 due.append((name, at))
                 job = jobs[name]
                 watermark = watermarks.get(name)
@@ -439,7 +392,7 @@ class Scheduler:
             out.send_all()
         except BaseException:
             for name, at in due:
-                self._push(name, at)
+                self._due.push(name, at)
             raise
         finally:
             self._log_missed(out.missed[: len(out.recorded)])
@@ -447,7 +400,7 @@ class Scheduler:
             self._watermark[job.name] = state.watermark
         # Pushed only now: the store calls are what the due slots were waiting for.
         for name, next_due in next_dues:
-            self._push(name, next_due)
+            self._due.push(name, next_due)
         self._settle_all(lease, report, out.batch, out.results)
         return report
 
@@ -504,8 +457,8 @@ class Scheduler:
             # The store's clock is behind the instant we judged by (e.g. a host clock stepped back):
             # come back for this slot shortly.
             retry = item.slot + EARLY_RETRY
-            scheduled = self._scheduled.get(name)
-            self._push(name, retry if scheduled is None else min(retry, scheduled))
+            scheduled = self._due.due_at(name)
+            self._due.push(name, retry if scheduled is None else min(retry, scheduled))
             return
         current = self._watermark.get(name)
         if current is None or item.slot > current:
@@ -577,22 +530,15 @@ class Scheduler:
         ]
         for state in self.store.sync_jobs(lease, syncs, loaded_at):
             self._watermark[state.name] = state.watermark
-            self._push(state.name, self._first_after(state.name, state.watermark, loaded_at))
+            self._due.push(state.name, self._first_after(state.name, state.watermark, loaded_at))
 
     def _first_after(self, name: str, watermark: datetime | None, now: datetime) -> datetime | None:
         """First slot the job may still run: after its watermark (catch-up), else after now."""
         job = self.jobs[name]
         return job.schedule.next_after(watermark if watermark is not None else now)
 
-    def _push(self, name: str, at: datetime | None) -> None:
-        if at is None:
-            self._scheduled.pop(name, None)
-            return
-        self._scheduled[name] = at
-        heapq.heappush(self._heap, (at, name))
-
     def due_count(self) -> int:
-        return len(self._scheduled)
+        return len(self._due)
 
 
 def _log_slot(level: int, epoch: int, item: SlotDispatch, result: DispatchResult) -> None:

@@ -71,7 +71,9 @@ class LeaseKeeper:
         self._renewed_at = 0.0  # monotonic instant the last successful acquire/renew was sent
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.renew_failures = 0
+        # Renewals run in the keeper thread and in the daemon's (renew_if_due): counted under
+        # the lock, like everything both threads change.
+        self._renew_failures = 0
         self.failure: str | None = None  # why the thread ended on an unexpected error
         self._failures = Episode(clock.monotonic)  # only the first error of a run is logged
 
@@ -83,6 +85,12 @@ class LeaseKeeper:
             if self._lease is not None and self.clock.monotonic() < self._valid_until:
                 return self._lease
             return None
+
+    @property
+    def renew_failures(self) -> int:
+        """Renewals that failed or were refused since the keeper was made (for metrics)."""
+        with self._lock:
+            return self._renew_failures
 
     def seconds_left(self) -> float:
         with self._lock:
@@ -197,15 +205,18 @@ class LeaseKeeper:
             # Keep the token: if the store comes back before the lease expires, renewing resumes
             # leadership without a new epoch. Until then current() stops answering (validity runs
             # out), so nothing is dispatched while leadership cannot be proven.
-            self.renew_failures += 1
+            with self._lock:
+                self._renew_failures += 1
+                expired = self.clock.monotonic() >= self._valid_until
             self._store_failed(exc, "lease renewal failed, not dispatching until it succeeds")
-            if self.clock.monotonic() >= self._valid_until:
+            if expired:
                 self._drop(lease, "lease could have expired while the store was failing")
                 return STANDBY_POLL
             return min(STANDBY_POLL, self.renew_every)
         self._store_answered(wrote=renewed is not None)
         if renewed is None:
-            self.renew_failures += 1
+            with self._lock:
+                self._renew_failures += 1
             self._drop(lease, f"lease renewal refused: {self._refused_because(lease)}")
             return min(STANDBY_POLL, self.renew_every)
         with self._lock:

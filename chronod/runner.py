@@ -304,8 +304,21 @@ class _Output:
         job_log.info("[%s] %s", self.run_id, text)
 
 
+class _Phase(Enum):
+    """Where an attempt is on its way to the end. Every move is made by :meth:`_Attempt._end`."""
+
+    RUNNING = "running"  # no ending decided yet
+    ENDING = "ending"  # an ending is decided; nothing signalled yet (or nothing left to signal)
+    TERMINATING = "terminating"  # SIGTERM sent to the group: SIGKILL due after ``kill_grace``
+    KILLED = "killed"  # SIGKILL sent: the group should vanish within KILL_PATIENCE
+
+
 class _Attempt:
-    """The supervision loop of one started run."""
+    """The supervision loop of one started run.
+
+    Each pass gathers facts (the main process exited, a heartbeat lost the lease, a deadline or a
+    stop request came) and :meth:`_end` alone turns them into the ending and the next phase.
+    """
 
     def __init__(
         self,
@@ -327,10 +340,11 @@ class _Attempt:
         self.out_fd: int | None = out_fd
         self.report_fd = report_fd
         self.output = _Output(info.run_id)
-        self.ending: Ending | None = None  # set when we decide to end it, or when it exits
-        self.kill_at: float | None = None  # SIGTERM sent: SIGKILL due at this instant
-        self.killed_at: float | None = None
-        self.lease_lost = False
+        self.phase = _Phase.RUNNING
+        self.ending: Ending | None = None  # decided by _end (None while RUNNING)
+        self.phase_since = 0.0  # monotonic: when the current phase began
+        self.terminated = False  # SIGTERM was sent before any SIGKILL
+        self.lease_lost = False  # a heartbeat said so: the result is discarded, whatever it is
         self.deadline = 0.0
         self.next_beat = 0.0
         self.exited_at: float | None = None
@@ -349,6 +363,7 @@ class _Attempt:
             raise
         finally:
             self._collect()
+        self._decide(self.watch.monotonic())
         return self._report(began)
 
     # -- one pass ---------------------------------------------------------------------------------
@@ -356,7 +371,7 @@ class _Attempt:
     def _pass(self) -> None:
         now = self.watch.monotonic()
         self._beat(now)
-        self._enforce(now)
+        self._end(now)
         fds, timeout = self._plan(now)
         ready = wait_readable(fds, timeout)
         if self.out_fd is not None and self.out_fd in ready:
@@ -394,7 +409,7 @@ class _Attempt:
             return False
         if not group_alive(self.pgid):
             return True
-        return self.killed_at is not None and now >= self.killed_at + KILL_PATIENCE
+        return self.phase is _Phase.KILLED and now >= self.phase_since + KILL_PATIENCE
 
     def _beat(self, now: float) -> None:
         if self.lease_lost or now < self.next_beat:
@@ -414,26 +429,40 @@ class _Attempt:
                 epoch=info.epoch,
             )
 
-    def _enforce(self, now: float) -> None:
-        stop = self.watch.stop
-        running = not self.leader.done
-        if self.ending is None:
-            if not running:
-                self.ending = Ending.EXITED
-            elif stop.kill or (stop.terminate_at is not None and now >= stop.terminate_at):
-                self.ending = Ending.INTERRUPTED
-            elif now >= self.deadline:
-                self.ending = Ending.TIMED_OUT
-            elif self.lease_lost:
-                self.ending = Ending.LEASE_LOST
-        if self.ending is None or self.killed_at is not None:
+    def _decide(self, now: float) -> None:
+        """Set the ending from the facts: the first one seen decides it, except that a lost lease
+        always does (the result is not ours to record any more, however the run ended)."""
+        if self.lease_lost:
+            self.ending = Ending.LEASE_LOST
+        if self.ending is not None:
             return
-        if stop.kill or (self.kill_at is not None and now >= self.kill_at):
+        stop = self.watch.stop
+        if self.leader.done:
+            self.ending = Ending.EXITED
+        elif stop.kill or (stop.terminate_at is not None and now >= stop.terminate_at):
+            self.ending = Ending.INTERRUPTED
+        elif now >= self.deadline:
+            self.ending = Ending.TIMED_OUT
+
+    def _end(self, now: float) -> None:
+        """Decide the ending (:meth:`_decide`), then move the phase on: SIGTERM to what is left of
+        the group, SIGKILL once ``kill_grace`` ran out (at once if the stop says "now")."""
+        self._decide(now)
+        if self.ending is None or self.phase is _Phase.KILLED:
+            return
+        if self.phase is _Phase.RUNNING:
+            self._enter(_Phase.ENDING, now)
+        grace_over = now >= self.phase_since + self.job.kill_grace.total_seconds()
+        if self.watch.stop.kill or (self.phase is _Phase.TERMINATING and grace_over):
             self._signal(signal.SIGKILL)
-            self.killed_at = now
-        elif self.kill_at is None and (running or group_alive(self.pgid)):
+            self._enter(_Phase.KILLED, now)
+        elif self.phase is _Phase.ENDING and (not self.leader.done or group_alive(self.pgid)):
             self._signal(signal.SIGTERM)
-            self.kill_at = now + self.job.kill_grace.total_seconds()
+            self.terminated = True
+            self._enter(_Phase.TERMINATING, now)
+
+    def _enter(self, phase: _Phase, now: float) -> None:
+        self.phase, self.phase_since = phase, now
 
     def _signal(self, sig: int) -> None:
         # The fork server says "started" only after the run's setsid(), and a session leader
@@ -443,20 +472,20 @@ class _Attempt:
     def _plan(self, now: float) -> tuple[list[int], float]:
         """Descriptors to wait on and for how long (seconds)."""
         deadlines = [self.next_beat, now + MAX_WAIT]
-        if self.ending is None:
+        if self.phase is _Phase.RUNNING:
             deadlines.append(self.deadline)
             if self.watch.stop.terminate_at is not None:
                 deadlines.append(self.watch.stop.terminate_at)
-        if self.kill_at is not None and self.killed_at is None:
-            deadlines.append(self.kill_at)
+        elif self.phase is _Phase.TERMINATING:
+            deadlines.append(self.phase_since + self.job.kill_grace.total_seconds())
+        elif self.phase is _Phase.KILLED:
+            deadlines.append(now + POLL_GROUP)
         server = self.server.fileno()
         fds = [fd for fd in (self.out_fd, self.watch.wake_fd, server) if fd is not None]
         if self.leader.done:
             deadlines.append(now + POLL_GROUP)  # leftovers: nothing to wait on but time
         elif server is None:
             deadlines.append(now + POLL_EXIT)  # its server is gone: we (may) reap it ourselves
-        if self.killed_at is not None:
-            deadlines.append(now + POLL_GROUP)
         return fds, min(deadlines) - now
 
     # -- the end ----------------------------------------------------------------------------------
@@ -482,7 +511,7 @@ class _Attempt:
         return str(error) if error else None
 
     def _report(self, began: float) -> Report:
-        ending = Ending.LEASE_LOST if self.lease_lost else self.ending or Ending.EXITED
+        ending = self.ending or Ending.EXITED
         status = self.leader.status
         exit_code, reason = exit_code_of(status) if status is not None else (None, "not reaped")
         call_error = self._call_error()
@@ -509,8 +538,9 @@ class _Attempt:
             Ending.LEASE_LOST: "attempt lease lost (the run was reclaimed)",
             Ending.INTERRUPTED: "interrupted: the worker is stopping",
         }.get(ending, ending.value)
-        last = "SIGKILL" if self.killed_at is not None else "SIGTERM"
-        if self.killed_at is not None and self.kill_at is not None:
+        killed = self.phase is _Phase.KILLED
+        last = "SIGKILL" if killed else "SIGTERM"
+        if killed and self.terminated:
             how = f"SIGTERM, then SIGKILL after {_seconds(self.job.kill_grace.total_seconds())}"
         else:
             how = last

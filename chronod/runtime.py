@@ -1,7 +1,8 @@
 """What the scheduler daemon, the worker pool and the commands share, without importing each other.
 
 :mod:`chronod.worker` implements :class:`Pool` and :mod:`chronod.daemon` drives one; both (and the
-operator commands) open the store the same way. Keeping these here means the worker never imports
+operator commands) open the store the same way, and ``run``, ``worker`` and ``web`` follow their
+config file through one :class:`ConfigWatcher`. Keeping these here means the worker never imports
 the daemon (an import cycle waiting to happen) and ``chronod status`` imports neither.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
@@ -66,22 +68,34 @@ def store_settings(config: Config, override: str | None) -> StoreSettings:
     )
 
 
-def reload_config(path: Path, running: Config, log: logging.Logger) -> Config | None:
-    """SIGHUP's first half, for ``run`` and ``worker`` alike: the file loaded again, or None.
+def reload_config(
+    path: Path,
+    running: Config,
+    log: logging.Logger,
+    *,
+    explain: bool = True,
+    restart_note: bool = True,
+) -> Config | None:
+    """The file loaded again, or None if it is invalid (the caller keeps ``running``); what a
+    :class:`ConfigWatcher` does on every reload, with its reporting (see there).
 
-    An invalid file is logged with every located error and None returned: the caller keeps
-    ``running``. ``[chronod]`` settings (store, lease, pool size, ...) are read once at start;
-    a reload that changes them says so, once, rather than pretending to have applied them.
+    An invalid file is logged with every located error (``explain``), or as one line with the
+    number of problems. ``[chronod]`` settings (store, lease, pool size, ...) are read once at
+    start; a reload that changes them says so, once (``restart_note``), rather than pretending to
+    have applied them.
     """
     try:
         config = load_config(path)
     except ConfigError as exc:
-        for issue in exc.issues:
-            event(
-                log, logging.ERROR, f"reload refused, keeping the running config: {issue.format()}"
-            )
+        if explain:
+            for issue in exc.issues:
+                message = f"reload refused, keeping the running config: {issue.format()}"
+                event(log, logging.ERROR, message)
+        else:
+            message = "config invalid; keeping the last good one"
+            event(log, logging.WARNING, message, problems=len(exc.issues))
         return None
-    changed = daemon_changes(running.daemon, config.daemon)
+    changed = daemon_changes(running.daemon, config.daemon) if restart_note else []
     if changed:
         event(
             log,
@@ -90,6 +104,105 @@ def reload_config(path: Path, running: Config, log: logging.Logger) -> Config | 
             + ", ".join(changed),
         )
     return config
+
+
+Stamp = tuple[int, int, int]
+
+
+def file_stamp(path: Path) -> Stamp | None:
+    """What changes when a file is edited or replaced (mtime, size, inode); None if it cannot be
+    looked at."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino
+
+
+_UNREAD = object()  # the running config came from elsewhere than a read of its file seen here
+
+
+class ConfigWatcher:
+    """The running config and the file it came from: the one reload of ``run``, ``worker`` (the
+    supervisor and each child) and ``web``.
+
+    :meth:`reload` loads the file again when it changed since it was last read (its
+    :func:`file_stamp`), or whenever asked (``force``: SIGHUP). An invalid file never replaces
+    the running config: it is reported and :attr:`stale` is set until a valid one is loaded.
+    Thread-safe (the web server's threads share one).
+
+    Reporting, by who is listening:
+        ``explain`` (the default): each located problem at ERROR, as ``chronod check`` would
+        show it. Without it (the web page's process): one WARNING with the number of problems,
+        since problem texts quote the offending values and those may be secrets; ``chronod
+        check`` shows them to whoever may read the file.
+        ``restart_note`` (the default): ``[chronod]`` settings are read once at start, so a
+        reload that changes them says so rather than pretending to have applied them. Off where
+        they are not this process's to apply (a worker child: its supervisor says it) or where
+        they apply at once (the web server reads them on every request).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        log: logging.Logger,
+        *,
+        explain: bool = True,
+        restart_note: bool = True,
+    ) -> None:
+        self._config = config
+        self._log = log
+        self._explain = explain
+        self._restart_note = restart_note
+        self._lock = threading.Lock()
+        self._stamp: object = _UNREAD  # so the first look reads the file, whatever its stamp
+        self._stale = False
+
+    @classmethod
+    def load(cls, path: Path, log: logging.Logger, **how: bool) -> ConfigWatcher:
+        """Read ``path`` for the first time (raises :class:`ConfigError` if it is invalid)."""
+        # Stamp first: an edit landing during the load is then seen (and loaded) next time.
+        stamp = file_stamp(path)
+        watcher = cls(load_config(path), log, **how)
+        watcher._stamp = stamp
+        return watcher
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def stale(self) -> bool:
+        """Whether the file was last seen changed but invalid (the running config is older)."""
+        return self._stale
+
+    def current(self) -> tuple[Config, bool]:
+        """The config after a reload if the file changed, and whether the file is newer but
+        invalid (the web page asks on every request)."""
+        with self._lock:
+            self._reload(force=False)
+            return self._config, self._stale
+
+    def reload(self, *, force: bool = False) -> Config | None:
+        """Load the file again if it changed since it was last read (or ``force``): the new
+        config, which is now the running one; None if unchanged or refused."""
+        with self._lock:
+            return self._reload(force=force)
+
+    def _reload(self, *, force: bool) -> Config | None:
+        path = self._config.path
+        stamp = file_stamp(path)
+        if stamp == self._stamp and not force:
+            return None
+        self._stamp = stamp
+        config = reload_config(
+            path, self._config, self._log, explain=self._explain, restart_note=self._restart_note
+        )
+        if config is None:
+            self._stale = True
+            return None
+        self._config, self._stale = config, False
+        return config
 
 
 def daemon_changes(old: DaemonConfig, new: DaemonConfig) -> list[str]:

@@ -527,3 +527,35 @@ class Telemetry:
     def queued(self) -> str:
         sample = self.sampler.latest
         return sample.queued() if sample is not None else "queue depth not sampled yet"
+
+    def status_line(
+        self,
+        serves: str,
+        *,
+        role: str | None = None,
+        role_in_outage: str | None = None,
+        store: str | None = None,
+    ) -> str:
+        """The one ``STATUS=`` line of a ``run`` or ``worker`` process (:mod:`chronod.notify`).
+
+        ``serves`` is what the process runs (``12 jobs``, ``4 workers on default``), ``role``
+        what it is while the store answers (``leader, epoch 7``), ``role_in_outage`` what it is
+        while the store fails (``not dispatching``), ``store`` the store it waits for at start.
+        The store's trouble comes first, since it is what the reader needs to know; the queue
+        depth only while the store answers::
+
+            ROLE; SERVES; QUEUED
+            OUTAGE; ROLE_IN_OUTAGE; SERVES
+            waiting for the store (STORE); SERVES
+        """
+        outage = self.health.outage()
+        if outage is not None:
+            return _joined(outage, role_in_outage, serves)
+        if not self.health.ever_up:
+            waiting = "waiting for the store" + (f" ({store})" if store else "")
+            return _joined(waiting, serves)
+        return _joined(role, serves, self.queued())
+
+
+def _joined(*parts: str | None) -> str:
+    return "; ".join(part for part in parts if part)

@@ -546,6 +546,23 @@ def test_ready_waits_for_the_store_and_the_watchdog_for_health() -> None:
     ]
 
 
+def test_status_line_names_the_store_trouble_first_and_the_queue_depth_only_while_up() -> None:
+    """The one STATUS builder of ``run`` and ``worker``: each shape a reader will meet."""
+    store = FakeStore()
+    telemetry = Telemetry(store, clock=ManualClock(T0), metrics=None)  # type: ignore[arg-type]
+    daemon = {"role": "leader, epoch 3", "role_in_outage": "leader, epoch 3", "store": "redis://h"}
+    assert telemetry.status_line("2 jobs", **daemon) == "waiting for the store (redis://h); 2 jobs"
+    assert telemetry.status_line("1 worker on q") == "waiting for the store; 1 worker on q"
+    telemetry.sampler.probe()
+    assert telemetry.status_line("2 jobs", **daemon) == "leader, epoch 3; 2 jobs; 2 queued"
+    assert telemetry.status_line("1 worker on q") == "1 worker on q; 2 queued"
+    store.down = True
+    telemetry.sampler.probe()
+    down = "store unavailable since 2026-11-27T14:30:00Z: down"
+    assert telemetry.status_line("2 jobs", **daemon) == f"{down}; leader, epoch 3; 2 jobs"
+    assert telemetry.status_line("1 worker on q") == f"{down}; 1 worker on q"
+
+
 # -- the children's event pipe --------------------------------------------------------------------
 
 

@@ -118,3 +118,25 @@ def test_guard_ttl_is_at_least_a_day_and_two_periods() -> None:
     assert guard_ttl(job(), T0, T0 + MINUTE) == timedelta(hours=24)
     assert guard_ttl(job(), T0, T0 + timedelta(days=7)) == timedelta(days=14)
     assert guard_ttl(job(), T0, None) == timedelta(hours=24)
+
+
+def test_slots_missed_over_millennia_are_counted_without_overflowing() -> None:
+    """The look back from ``now`` grows its window 4x a step: past the years before ``now`` it
+    must stop at the watermark rather than reach below year 1 (a window opening millennia ahead
+    of its last slot was enough: the config fuzz test found it)."""
+    millennium = timedelta(days=365_000)
+    anchor = datetime(1970, 1, 1, tzinfo=UTC)
+    plan = plan_slots(
+        JobConfig(
+            name="j",
+            schedule=IntervalSchedule(millennium, get_zone("UTC"), anchor),
+            timezone="UTC",
+            command="true",
+        ),
+        datetime(2, 1, 1, tzinfo=UTC),
+        anchor + millennium - MINUTE,
+    )
+    assert plan.run == ()
+    assert plan.missed == (anchor - millennium, anchor)
+    assert plan.missed_count == 2
+    assert plan.next_due == anchor + millennium

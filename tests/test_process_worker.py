@@ -333,6 +333,28 @@ def test_run_with_embedded_workers_every_child_serves_from_the_first_start(
         embedded_pool_serves(procs, config, url, f"start{attempt}")
 
 
+def test_run_with_embedded_workers_survives_signals_back_to_back(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """Children of a pool exit together at stop, and their SIGCHLDs come back to back. A signal
+    handler that takes a lock (``Event.set``) deadlocked when the next signal came while the
+    handler, or the loop's own ``Event.wait``, held it: ``chronod run --workers 4`` then hung at
+    stop with part of its pool reaped and ignored SIGTERM. A burst of SIGCHLDs (one store: the
+    handlers do not depend on it) must leave it stopping cleanly."""
+    config = write_config(tmp_path, {"idle": {"every": "1h", "command": "true"}})
+    url = f"sqlite://{tmp_path / 'state' / 'chronod.db'}"
+    daemon = procs.run(config, url, workers=EMBEDDED_WORKERS)
+    daemon.wait_for_log(r"^leading: jobs loaded", timeout=STARTUP)
+    sent, until = 0, time.monotonic() + 2.0
+    while time.monotonic() < until and daemon.alive():
+        signal_pid(daemon.pid, signal.SIGCHLD)
+        sent += 1
+    assert daemon.alive(), f"died after {sent} SIGCHLDs\n" + daemon.tail()
+    stop(daemon)
+    assert "Traceback" not in daemon.log_path.read_text()
+    assert len(daemon.find(r"^worker child exited$")) == EMBEDDED_WORKERS
+
+
 # -- 2. SIGKILL mid-run ---------------------------------------------------------------------------
 
 
@@ -513,6 +535,11 @@ def test_retries_give_three_attempts_with_growing_delays(
     assert [(h.run_id, h.state, h.attempt, h.exit_code) for h in history_of(store, "flaky")] == [
         (run_id, Outcome.FAILED, n, 3) for n in (3, 2, 1)
     ]
+    # The worker logs "finished" just after its store write: a loaded machine may let the test
+    # see the history before the log line.
+    wait_until(
+        lambda: len(worker.find(r"^finished$")) >= 3, timeout=SETTLE, what="the third 'finished'"
+    )
     statuses = [e.fields["status"] for e in worker.find(r"^finished$")]
     assert statuses == ["retry", "retry", "accepted"]
     words = read_lines(attempts)

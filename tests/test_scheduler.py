@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from chronod.clock import ManualClock
 from chronod.config import JobConfig
-from chronod.dispatch import LOG_EACH, Scheduler, TickReport, _Prepared, plan_slots
+from chronod.dispatch import LOG_EACH, DueHeap, Scheduler, TickReport, _Prepared, plan_slots
 from chronod.errors import StoreUnavailable
 from chronod.instants import format_utc
 from chronod.logs import fields_of
@@ -371,3 +371,37 @@ def test_slots_due_together_with_queue_or_allow_each_run(
     assert DispatchStatus.SKIPPED not in {r.status for _, r in report.dispatched}
     assert [run.slot for run in store.live_runs("m")] == [T0 + n * MINUTE for n in (1, 2, 3)]
     assert store.history("m", 10) == []
+
+
+# -- the due heap ---------------------------------------------------------------------------------
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcde"), st.none() | st.integers(0, 20)), min_size=1, max_size=40
+    ),
+    st.integers(0, 20),
+)
+def test_the_due_heap_holds_each_job_once_at_its_latest_instant(
+    pushes: list[tuple[str, int | None]], now_s: int
+) -> None:
+    """Rescheduling leaves superseded entries in the heap; none of them is ever seen."""
+    heap = DueHeap()
+    latest: dict[str, datetime] = {}
+    for name, offset in pushes:
+        at = None if offset is None else T0 + timedelta(seconds=offset)
+        heap.push(name, at)
+        if at is None:
+            latest.pop(name, None)
+        else:
+            latest[name] = at
+    now = T0 + timedelta(seconds=now_s)
+    due = {name: at for name, at in latest.items() if at <= now}
+    assert len(heap) == len(latest)
+    assert heap.head() == min(latest.values(), default=None)
+    assert sorted(heap.due_by(now)) == sorted(due.items())
+    popped = list(heap.pop_due(now))
+    assert popped == sorted(due.items(), key=lambda item: (item[1], item[0]))
+    assert {name: heap.due_at(name) for name in latest} == {
+        name: None if name in due else at for name, at in latest.items()
+    }

@@ -27,11 +27,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from chronod import __version__, ops
-from chronod.config import Config, JobConfig, load_config
-from chronod.errors import ConfigError, JobNotLoaded, StoreError, StoreUnavailable
+from chronod.config import Config, JobConfig
+from chronod.errors import JobNotLoaded, StoreError, StoreUnavailable
 from chronod.instants import check_range, format_utc, parse_utc
 from chronod.logs import event
 from chronod.preview import as_json, upcoming
+from chronod.runtime import ConfigWatcher
 from chronod.store.base import Store
 from chronod.store.sqlite import SQLiteStore
 from chronod.tz import get_zone
@@ -94,42 +95,17 @@ class ConfigSource:
     The page must keep working while someone edits ``schedules.toml`` (the daemon does the same on
     SIGHUP). The reason an edit is invalid is deliberately not kept: issue texts quote the offending
     values, and those may be secrets (an ``env`` table, a store URL); ``chronod check`` shows them
-    to whoever may read the file.
+    to whoever may read the file. (The watching itself is :class:`chronod.runtime.ConfigWatcher`.)
     """
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._lock = threading.Lock()
-        # Stamp first: an edit landing during the load is then seen (and loaded) next time.
-        self._stamp = _stamp(path)
-        self._config = load_config(path)  # the first load must succeed: raises ConfigError
-        self._stale = False
+        # The first load must succeed: raises ConfigError. ``[chronod]`` settings (the store, the
+        # token) apply at once here: every request reads them, so a change is not "for later".
+        self._watcher = ConfigWatcher.load(path, log, explain=False, restart_note=False)
 
     def current(self) -> tuple[Config, bool]:
         """The config to use, and whether the file on disk is newer but invalid."""
-        with self._lock:
-            stamp = _stamp(self._path)
-            if stamp != self._stamp:
-                self._stamp = stamp
-                try:
-                    self._config, self._stale = load_config(self._path), False
-                except ConfigError as exc:
-                    self._stale = True
-                    event(
-                        log,
-                        logging.WARNING,
-                        "config invalid; keeping the last good one",
-                        problems=len(exc.issues),
-                    )
-            return self._config, self._stale
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return (info.st_mtime_ns, info.st_size, info.st_ino)
+        return self._watcher.current()
 
 
 StoreOpener = Callable[[Config], Store]
