@@ -17,6 +17,7 @@ import select
 import signal
 import sys
 from collections.abc import Iterable
+from types import FrameType
 
 _LINUX = sys.platform.startswith("linux")
 # Blocked while a process starts a child (worker child, fork server): the mask survives exec, so
@@ -225,6 +226,11 @@ def read_available(fd: int, budget: int = 1 << 20) -> tuple[bytes, bool]:
     return b"".join(chunks), False
 
 
+def only_caught(_sig: int, _frame: FrameType | None) -> None:
+    """A signal handler that does nothing: catching a signal is what makes it wake a
+    :meth:`Waker.wake_on_signals` waker (SIG_DFL for SIGCHLD would ignore it altogether)."""
+
+
 class Waker:
     """A self-pipe: signal handlers call :meth:`wake`; loops :meth:`wait` on it with a timeout.
 
@@ -237,6 +243,7 @@ class Waker:
         set_nonblocking(self.read_fd)
         set_nonblocking(self.write_fd)
         self._closed = False
+        self._wakes_on_signals = False
 
     def wake(self) -> None:
         """Safe from any thread and from a signal handler: one ``write``, no lock."""
@@ -244,6 +251,22 @@ class Waker:
             return
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self.write_fd, b"x")
+
+    def wake_on_signals(self) -> None:
+        """Have every signal this process catches wake :meth:`wait`, whichever thread gets it.
+
+        Python runs handlers in the main thread only, at its next bytecode, and the kernel may hand
+        a process-directed signal to any thread that does not block it. A signal delivered to,
+        say, the HTTP server's thread does not interrupt the main thread's ``select``, which would
+        sleep on until its timeout (``chronod web`` ignored SIGTERM that way). The C-level handler
+        writes to the wakeup fd from whatever thread it runs on. Main thread only.
+
+        The Python handlers then need not wake anything: they should only set a flag. A handler
+        that does more can be re-entered by a burst of signals (Python runs a pending handler
+        between any two bytecodes, its own included) until RecursionError.
+        """
+        signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self._wakes_on_signals = True
 
     def drain(self) -> None:
         read_available(self.read_fd)
@@ -257,5 +280,8 @@ class Waker:
 
     def close(self) -> None:
         self._closed = True
+        if self._wakes_on_signals:  # before the descriptor number can belong to another file
+            with contextlib.suppress(ValueError):  # (not the main thread: nothing to undo there)
+                signal.set_wakeup_fd(-1)
         close_quietly(self.read_fd)
         close_quietly(self.write_fd)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
 
-from chronod._proc import Waker
+from chronod._proc import Waker, only_caught
 from chronod.clock import Clock
 from chronod.config import Config
 from chronod.dispatch import Scheduler
@@ -151,19 +151,19 @@ class Daemon:
     # -- signals ----------------------------------------------------------------------------------
 
     def install_signals(self) -> None:
+        # Every caught signal wakes the loop through the wakeup fd; the handlers only set flags.
+        self.flags.waker.wake_on_signals()
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         if self.pool is not None:  # a worker child died: reap and respawn it now, not next pass
-            signal.signal(signal.SIGCHLD, lambda _s, _f: self.flags.wake())
+            signal.signal(signal.SIGCHLD, only_caught)
 
     def _on_hup(self, _sig: int, _frame: FrameType | None) -> None:
         self.flags.reload = True
-        self.flags.wake()
 
     def _on_stop(self, _sig: int, _frame: FrameType | None) -> None:
         self.flags.stop = True
-        self.flags.wake()
 
     # -- main loop --------------------------------------------------------------------------------
 

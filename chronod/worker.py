@@ -45,6 +45,7 @@ from chronod._proc import (
     FORK_BLOCKED,
     Waker,
     close_quietly,
+    only_caught,
     open_pidfd,
     signal_name,
     signal_process,
@@ -401,20 +402,20 @@ class Foreground:
         self.reload_requested = False
 
     def install_signals(self) -> None:
+        # Every caught signal wakes the loop through the wakeup fd; the handlers only set flags.
+        self.waker.wake_on_signals()
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
-        signal.signal(signal.SIGCHLD, lambda _s, _f: self.waker.wake())  # a child died: reap now
+        signal.signal(signal.SIGCHLD, only_caught)  # a child died: reap now
 
     def _on_stop(self, sig: int, _frame: FrameType | None) -> None:
         if self.stop_requested and sig == signal.SIGINT:
             self.pool.interrupt()
         self.stop_requested = True
-        self.waker.wake()
 
     def _on_hup(self, _sig: int, _frame: FrameType | None) -> None:
         self.reload_requested = True
-        self.waker.wake()
 
     def run(self) -> int:
         self.telemetry.start(wake=self.waker.wake)

@@ -18,6 +18,7 @@ Every wait is a polled deadline (:func:`tests.procs.wait_until`); "nothing happe
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import threading
@@ -46,7 +47,7 @@ from tests.procs import (
     wait_until,
     write_atomically,
 )
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 from tests.targets import Target
 
 pytestmark = pytest.mark.process
@@ -467,3 +468,21 @@ def test_status_lists_standbys_and_marks_stopped_processes(
     assert roles() == {leader.node: "leader", standby.node: "stopped"}
     assert ended(leader) == 0
     assert roles() == {leader.node: "stopped", standby.node: "stopped"}
+
+
+# -- chronod web ----------------------------------------------------------------------------------
+
+
+def test_web_stops_on_signals_back_to_back(tmp_path: Path, procs: Processes) -> None:
+    """A burst of SIGINTs then a SIGTERM: ``chronod web`` stops at once and exits 0. Its stop
+    flag was a threading.Event set from the handler, which can run inside Event.wait() holding
+    the Event's lock: the set() then waited for that lock forever."""
+    config = write_config(tmp_path, {"tick": "true"})
+    args = ["--config", str(config), "--store", sqlite_url(tmp_path), "--log-format", "json"]
+    web = procs.spawn("web", [*args, "web", "--bind", f"127.0.0.1:{free_port()}"])
+    web.wait_for_log(r"^web page serving$", timeout=STARTUP)
+    for _ in range(200):
+        web.send(signal.SIGINT)
+    web.term()
+    assert web.wait_exit(timeout=STARTUP) == 0
+    assert web.find(r"^web page stopped$")

@@ -79,7 +79,6 @@ import ipaddress
 import logging
 import re
 import signal
-import threading
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
@@ -89,6 +88,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from chronod._proc import Waker
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config
 from chronod.errors import UsageError
@@ -336,20 +336,28 @@ def serve(
     config_file: Path, store_override: str | None, bind: str, clock: Clock | None = None
 ) -> int:
     """``chronod web``: serve until SIGTERM or SIGINT; the exit code."""
-    stop = threading.Event()
+    # A self-pipe, not a threading.Event: a handler runs between two bytecodes of the main thread,
+    # possibly inside Event.wait() holding the Event's lock, and Event.set() would then wait for
+    # that lock forever (the hang chronod run once had at stop). And the pipe is the wakeup fd, so
+    # a signal the kernel hands to the server's thread still wakes the main thread (Waker).
+    stopping: list[bool] = []
+    waker = Waker()
+    waker.wake_on_signals()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stopping.append(True)  # the wakeup fd has woken the loop already
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         handle = start_web(config_file, store_override, bind, clock=clock)
         try:
-            stop.wait()
+            while not stopping:
+                waker.wait(3600.0)
         finally:
             handle.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        waker.close()
     event(log, logging.INFO, "web page stopped")
     return 0
