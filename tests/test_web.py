@@ -521,6 +521,8 @@ def test_actions_accepted_with_the_token(site: Site) -> None:
 def test_actions_refused_where_no_scheduler_loaded_the_job(site: Site) -> None:
     """The page's buttons refuse, like the CLI, a store no scheduler reads the job from: 409 and
     the one-line reason naming the store; nothing is written."""
+    with site.open() as store:
+        store.job_states()  # the store exists (SQLite: created), but no scheduler loaded a job
     for action in ("trigger", "pause", "resume"):
         reply = site.post(f"/api/v1/jobs/report/{action}")
         assert reply.status == 409, (action, reply)
@@ -530,6 +532,31 @@ def test_actions_refused_where_no_scheduler_loaded_the_job(site: Site) -> None:
     with site.open() as store:
         assert store.live_runs("report") == []
         assert "report" not in store.job_states()
+
+
+def test_the_page_never_creates_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page started on a config whose SQLite store does not exist (no daemon used it, or the
+    page reads another config than the daemon) shows the configured jobs and says so; its
+    buttons refuse; no file is left behind for an operator to mistake for the daemon's."""
+    monkeypatch.delenv("CHRONOD_WEB_TOKEN", raising=False)
+    path = tmp_path / "state.db"
+    site = start_site(write_config(tmp_path, token=TOKEN), f"sqlite:///{path}")
+    try:
+        status = site.get_json("/api/v1/status")
+        [warning] = status["warnings"]
+        assert warning.startswith("this store does not exist, so no chronod process uses it")
+        assert {job["job"] for job in status["jobs"]} == set(site.config.jobs)
+        assert site.get_json("/api/v1/jobs")["jobs"]
+        assert site.get_json("/api/v1/timeline")["jobs"]
+        history = site.get("/api/v1/jobs/report/history")
+        assert history.status == 409
+        assert "does not exist: no chronod process uses this store yet" in history.json()["error"]
+        reply = site.post("/api/v1/jobs/report/pause")
+        assert reply.status == 409
+        assert reply.json()["error"].startswith("refusing to pause report: store ")
+        assert not path.exists()
+    finally:
+        site.handle.stop()
 
 
 def test_actions_disabled_without_a_configured_token(readonly_site: Site) -> None:

@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 from chronod import __version__, ops
 from chronod.config import Config, JobConfig
-from chronod.errors import JobNotLoaded, StoreError, StoreUnavailable
+from chronod.errors import JobNotLoaded, StoreError, StoreMissing, StoreUnavailable
 from chronod.instants import check_range, format_utc, parse_utc
 from chronod.logs import event
 from chronod.preview import as_json, upcoming
@@ -148,6 +148,10 @@ class WebApp:
             return self._route(request)
         except ApiError as exc:
             return error_response(exc.status, exc.message)
+        except StoreMissing as exc:
+            # The page never creates a store (docs/operations.md): a daemon does, and until one
+            # has, only status, jobs and job pages have something to say (the configured jobs).
+            return error_response(409, f"{exc}: no chronod process uses this store yet")
         except StoreUnavailable as exc:
             return error_response(503, f"store unavailable: {exc}")
         except StoreError as exc:
@@ -209,7 +213,11 @@ class WebApp:
         config, _ = self._config.current()
         if job not in config.jobs:
             with self._store(config) as store:
-                if job not in store.job_states():
+                try:
+                    retired = job in store.job_states()
+                except StoreMissing:
+                    retired = False
+                if not retired:
                     return self._page(view="job", job=job, title=f"{job} · chronod", status=404)
         return self._page(view="job", job=job, title=f"{job} · chronod")
 
@@ -246,10 +254,20 @@ class WebApp:
 
     # -- reading -----------------------------------------------------------------------------------
 
+    @staticmethod
+    def _cluster_status(store: Store, config: Config) -> ops.ClusterStatus:
+        """As ``chronod status``: a store that does not exist shows the configured jobs and says
+        that no daemon uses it."""
+        now = store.now()
+        try:
+            return ops.cluster_status(store, config, now)
+        except StoreMissing:
+            return ops.missing_store_status(store, config, now)
+
     def _status(self, request: Request) -> Response:
         config, stale = self._config.current()
         with self._store(config) as store:
-            status = ops.cluster_status(store, config, store.now())
+            status = self._cluster_status(store, config)
         return json_response(
             200,
             {
@@ -263,14 +281,14 @@ class WebApp:
     def _jobs(self, request: Request) -> Response:
         config, _ = self._config.current()
         with self._store(config) as store:
-            status = ops.cluster_status(store, config, store.now())
+            status = self._cluster_status(store, config)
             jobs = [self._job_summary(store, config, job) for job in status.jobs]
         return json_response(200, {"now": format_utc(status.now), "jobs": jobs})
 
     def _job(self, request: Request, job: str) -> Response:
         config, _ = self._config.current()
         with self._store(config) as store:
-            status = ops.cluster_status(store, config, store.now())
+            status = self._cluster_status(store, config)
             found = next((j for j in status.jobs if j.name == job), None)
             if found is None:
                 raise _no_job(job, config)
@@ -279,8 +297,11 @@ class WebApp:
         return json_response(200, summary)
 
     def _job_summary(self, store: Store, config: Config, job: ops.JobStatus) -> dict[str, Any]:
-        history = store.history(job.name, config.daemon.history)
-        live = [run.run_id for run in store.live_runs(job.name)]
+        try:
+            history = store.history(job.name, config.daemon.history)
+            live = [run.run_id for run in store.live_runs(job.name)]
+        except StoreMissing:
+            history, live = [], []
         last = history[0] if history else None
         last_run = None
         if last is not None:

@@ -299,7 +299,9 @@ def start_web(
     used_clock = clock or SystemClock()
 
     def opener(config: Config) -> Store:
-        return open_store(store_settings(config, store_override), used_clock)
+        # Never creates a store: that is a daemon's first act, and a page opened on the wrong
+        # config must not leave an empty database where an operator then looks (see ops).
+        return open_store(store_settings(config, store_override), used_clock, create=False)
 
     app = WebApp(
         config=ConfigSource(config_file),

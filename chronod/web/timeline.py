@@ -22,6 +22,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
 from chronod.config import Config, JobConfig
+from chronod.errors import StoreMissing
 from chronod.instants import format_utc
 from chronod.ops import run_json
 from chronod.preview import Upcoming
@@ -91,12 +92,16 @@ def timeline(
     """Every configured job over ``[at - before, at + after]``: upcoming fires after ``at``, solar
     days without the event, and the runs (live or in the kept history) inside the window."""
     start, end = at - before, at + after
-    states = store.job_states()
-    live = store.live_runs()
+    try:
+        states, live = store.job_states(), store.live_runs()
+        exists = True
+    except StoreMissing:  # no daemon has used it yet: the fires, and no runs
+        states, live, exists = {}, [], False
     jobs = []
     for job in config.jobs.values():
         fires, more = fires_between(job, at, end)
-        runs = [*store.history(job.name, config.daemon.history), *_of_job(live, job.name)]
+        kept = store.history(job.name, config.daemon.history) if exists else []
+        runs = [*kept, *_of_job(live, job.name)]
         state = states.get(job.name)
         jobs.append(
             JobTimeline(
