@@ -289,6 +289,12 @@ def test_status_and_history_on_a_bad_file_say_so_in_one_line(
 # -- malformed runs (both stores) ------------------------------------------------------------
 
 
+def redis_client(store: Store) -> Any:
+    """A plain client on a Redis store's own server, to write what only a person could."""
+    executor: Any = store._exec  # type: ignore[attr-defined]
+    return executor.client
+
+
 def poison(store: Store, run_id: str, field: str, value: object) -> None:
     """Overwrite (``None``: delete, on Redis) one field of a live run, as anyone with write access
     to the store could."""
@@ -297,7 +303,7 @@ def poison(store: Store, run_id: str, field: str, value: object) -> None:
             conn.execute(f"UPDATE runs SET {field} = ? WHERE run_id = ?", (value, run_id))
             conn.commit()
         return
-    client = store._client  # type: ignore[attr-defined]
+    client = redis_client(store)
     key = store._keys.run(run_id)  # type: ignore[attr-defined]
     if value is None:
         client.hdel(key, field)
@@ -318,7 +324,7 @@ def poison_history(store: Store, job: str, entry: str) -> None:
             conn.execute(f"UPDATE history SET {entry} = 'garbage' WHERE run_id = '{job}@forged'")
             conn.commit()
         return
-    store._client.lpush(store._keys.history(job), entry)  # type: ignore[attr-defined]
+    redis_client(store).lpush(store._keys.history(job), entry)  # type: ignore[attr-defined]
 
 
 def manual_run(store: Store, job: str = "alpha") -> RunRecord:
@@ -701,5 +707,5 @@ def test_a_malformed_lease_reads_as_no_leader(store: Store) -> None:
             conn.execute("UPDATE lease SET expires_at = 'soon'")
             conn.commit()
     else:  # (a non-numeric expiry fails inside leader.lua: a one-line StoreError)
-        store._client.hset(store._keys.lease, "epoch", "first")  # type: ignore[attr-defined]
+        redis_client(store).hset(store._keys.lease, "epoch", "first")  # type: ignore[attr-defined]
     assert store.leader() is None
