@@ -568,12 +568,16 @@ def test_a_full_server_is_a_transient_storage_error_then_recovers(
     client.config_set("maxmemory", str(used + 200_000))
     try:
         filler = 0
-        while True:  # fill what is left (a write refused with OOM ends it)
-            try:
-                client.set(f"filler:{filler}", "x" * 50_000)
-            except redis.exceptions.OutOfMemoryError:
-                break
-            filler += 1
+        # Fill what is left (a write refused with OOM ends each size). A large value alone can
+        # be refused while the server is still below the limit (its query buffer counts while
+        # it is read), which leaves room for small writes: smaller values close the gap.
+        for size in (50_000, 1_000, 10):
+            while True:
+                try:
+                    client.set(f"filler:{filler}", "x" * size)
+                except redis.exceptions.OutOfMemoryError:
+                    break
+                filler += 1
         with pytest.raises(StoreDiskError, match=r"cannot write: .*maxmemory"):
             rstore.dispatch(lease, [slot("alpha", base + MINUTE)])
         assert rstore.job_states()["alpha"].last_slot is None  # reads go on
