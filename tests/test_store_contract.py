@@ -993,6 +993,23 @@ def test_advance_fingerprint_mismatch_changes_nothing(
     assert snapshot(store) == before
 
 
+def test_advance_of_a_job_without_state_changes_nothing_and_counts_its_runs(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    """A manual run of a job no leader loaded leaves no state; the state advance answers still
+    counts the run as active, as every other JobState does."""
+    store.enqueue_manual("unloaded", "default", DIGEST, "allow", 1)
+    before = snapshot(store)
+    state = store.advance(leader, "unloaded", FP, [base + MINUTE], 1, base + 2 * MINUTE)
+    assert (state.name, state.fingerprint, state.watermark, state.active) == (
+        "unloaded",
+        "",
+        None,
+        1,
+    )
+    assert snapshot(store) == before
+
+
 def missed_slots(
     name: str, missed: Sequence[datetime], count: int, next_due: datetime | None
 ) -> MissedSlots:

@@ -276,6 +276,18 @@ _BATCH_JOBS = """SELECT name, fingerprint, watermark, last_slot, next_due, pause
         THEN EXISTS (SELECT 1 FROM runs WHERE runs.job = jobs.name) ELSE 0 END AS active, missed
     FROM jobs WHERE name IN (SELECT value FROM json_each(?1))"""
 _ALL_JOBS = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY name"
+# The columns of a job without state, as a row would hold them (name and active to be added).
+_NO_JOB: dict[str, Any] = {
+    "fingerprint": "",
+    "watermark": None,
+    "last_slot": None,
+    "next_due": None,
+    "paused": 0,
+    "last_outcome": None,
+    "last_outcome_at": None,
+    "last_success_at": None,
+    "missed": 0,
+}
 _BATCH_JOB_STATES = f"""SELECT {_JOB_COLUMNS} FROM jobs
     WHERE name IN (SELECT value FROM json_each(?))"""
 _CREATE_JOB = """INSERT INTO jobs (name, fingerprint, watermark, next_due)
@@ -325,6 +337,7 @@ _RUN_WITH_TOKEN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? AND token =
 _LIVE_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at, seq"
 _LIVE_RUNS_OF = f"SELECT {_RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY created_at, seq"
 _HAS_ACTIVE = "SELECT 1 FROM runs WHERE job = ? LIMIT 1"
+_ACTIVE_RUNS = "SELECT COUNT(*) FROM runs WHERE job = ?"
 _NEWEST_LIVE_RUN = "SELECT run_id, state FROM runs WHERE job = ? ORDER BY seq DESC LIMIT 1"
 # The oldest ready run of one queue: an ordered seek in runs_ready. claim() asks each of its queues
 # and takes the oldest answer, rather than `queue IN (...)`, which would sort every ready run.
@@ -1297,6 +1310,10 @@ class SQLiteStore(Store):
             _fence(tx, lease)  # the lock is held for the whole batch: one check covers every item
             names = json.dumps(sorted({item.job for item in items}))
             rows = {row["name"]: dict(row) for row in tx.conn.execute(_BATCH_JOB_STATES, (names,))}
+            for item in items:  # no state, nothing changes: the answer still counts its runs
+                if item.job not in rows:
+                    active = tx.conn.execute(_ACTIVE_RUNS, (item.job,)).fetchone()[0]
+                    rows[item.job] = {**_NO_JOB, "name": item.job, "active": active}
             entries: list[dict[str, Any]] = []
             touched: set[str] = set()  # jobs whose fingerprint matched: their rows change
             states = [
@@ -1326,9 +1343,7 @@ class SQLiteStore(Store):
     ) -> JobState:
         """Decide one item against ``rows`` (updated in place); queue its history entries."""
         job = item.job
-        row = rows.get(job)
-        if row is None:
-            return JobState(name=job, fingerprint="", watermark=None, last_slot=None, next_due=None)
+        row = rows[job]
         if not row["fingerprint"] or row["fingerprint"] != item.fingerprint:
             return _job_state(row)
         if _job_problem(row) is not None:  # the leader re-syncs it (see _load_batch_jobs)
