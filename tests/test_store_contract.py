@@ -576,6 +576,22 @@ def test_dispatch_same_slot_twice_is_duplicate(store: Store, leader: Lease, base
     assert depth(store) == 1
 
 
+def test_a_repeated_dispatch_answers_with_the_first_decisions_instant(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    """A retried batch gets the answer of its first call: the run id and when it was decided
+    (what lateness is measured from), not the instant of the retry."""
+    first = dispatch_one(store, leader, item("alpha", base + 10 * MINUTE))
+    assert first.dispatched_at is not None
+    wait_past(store, first.dispatched_at)
+    [again, fresh] = store.dispatch(
+        leader, [item("alpha", base + 10 * MINUTE), item("beta", base + 10 * MINUTE)]
+    )
+    assert again == replace(first, status=DispatchStatus.DUPLICATE)
+    assert fresh.dispatched_at is not None
+    assert fresh.dispatched_at > first.dispatched_at
+
+
 def test_dispatch_at_or_below_watermark_is_stale(
     store: Store, leader: Lease, base: datetime
 ) -> None:

@@ -234,7 +234,9 @@ class MissedSlots:
 class DispatchResult:
     status: DispatchStatus
     run_id: str | None = None
-    dispatched_at: datetime | None = None  # store time of the decision (lateness = this - slot)
+    # Store time of the decision (lateness = this - slot); for DUPLICATE, of the first decision,
+    # so that a retried batch gets the answer its first call got.
+    dispatched_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -311,8 +311,9 @@ _SET_OUTCOME = """INSERT INTO jobs (name, last_outcome, last_outcome_at, last_su
         last_outcome_at = excluded.last_outcome_at,
         last_success_at = coalesce(excluded.last_success_at, jobs.last_success_at)"""
 
-# Which (job, slot) pairs of a batch (a JSON list of [job, slot]) are guarded: one PK probe each.
-_BATCH_GUARDS = """SELECT g.job, g.slot FROM json_each(?) AS wanted
+# Which (job, slot) pairs of a batch (a JSON list of [job, slot]) are guarded, and until when: one
+# PK probe each.
+_BATCH_GUARDS = """SELECT g.job, g.slot, g.expires_at FROM json_each(?) AS wanted
     JOIN guards AS g ON g.job = json_extract(wanted.value, '$[0]')
         AND g.slot = json_extract(wanted.value, '$[1]')"""
 # A plain INSERT: the batch checked the guards under the same write lock, so a conflict here would
@@ -828,7 +829,7 @@ class _BatchJob:
     next_due: int | None
     paused: bool
     active: bool
-    guards: set[int]  # those of the batch's slots of this job that are guarded
+    guards: dict[int, int]  # those of the batch's slots of this job that are guarded: expiry
     dirty: bool = False
     # Why a slot of this job is skipped for overlap, once this batch created its active run.
     active_reason: str | None = None
@@ -865,10 +866,17 @@ class _DispatchPlan:
         micros, text = self.slot(item.slot)
         run_id = f"{item.job}@{text}"  # instants.slot_id, with the formatting memoized
         status = self._status(item, job, micros, run_id)
+        decided_at = self.decided_at
+        if status is DispatchStatus.DUPLICATE and job is not None:
+            # When the slot was first decided: its guard was written to expire guard_ttl later
+            # (a retried batch carries the same guard_ttl), so a repeat answers as the first did.
+            expiry = job.guards[micros]
+            first = expiry - _micros(item.guard_ttl) if type(expiry) is int else self.now
+            decided_at = from_micros(min(first, self.now))
         return DispatchResult(
             status=status,
             run_id=run_id if status in _NAMED_RESULTS else None,
-            dispatched_at=self.decided_at,
+            dispatched_at=decided_at,
         )
 
     def _status(
@@ -882,8 +890,9 @@ class _DispatchPlan:
             return DispatchStatus.DUPLICATE
         if job.watermark is not None and slot <= job.watermark:
             return DispatchStatus.STALE
-        job.guards.add(slot)
-        self.guards.append((item.job, slot, self.now + _micros(item.guard_ttl)))
+        expires_at = self.now + _micros(item.guard_ttl)
+        job.guards[slot] = expires_at
+        self.guards.append((item.job, slot, expires_at))
         job.watermark = slot
         job.next_due = None if item.next_due is None else self.slot(item.next_due)[0]
         job.dirty = True
@@ -1721,7 +1730,7 @@ def _load_batch_jobs(
             next_due=row[4],
             paused=bool(row[5]),
             active=bool(row[6]),
-            guards=set(),
+            guards={},
         )
         for row in tx.conn.execute(_BATCH_JOBS, (names, watched))
         # A malformed row is left out: its items answer UNKNOWN_JOB and the leader re-syncs the
@@ -1729,9 +1738,9 @@ def _load_batch_jobs(
         if _job_problem(row) is None
     }
     wanted = json.dumps([[item.job, plan.slot(item.slot)[0]] for item in items])
-    for name, slot in tx.conn.execute(_BATCH_GUARDS, (wanted,)):
+    for name, slot, expires_at in tx.conn.execute(_BATCH_GUARDS, (wanted,)):
         if name in jobs:
-            jobs[name].guards.add(slot)
+            jobs[name].guards[slot] = expires_at
     return jobs
 
 
