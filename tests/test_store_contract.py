@@ -1112,6 +1112,22 @@ def test_claim_takes_oldest_ready_run_by_not_before_then_creation(
     assert depth(store) == 0
 
 
+def test_runs_one_call_created_for_one_instant_are_claimed_in_its_order(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    """Created together, due together: creation order is the order of the call's items (here
+    not the order of their run ids), in one queue and across queues."""
+    slot = base + 10 * MINUTE
+    items = [item(name, slot, queue=f"q-{name}") for name in ("gamma", "alpha", "beta")]
+    results = store.dispatch(leader, items)
+    assert [r.status for r in results] == [DispatchStatus.QUEUED] * 3
+    claims = [claim_one(store, queues=["q-alpha", "q-beta", "q-gamma"]) for _ in items]
+    assert [c.run.job for c in claims] == ["gamma", "alpha", "beta"]
+    results = store.dispatch(leader, [item(name, slot + MINUTE) for name in ("beta", "alpha")])
+    assert [r.status for r in results] == [DispatchStatus.QUEUED] * 2
+    assert [claim_one(store).run.job for _ in results] == ["beta", "alpha"]
+
+
 def test_concurrent_claims_hand_each_run_to_one_worker(peers: Peers) -> None:
     leader_side = peers()
     base = leader_side.now().replace(microsecond=0) - timedelta(hours=2)

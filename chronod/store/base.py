@@ -530,8 +530,8 @@ class Store(ABC):
     ) -> Claim | None:
         """Start the next attempt of the oldest ready run in ``queues``; None if none in ``wait``.
 
-        Ready: state ``queued`` and ``not_before`` <= now; oldest by ``not_before`` then creation.
-        The
+        Ready: state ``queued`` and ``not_before`` <= now; oldest by ``not_before`` then creation
+        (runs created by one call: in the order of its items). The
         run becomes ``running`` with ``attempt + 1``, this ``token``, ``worker`` and an attempt
         lease
         expiring at now + ``ttl``. Before looking, runs whose attempt lease expired are reclaimed

@@ -36,8 +36,9 @@ last_success_at, missed)``
 ``runs(seq PK, run_id UNIQUE, job, slot, manual, state, queue, digest, epoch, attempt, max_attempts,
 created_at, not_before, started_at, worker, token, lease_expires_at)``
     The live set (queued, waiting, running); a queued row *is* the queue message. Indexes: the ready
-    queue ``(queue, not_before, created_at, run_id) WHERE state='queued'``, per job ``(job, state,
-    created_at, seq)``, attempt tokens (unique), attempt-lease expiry ``WHERE state='running'``.
+    queue ``(queue, not_before) WHERE state='queued'`` (schema 3; ties in creation order, by the
+    ``seq`` every index ends with), per job ``(job, state, created_at, seq)``, attempt tokens
+    (unique), attempt-lease expiry ``WHERE state='running'``.
 ``history(seq AUTOINCREMENT, run_id, …, outcome, finished_at, exit_code, output, error, token,
 status)``
     One row per attempt end and per skipped/missed decision, trimmed to ``history`` rows per job.
@@ -113,7 +114,7 @@ from chronod.store.base import (
     superseded_reason,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PRESENCE_SCHEMA = 2  # the version that added the presence table
 MIN_SQLITE_VERSION = (3, 24, 0)  # UPSERT (ON CONFLICT DO UPDATE); no RETURNING (3.35) is used
 DEFAULT_BUSY_TIMEOUT_MS = 5000
@@ -254,6 +255,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             stopped INTEGER NOT NULL
         ) WITHOUT ROWID""",
     ),
+    (
+        # Ready runs of one instant are claimed in creation order (seq, which every index ends
+        # with), as the contract says, rather than by run id.
+        "DROP INDEX IF EXISTS runs_ready",
+        """CREATE INDEX IF NOT EXISTS runs_ready
+            ON runs (queue, not_before) WHERE state = 'queued'""",
+    ),
 )
 
 # -- statements ------------------------------------------------------------------------------------
@@ -344,7 +352,7 @@ _NEWEST_LIVE_RUN = "SELECT run_id, state FROM runs WHERE job = ? ORDER BY seq DE
 # and takes the oldest answer, rather than `queue IN (...)`, which would sort every ready run.
 _READY_IN_QUEUE = f"""SELECT {_RUN_COLUMNS} FROM runs
     WHERE state = 'queued' AND queue = ? AND not_before <= ?
-    ORDER BY not_before, created_at, run_id LIMIT 1"""
+    ORDER BY not_before, seq LIMIT 1"""
 # When a blocking claim found nothing, the next instants at which something could become ready
 # without another process committing: a delayed run's not_before, or an attempt lease to reap.
 # Live runs that _live_record would refuse, for the sweep (SQLiteStore._sweep): values of the wrong
@@ -1454,7 +1462,7 @@ class SQLiteStore(Store):
             ]
             usable = [run for run in ready if self._well_formed(tx, run)]
             if usable:
-                return min(usable, key=lambda r: (r["not_before"], r["created_at"], r["run_id"]))
+                return min(usable, key=lambda r: (r["not_before"], r["seq"]))
             if not ready:
                 return None
 
