@@ -48,7 +48,8 @@ from chronod.store.base import (
     overlap_reason,
     superseded_reason,
 )
-from chronod.store.sqlite import SQLiteStore, _result_code
+from chronod.store.sqlite import SQLiteStore
+from chronod.store.sqlite.connection import result_code as _result_code
 from chronod.telemetry import QUIET_AFTER, EventWriter, StoreHealth
 from chronod.tz import UTC
 from chronod.web import start_web
