@@ -81,12 +81,12 @@ NAMES = (*JOBS, "ghost")  # ghost: never loaded (unknown to dispatch; a manual r
 MOSTLY_LOADED = st.sampled_from(JOBS * 3 + ("ghost",))
 FINGERPRINTS = ("fp-1", "fp-2")
 QUEUES = ("q1", "q2")
-HISTORY = 3  # small, so that histories are trimmed all the time
+HISTORY = 2  # small, so that histories are trimmed all the time
 SECOND = timedelta(seconds=1)
 MINUTE = timedelta(minutes=1)
 GUARD_TTL = timedelta(hours=24)
 LEASE_TTL = timedelta(minutes=30)
-OUTPUTS = ("", "ok\n", "é" * 40_000)  # the last is over OUTPUT_TAIL bytes: both cut it alike
+LONG_OUTPUT = "é" * 40_000  # over OUTPUT_TAIL bytes: both stores keep the same tail
 OUTCOMES = (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT, Outcome.CONFIG_MISMATCH)
 
 # The clock as _common.lua reads it, and what the test puts in its place.
@@ -147,6 +147,28 @@ ITEMS = st.builds(
     overlap=overlaps,
     attempts=st.integers(1, 3),
     superseded=often(False, True),
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a worker reports; ``retry_in`` seconds: the retry it asks for, if attempts are left;
+    ``long``: with LONG_OUTPUT."""
+
+    outcome: Outcome
+    exit_code: int | None
+    long: bool
+    error: str | None
+    retry_in: int | None
+
+
+RESULTS = st.builds(
+    Result,
+    outcome=st.sampled_from(OUTCOMES),
+    exit_code=st.none() | st.integers(-9, 2),
+    long=often(False, True),
+    error=st.none() | st.just("it broke"),
+    retry_in=st.none() | st.sampled_from([0, 10, 60]),
 )
 
 
@@ -449,48 +471,61 @@ class StoresAgree(RuleBasedStateMachine):
         repeat=st.booleans(),
     )
     def claim(self, queues: list[str], ttl: timedelta, repeat: bool) -> Any:
+        """A claim, maybe retried (a retry after a timeout gets the same claim)."""
+        return self.claimed(queues, ttl, repeat) or multiple()
+
+    @rule(
+        target=claims,
+        queues=st.lists(st.sampled_from(QUEUES), min_size=1, max_size=2),
+        ttl=seconds,
+        result=RESULTS,
+        hand_back=often(False, True),
+    )
+    def work(self, queues: list[str], ttl: timedelta, result: Result, hand_back: bool) -> Any:
+        """A worker's whole attempt: a claim, then its result (or, now and then, the run handed
+        back)."""
+        claim = self.claimed(queues, ttl, repeat=False)
+        if claim is None:
+            return multiple()
+        if hand_back:
+            self.hand_back(claim)
+        else:
+            self.finished(claim, result, repeat=False)
+        return claim
+
+    def claimed(self, queues: list[str], ttl: timedelta, repeat: bool) -> tuple[str, str] | None:
         self.tokens += 1
         token = f"token-{self.tokens}"
         claim = self.agree(lambda s: s.claim("worker-1", queues, token, ttl, 0))
-        if repeat:  # a retry after a timeout: the same claim
+        if repeat:
             again = self.agree(lambda s: s.claim("worker-1", queues, token, ttl, 0))
             assert self.norm(0, again) == self.norm(0, claim)
         event(f"claim: {'a run' if claim else 'nothing ready'}")
-        if claim is None:
-            return multiple()
-        return (claim.run.run_id, token)
+        return None if claim is None else (claim.run.run_id, token)
 
     @rule(claim=claims, ttl=seconds)
     def heartbeat(self, claim: tuple[str, str], ttl: timedelta) -> None:
         run_id, token = claim
         event(f"heartbeat: {self.agree(lambda s: s.heartbeat(run_id, token, ttl))}")
 
-    @rule(
-        claim=claims,
-        outcome=st.sampled_from(OUTCOMES),
-        exit_code=st.none() | st.integers(-9, 2),
-        output=st.sampled_from(OUTPUTS),
-        error=st.none() | st.just("it broke"),
-        retry_in=st.none() | st.sampled_from([0, 10, 60]),
-        repeat=st.booleans(),
-    )
-    def finish(
-        self,
-        claim: tuple[str, str],
-        outcome: Outcome,
-        exit_code: int | None,
-        output: str,
-        error: str | None,
-        retry_in: int | None,
-        repeat: bool,
-    ) -> None:
+    @rule(claim=claims, result=RESULTS, repeat=st.booleans())
+    def finish(self, claim: tuple[str, str], result: Result, repeat: bool) -> None:
+        """A result, maybe retried (a retry after a timeout gets the same answer), maybe late
+        (the attempt was reclaimed or ended meanwhile: stale)."""
+        self.finished(claim, result, repeat)
+
+    def finished(self, claim: tuple[str, str], result: Result, repeat: bool) -> None:
         run_id, token = claim
-        retry_at = None if retry_in is None else self.clock.now() + timedelta(seconds=retry_in)
-        result = AttemptResult(
-            outcome=outcome, exit_code=exit_code, output=output, error=error, retry_at=retry_at
+        retry_in = result.retry_in
+        attempt = AttemptResult(
+            outcome=result.outcome,
+            exit_code=result.exit_code,
+            output=LONG_OUTPUT if result.long else "ok\n",
+            error=result.error,
+            retry_at=None if retry_in is None else self.clock.now() + retry_in * SECOND,
         )
-        for _ in range(2 if repeat else 1):  # a retry after a timeout: the same answer
-            status = self.agree(lambda s: s.finish(run_id, token, result))
+        for _ in range(2 if repeat else 1):
+            status = self.agree(lambda s: s.finish(run_id, token, attempt))
             event(f"finish: {status.value if status else None}")
 
     @rule(claim=claims)
