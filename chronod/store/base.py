@@ -289,9 +289,11 @@ class Store(ABC):
 
         Atomically: each slot in ``missed`` that is after the watermark gets a history entry with
         outcome ``missed``; the job's missed counter grows by ``missed_count`` (which may exceed
-        ``len(missed)`` when the leader summarised a long outage); watermark = max(watermark,
-        newest of ``missed``); ``next_due`` replaced. Fenced and fingerprint-checked like dispatch
-        (a fingerprint mismatch changes nothing and returns the stored state).
+        ``len(missed)`` when the leader summarised a long outage), unless ``missed`` named slots
+        and none of them was after the watermark (a repeat counts nothing twice); watermark =
+        max(watermark, newest of ``missed``); ``next_due`` replaced. Fenced and
+        fingerprint-checked like dispatch (a fingerprint mismatch, or a job without state,
+        changes nothing and returns the stored state, ``active`` counting its runs).
         """
         item = MissedSlots(
             job=job,
