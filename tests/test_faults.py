@@ -37,7 +37,6 @@ from chronod.errors import (
 )
 from chronod.lock import LeaseKeeper
 from chronod.metrics import ChronodMetrics
-from chronod.store._redisconn import DirectExecutor
 from chronod.store.base import (
     DispatchStatus,
     JobSync,
@@ -50,7 +49,9 @@ from chronod.store.base import (
     superseded_reason,
 )
 from chronod.store.redis import RedisStore
-from chronod.store.sqlite import SQLiteStore, _result_code
+from chronod.store.redis.connection import DirectExecutor
+from chronod.store.sqlite import SQLiteStore
+from chronod.store.sqlite.connection import result_code as _result_code
 from chronod.telemetry import QUIET_AFTER, EventWriter, StoreHealth
 from chronod.tz import UTC
 from chronod.web import start_web

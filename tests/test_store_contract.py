@@ -576,6 +576,22 @@ def test_dispatch_same_slot_twice_is_duplicate(store: Store, leader: Lease, base
     assert depth(store) == 1
 
 
+def test_a_repeated_dispatch_answers_with_the_first_decisions_instant(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    """A retried batch gets the answer of its first call: the run id and when it was decided
+    (what lateness is measured from), not the instant of the retry."""
+    first = dispatch_one(store, leader, item("alpha", base + 10 * MINUTE))
+    assert first.dispatched_at is not None
+    wait_past(store, first.dispatched_at)
+    [again, fresh] = store.dispatch(
+        leader, [item("alpha", base + 10 * MINUTE), item("beta", base + 10 * MINUTE)]
+    )
+    assert again == replace(first, status=DispatchStatus.DUPLICATE)
+    assert fresh.dispatched_at is not None
+    assert fresh.dispatched_at > first.dispatched_at
+
+
 def test_dispatch_at_or_below_watermark_is_stale(
     store: Store, leader: Lease, base: datetime
 ) -> None:
@@ -993,6 +1009,23 @@ def test_advance_fingerprint_mismatch_changes_nothing(
     assert snapshot(store) == before
 
 
+def test_advance_of_a_job_without_state_changes_nothing_and_counts_its_runs(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    """A manual run of a job no leader loaded leaves no state; the state advance answers still
+    counts the run as active, as every other JobState does."""
+    store.enqueue_manual("unloaded", "default", DIGEST, "allow", 1)
+    before = snapshot(store)
+    state = store.advance(leader, "unloaded", FP, [base + MINUTE], 1, base + 2 * MINUTE)
+    assert (state.name, state.fingerprint, state.watermark, state.active) == (
+        "unloaded",
+        "",
+        None,
+        1,
+    )
+    assert snapshot(store) == before
+
+
 def missed_slots(
     name: str, missed: Sequence[datetime], count: int, next_due: datetime | None
 ) -> MissedSlots:
@@ -1077,6 +1110,22 @@ def test_claim_takes_oldest_ready_run_by_not_before_then_creation(
     assert order == [beta, alpha, gamma]
     assert store.claim("worker-4", ["default"], new_token(), ATTEMPT_TTL, 0) is None
     assert depth(store) == 0
+
+
+def test_runs_one_call_created_for_one_instant_are_claimed_in_its_order(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    """Created together, due together: creation order is the order of the call's items (here
+    not the order of their run ids), in one queue and across queues."""
+    slot = base + 10 * MINUTE
+    items = [item(name, slot, queue=f"q-{name}") for name in ("gamma", "alpha", "beta")]
+    results = store.dispatch(leader, items)
+    assert [r.status for r in results] == [DispatchStatus.QUEUED] * 3
+    claims = [claim_one(store, queues=["q-alpha", "q-beta", "q-gamma"]) for _ in items]
+    assert [c.run.job for c in claims] == ["gamma", "alpha", "beta"]
+    results = store.dispatch(leader, [item(name, slot + MINUTE) for name in ("beta", "alpha")])
+    assert [r.status for r in results] == [DispatchStatus.QUEUED] * 2
+    assert [claim_one(store).run.job for _ in results] == ["beta", "alpha"]
 
 
 def test_concurrent_claims_hand_each_run_to_one_worker(peers: Peers) -> None:

@@ -25,7 +25,7 @@ from redis.connection import SSLConnection, UnixDomainSocketConnection
 from redis.crc import key_slot
 from redis.sentinel import SentinelConnectionPool
 
-import chronod.store.redis as redis_module
+import chronod.store.redis.store as redis_module
 from chronod.errors import StoreConfigError, StoreDiskError, StoreUnavailable
 from chronod.instants import slot_id, to_micros
 from chronod.store import StoreSettings, open_store

@@ -166,6 +166,31 @@ def test_opening_is_lazy_and_reopening_keeps_the_state(tmp_path: Path) -> None:
         again.close()
 
 
+def test_schema_2_is_migrated_to_claim_ready_runs_in_creation_order(tmp_path: Path) -> None:
+    """Schema 3 orders the ready index by creation (seq) instead of run id: a database schema 2
+    wrote gets the new index when a store opens it."""
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    store.job_states()
+    store.close()
+    with raw(path) as conn:  # the schema 2 index
+        conn.execute("DROP INDEX runs_ready")
+        conn.execute(
+            """CREATE INDEX runs_ready ON runs (queue, not_before, created_at, run_id)
+            WHERE state = 'queued'"""
+        )
+        conn.execute("PRAGMA user_version = 2")
+    again = SQLiteStore(path)
+    try:
+        again.job_states()
+    finally:
+        again.close()
+    with raw(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        columns = [row[2] for row in conn.execute("PRAGMA index_info(runs_ready)")]
+        assert columns == ["queue", "not_before"]
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = SQLiteStore(path)

@@ -258,63 +258,71 @@ def parse_redis_url(url: str) -> RedisTarget:
 
 def _parse_redis(url: str, scheme: str) -> RedisTarget:
     kind = _KIND_OF[scheme]
-    bad = _Bad
     rest = url[len(scheme) + 1 :]
     if not rest.startswith("//"):
-        raise bad(f"expected {scheme}://")
+        raise _Bad(f"expected {scheme}://")
     rest = rest[2:]
     if "#" in rest:
-        raise bad(f"a '#' ends a URL; {ENCODE_HINT}")
+        raise _Bad(f"a '#' ends a URL; {ENCODE_HINT}")
     head, _, query = rest.partition("?")
     userinfo = ""
     if "@" in head:
         userinfo, head = head.rsplit("@", 1)
-    params = _query_params(query, kind, bad)
-    username, password = None, None
-    if userinfo:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-        if not colon and kind != "unix":
-            # "redis://secret@host" names a user, not a password: it would be sent as a user
-            # name and fail to authenticate, or worse, be logged as one.
-            raise bad("user information without ':' (write redis://:password@host)")
-    username = params.pop("username", username)
-    password = params.pop("password", password)
+    params = _query_params(query, kind, _Bad)
+    username, password = _credentials(userinfo, kind)
     location, slash, path = head.partition("/")
     target: dict[str, Any] = {
         "scheme": scheme,
         "kind": kind,
-        "username": username,
-        "password": password,
+        "username": params.pop("username", username),
+        "password": params.pop("password", password),
         "sentinel_username": params.pop("sentinel_username", None),
         "sentinel_password": params.pop("sentinel_password", None),
         "tls": scheme.startswith("rediss"),
     }
+    target.update(_whereabouts(kind, location, path if slash else None, params))
+    return RedisTarget(**target)
+
+
+def _credentials(userinfo: str, kind: RedisKind) -> tuple[str | None, str | None]:
+    """User name and password from a URL's user information (``user:password``)."""
+    if not userinfo:
+        return None, None
+    user, colon, secret = userinfo.partition(":")
+    if not colon and kind != "unix":
+        # "redis://secret@host" names a user, not a password: it would be sent as a user name
+        # and fail to authenticate, or worse, be logged as one.
+        raise _Bad("user information without ':' (write redis://:password@host)")
+    return unquote(user) or None, unquote(secret) if colon else None
+
+
+def _whereabouts(
+    kind: RedisKind, location: str, path: str | None, params: dict[str, str]
+) -> dict[str, Any]:
+    """The RedisTarget fields saying where to connect, from the URL's location (hosts), its
+    path (None: the URL has none) and what is left of its query parameters."""
     if kind == "unix":
         if location:
-            raise bad("unix:// takes a socket path (unix:///run/redis.sock), no host")
+            raise _Bad("unix:// takes a socket path (unix:///run/redis.sock), no host")
         if not path:
-            raise bad("names no socket path")
-        target["path"] = "/" + unquote(path)
-        target["db"] = _db(params.pop("db", "0"), bad)
-        return RedisTarget(**target)
-    target["hosts"] = _hosts(location, kind, bad)
-    segments = [unquote(p) for p in path.split("/") if p] if slash else []
+            raise _Bad("names no socket path")
+        return {"path": "/" + unquote(path), "db": _db(params.pop("db", "0"), _Bad)}
+    where: dict[str, Any] = {"hosts": _hosts(location, kind, _Bad)}
+    segments = [unquote(p) for p in path.split("/") if p] if path is not None else []
     if kind == "sentinel":
         if not segments or len(segments) > 2:
-            raise bad("expected /service_name or /service_name/db after the sentinels")
-        target["service"] = segments[0]
-        target["db"] = _db(params.pop("db", segments[1] if len(segments) == 2 else "0"), bad)
+            raise _Bad("expected /service_name or /service_name/db after the sentinels")
+        where["service"] = segments[0]
+        where["db"] = _db(params.pop("db", segments[1] if len(segments) == 2 else "0"), _Bad)
     elif kind == "cluster":
         if segments not in ([], ["0"]):
-            raise bad("Redis Cluster has only database 0 (nothing, or /0, after the nodes)")
+            raise _Bad("Redis Cluster has only database 0 (nothing, or /0, after the nodes)")
     else:
         if len(segments) > 1:
-            raise bad("expected at most /db after host:port")
-        target["db"] = _db(params.pop("db", segments[0] if segments else "0"), bad)
-    target["tls_options"] = tuple(sorted(params.items()))
-    return RedisTarget(**target)
+            raise _Bad("expected at most /db after host:port")
+        where["db"] = _db(params.pop("db", segments[0] if segments else "0"), _Bad)
+    where["tls_options"] = tuple(sorted(params.items()))
+    return where
 
 
 def _query_params(query: str, kind: RedisKind, bad: Any) -> dict[str, str]:

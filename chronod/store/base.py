@@ -1,5 +1,8 @@
 """The store contract. These docstrings are the specification; SQLite and Redis implement it thinly.
 
+The records the methods take and return live in :mod:`chronod.store.records` and are re-exported
+here, so ``from chronod.store.base import ...`` reaches the whole contract.
+
 Vocabulary
 ----------
 *store time*
@@ -8,40 +11,35 @@ Vocabulary
 *lease*
     Leadership: a random ``token`` plus an ``epoch`` that grows by one at every acquisition (and
     never repeats: a store that lost its latest acquisitions hands out epochs above any a running
-    process has seen, see "Durability and rollback"). Every
-    leader write (``sync_jobs``, ``retire_jobs``, ``dispatch``, ``advance``) verifies token, epoch
-    and expiry inside its own atomic step and is refused with :class:`Fenced` otherwise; a paused or
-    partitioned ex-leader therefore cannot write, whatever its own clock says.
+    process has seen, see "Durability and rollback"). Every leader write (``sync_jobs``,
+    ``retire_jobs``, ``dispatch``, ``advance``) verifies token, epoch and expiry inside its own
+    atomic step and is refused with :class:`Fenced` otherwise; a paused or partitioned ex-leader
+    therefore cannot write, whatever its own clock says.
 *watermark*
     Per job: no slot at or before it is ever dispatched. It only moves forward: to each slot decided
     (dispatched, skipped, missed, paused) and to the load instant when a definition is new or
     edited.
 *guard*
     Per slot ``(job, slot)``: written by the dispatch that decided the slot; a second dispatch of
-    the
-    same slot is refused as :attr:`DispatchStatus.DUPLICATE`. Guards live at least
+    the same slot is refused as :attr:`DispatchStatus.DUPLICATE`. Guards live at least
     ``max(24 h, 2 periods)`` (``SlotDispatch.guard_ttl``); past that the watermark alone protects.
 *run*
     One execution request: a scheduled slot or a manual trigger. ``run_id`` is the slot id
     (``NAME@2026-11-27T14:30:00Z``) for scheduled runs and ``NAME@<store time>~manual`` for manual
-    ones;
-    it is stable across attempts, so jobs use it as their idempotency key.
+    ones; it is stable across attempts, so jobs use it as their idempotency key.
 *attempt*
     One claim of a run by a worker, identified by a fresh ``token`` (the attempt lease). Heartbeats
     extend it; a run whose attempt lease expired is reclaimed (next attempt, or ``lost`` when none
-    is
-    left). Writes with a token that is not the run's current one are refused: a stale worker's late
-    result never counts.
+    is left). Writes with a token that is not the run's current one are refused: a stale worker's
+    late result never counts.
 
 Run states
 ----------
 ``queued`` (in its queue, ready at ``not_before``) → ``running`` (claimed) → a terminal outcome, or
-back
-to ``queued`` with a later ``not_before`` for a retry. ``waiting`` (overlap ``queue``: held until
-the
-job's active run ends, then ``queued``). Terminal outcomes are :class:`Outcome` values; a terminal
-run
-leaves the live set and is kept in the job's history (the newest ``history`` entries per job).
+back to ``queued`` with a later ``not_before`` for a retry. ``waiting`` (overlap ``queue``: held
+until the job's active run ends, then ``queued``). Terminal outcomes are :class:`Outcome` values; a
+terminal run leaves the live set and is kept in the job's history (the newest ``history`` entries
+per job).
 
 Malformed records
 -----------------
@@ -61,13 +59,11 @@ of the wrong type, or out of range). No method ever fails because of one, and no
 Atomicity and retries
 ---------------------
 Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE``
-transaction),
-except the batch methods, whose items are each atomic. Every method is safe to repeat after a
-timeout
-with the same arguments: a repeat returns the same answer or a refusal that means "already done"
-(``DUPLICATE`` for dispatch, ``FinishStatus.ACCEPTED`` for finish, the same claim for claim).
-Connection failures raise :class:`~chronod.errors.StoreUnavailable` (transient); nothing else is
-retried.
+transaction), except the batch methods, whose items are each atomic. Every method is safe to
+repeat after a timeout with the same arguments: a repeat returns the same answer or a refusal
+that means "already done" (``DUPLICATE`` for dispatch, ``FinishStatus.ACCEPTED`` for finish, the
+same claim for claim). Connection failures raise :class:`~chronod.errors.StoreUnavailable`
+(transient); nothing else is retried.
 
 Durability and rollback
 -----------------------
@@ -91,17 +87,63 @@ history: it never raises either.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from enum import Enum
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 from chronod.errors import NotLeader, StoreError, StoreUnavailable
-from chronod.instants import from_micros, to_micros
-from chronod.tz import UTC
+from chronod.store.records import (
+    OUTPUT_TAIL,
+    AttemptResult,
+    Claim,
+    DispatchResult,
+    DispatchStatus,
+    FinishStatus,
+    JobState,
+    JobSync,
+    LeaderInfo,
+    Lease,
+    MissedSlots,
+    Outcome,
+    Overlap,
+    Presence,
+    Quarantined,
+    Role,
+    RunRecord,
+    RunState,
+    SlotDispatch,
+    WorkerInfo,
+)
 
-Overlap = Literal["skip", "queue", "allow"]
+__all__ = [
+    "OUTPUT_TAIL",
+    "AttemptResult",
+    "Claim",
+    "DispatchResult",
+    "DispatchStatus",
+    "Fenced",
+    "FinishStatus",
+    "JobState",
+    "JobSync",
+    "LeaderInfo",
+    "Lease",
+    "MissedSlots",
+    "NotAcknowledged",
+    "Outcome",
+    "Overlap",
+    "Presence",
+    "Quarantined",
+    "Role",
+    "RolledBack",
+    "RunRecord",
+    "RunState",
+    "SlotDispatch",
+    "Store",
+    "WorkerInfo",
+    "overlap_reason",
+    "redacted",
+    "superseded_reason",
+]
 
 
 class Fenced(NotLeader):
@@ -116,239 +158,6 @@ class RolledBack(StoreError):
 class NotAcknowledged(StoreUnavailable):
     """Too few replicas acknowledged a write in time: it exists on the primary only, where a
     failover can lose it, so nothing may rely on it yet (transient)."""
-
-
-class Outcome(str, Enum):
-    """Terminal outcome of a run (and of each history entry)."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed-out"
-    LOST = "lost"
-    SKIPPED = "skipped"
-    MISSED = "missed"
-    CONFIG_MISMATCH = "config-mismatch"
-    QUARANTINED = "quarantined"  # a malformed stored run: never executed (module docstring)
-    # The store lost the window this slot or run falls in (a rollback): it may or may not have run,
-    # and it is never run again.
-    UNCERTAIN = "uncertain"
-
-
-class RunState(str, Enum):
-    QUEUED = "queued"
-    WAITING = "waiting"
-    RUNNING = "running"
-
-
-class DispatchStatus(str, Enum):
-    QUEUED = "queued"  # run created and put on its queue
-    WAITING = "waiting"  # overlap=queue and an earlier run is active: held, queued when it ends
-    SKIPPED = "skipped"  # overlap=skip and an earlier run is active: recorded as skipped
-    PAUSED = "paused"  # the job is paused: slot consumed, nothing recorded
-    DUPLICATE = "duplicate"  # the slot's guard exists: dispatched before (maybe by this very call)
-    STALE = "stale"  # slot <= watermark: decided before, or before the definition was loaded
-    EARLY = "early"  # slot is after store time: not due yet
-    UNKNOWN_JOB = "unknown-job"  # no job state (sync_jobs first) or fingerprint mismatch
-    UNCERTAIN = "uncertain"  # in a window the store lost (rollback): recorded uncertain, not run
-
-
-class FinishStatus(str, Enum):
-    ACCEPTED = "accepted"  # recorded (or recorded before by the same attempt)
-    RETRY = "retry"  # recorded as an attempt; the run is queued again at retry_at
-    STALE = "stale"  # the token is not the run's current attempt: result discarded
-
-
-@dataclass(frozen=True, kw_only=True)
-class Lease:
-    token: str = field(repr=False)
-    epoch: int
-    node: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True, kw_only=True)
-class LeaderInfo:
-    node: str
-    epoch: int
-    expires_at: datetime
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobSync:
-    """One job as the leader loaded it: see :meth:`Store.sync_jobs`."""
-
-    name: str
-    fingerprint: str
-    next_due: datetime | None  # first slot strictly after the load instant
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobState:
-    name: str
-    fingerprint: str  # "" once retired (removed from the config)
-    watermark: datetime | None
-    last_slot: datetime | None  # scheduled instant of the last dispatched slot
-    next_due: datetime | None
-    paused: bool = False
-    last_outcome: Outcome | None = None
-    last_outcome_at: datetime | None = None
-    last_success_at: datetime | None = None
-    active: int = 0  # runs of this job that are queued, waiting or running
-    missed: int = 0  # slots missed since the state was created (counter)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SlotDispatch:
-    """One slot the leader wants to run: see :meth:`Store.dispatch`.
-
-    ``superseded_by`` (a run id) marks a slot the leader decided not to run because a newer slot
-    of the same job, due in the same tick, runs instead (overlap ``skip``: see
-    :mod:`chronod.dispatch`); the store records it as skipped with that reason.
-    """
-
-    job: str
-    fingerprint: str
-    slot: datetime
-    next_due: datetime | None  # the job's next slot after this one
-    queue: str
-    digest: str  # JobConfig.digest: workers refuse a run whose digest differs from their own
-    overlap: Overlap
-    max_attempts: int
-    guard_ttl: timedelta
-    superseded_by: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class MissedSlots:
-    """One job's slots the leader will not run: the arguments of :meth:`Store.advance`, for
-    :meth:`Store.advance_many`."""
-
-    job: str
-    fingerprint: str
-    missed: tuple[datetime, ...]
-    missed_count: int
-    next_due: datetime | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class DispatchResult:
-    status: DispatchStatus
-    run_id: str | None = None
-    dispatched_at: datetime | None = None  # store time of the decision (lateness = this - slot)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunRecord:
-    """A run: live (state is a :class:`RunState`) or history (state is an :class:`Outcome`)."""
-
-    run_id: str
-    job: str
-    slot: datetime
-    manual: bool
-    state: RunState | Outcome
-    queue: str
-    digest: str
-    epoch: int  # epoch of the leader that dispatched it (0 for manual runs)
-    attempt: int  # attempts started so far (0 until first claimed)
-    max_attempts: int
-    created_at: datetime
-    not_before: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    worker: str | None = None
-    exit_code: int | None = None
-    output: str = ""
-    error: str | None = None
-
-    @property
-    def duration(self) -> timedelta | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return self.finished_at - self.started_at
-
-
-@dataclass(frozen=True, kw_only=True)
-class Claim:
-    """A run handed to one worker for one attempt; ``token`` must accompany heartbeat and finish."""
-
-    run: RunRecord
-    token: str = field(repr=False)
-    attempt: int
-    lease_expires_at: datetime
-
-
-@dataclass(frozen=True, kw_only=True)
-class AttemptResult:
-    """What a worker reports at the end of an attempt."""
-
-    outcome: Outcome  # SUCCEEDED, FAILED, TIMED_OUT, CONFIG_MISMATCH (QUARANTINED: see claim)
-    exit_code: int | None = None
-    output: str = ""  # tail, at most OUTPUT_TAIL bytes of UTF-8
-    error: str | None = None
-    retry_at: datetime | None = None  # for FAILED/TIMED_OUT with attempts left: when to try again
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkerInfo:
-    worker: str  # "host:pid"
-    queues: tuple[str, ...]
-    seen_at: datetime
-    running: int
-    concurrency: int
-
-
-Role = Literal["scheduler", "worker"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Presence:
-    """A chronod process as it last announced itself: see :meth:`Store.announce`."""
-
-    member: str  # "host:pid"
-    role: Role
-    seen_at: datetime  # store time of the announcement
-    stopped: bool = False  # it said goodbye: stopped cleanly
-
-
-@dataclass(frozen=True, kw_only=True)
-class Quarantined:
-    """A malformed run a store quarantined (see "Malformed records" above)."""
-
-    run_id: str
-    job: str
-    problem: str  # what was wrong, one line
-
-
-class MalformedRecord(ValueError):
-    """A stored record chronod cannot read; ``str()`` names the field and the value.
-
-    Raised only inside a store's decoding: it never escapes a :class:`Store` method.
-    """
-
-
-_R = TypeVar("_R")
-_T = TypeVar("_T")
-
-
-def shown(value: object) -> str:
-    """A stored value as a problem message quotes it: its repr, cut short."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def lenient(decode: Callable[[_R, str], _T], record: _R, name: str, default: _T) -> _T:
-    """``decode(record, name)``, or ``default`` when that field is malformed or missing."""
-    try:
-        return decode(record, name)
-    except (MalformedRecord, KeyError, IndexError):
-        return default
-
-
-OUTPUT_TAIL = 64 * 1024
-# The epoch stands in for an unreadable instant of a quarantined record (it is never a real one).
-UNREADABLE_INSTANT = from_micros(0)
-# Stored instants (µs) are valid from the Unix epoch up to here; a larger one is a forged record.
-MAX_MICROS = to_micros(datetime(9999, 1, 1, tzinfo=UTC))
 
 
 def superseded_reason(run_id: str) -> str:
@@ -377,9 +186,9 @@ class Store(ABC):
         """Become leader if nobody holds an unexpired lease.
 
         On success the epoch counter is incremented and the new lease (``token``, new epoch,
-        ``node``,
-        expiry = now + ttl) is stored and returned. If the current holder already has this ``token``
-        (a repeated call), the existing lease is returned unchanged. Otherwise returns None.
+        ``node``, expiry = now + ttl) is stored and returned. If the current holder already has
+        this ``token`` (a repeated call), the existing lease is returned unchanged. Otherwise
+        returns None.
         """
 
     @abstractmethod
@@ -442,22 +251,20 @@ class Store(ABC):
 
         Per item, in this order: lease not current → raise :class:`Fenced` (this item and all later
         ones are not applied); no job state or fingerprint differs → ``UNKNOWN_JOB``; slot after
-        store
-        time → ``EARLY``; guard exists → ``DUPLICATE``; slot <= watermark → ``STALE``. Otherwise the
-        guard is written (expiring after ``guard_ttl``), watermark and ``next_due`` are set and:
+        store time → ``EARLY``; guard exists → ``DUPLICATE``; slot <= watermark → ``STALE``.
+        Otherwise the guard is written (expiring after ``guard_ttl``), watermark and ``next_due``
+        are set and:
 
         * paused job → ``PAUSED`` (nothing else recorded);
         * ``superseded_by`` is set → ``SKIPPED``: a history entry with outcome ``skipped`` and
           ``error`` = :func:`superseded_reason` (whatever the active runs);
         * an active run of the job exists and overlap is ``skip`` → ``SKIPPED``: a history entry
-        with
-          outcome ``skipped`` and ``error`` = :func:`overlap_reason` naming the job's newest
+          with outcome ``skipped`` and ``error`` = :func:`overlap_reason` naming the job's newest
           active run and its state;
         * an active run exists and overlap is ``queue`` → ``WAITING``: the run is created
-        ``waiting``;
+          ``waiting``;
         * otherwise → ``QUEUED``: the run is created ``queued`` (``not_before`` = slot) and its
-        message
-          appended to ``queue``; ``last_slot`` = slot.
+          message appended to ``queue``; ``last_slot`` = slot.
 
         ``last_slot`` is set for QUEUED and WAITING. The run records ``epoch`` = the lease's epoch.
 
@@ -482,9 +289,11 @@ class Store(ABC):
 
         Atomically: each slot in ``missed`` that is after the watermark gets a history entry with
         outcome ``missed``; the job's missed counter grows by ``missed_count`` (which may exceed
-        ``len(missed)`` when the leader summarised a long outage); watermark = max(watermark,
-        newest of ``missed``); ``next_due`` replaced. Fenced and fingerprint-checked like dispatch
-        (a fingerprint mismatch changes nothing and returns the stored state).
+        ``len(missed)`` when the leader summarised a long outage), unless ``missed`` named slots
+        and none of them was after the watermark (a repeat counts nothing twice); watermark =
+        max(watermark, newest of ``missed``); ``next_due`` replaced. Fenced and
+        fingerprint-checked like dispatch (a fingerprint mismatch, or a job without state,
+        changes nothing and returns the stored state, ``active`` counting its runs).
         """
         item = MissedSlots(
             job=job,
@@ -516,8 +325,7 @@ class Store(ABC):
 
         It consumes no slot (watermark, ``last_slot`` and guards untouched) and has its own run id.
         Overlap: ``allow`` → queued; ``skip`` and ``queue`` → waits behind an active run (an
-        operator
-        who asks for a run gets one).
+        operator who asks for a run gets one).
         """
 
     # -- workers -----------------------------------------------------------------------------------
@@ -528,13 +336,12 @@ class Store(ABC):
     ) -> Claim | None:
         """Start the next attempt of the oldest ready run in ``queues``; None if none in ``wait``.
 
-        Ready: state ``queued`` and ``not_before`` <= now; oldest by ``not_before`` then creation.
-        The
-        run becomes ``running`` with ``attempt + 1``, this ``token``, ``worker`` and an attempt
-        lease
-        expiring at now + ``ttl``. Before looking, runs whose attempt lease expired are reclaimed
-        (:meth:`reap`). ``wait`` bounds how long to block for a run (0: don't block). A malformed
-        run is never returned: it is quarantined and the claim looks again ("Malformed records").
+        Ready: state ``queued`` and ``not_before`` <= now; oldest by ``not_before`` then creation
+        (runs created by one call: in the order of its items). The run becomes ``running`` with
+        ``attempt + 1``, this ``token``, ``worker`` and an attempt lease expiring at now + ``ttl``.
+        Before looking, runs whose attempt lease expired are reclaimed (:meth:`reap`). ``wait``
+        bounds how long to block for a run (0: don't block). A malformed run is never returned:
+        it is quarantined and the claim looks again ("Malformed records").
         """
 
     @abstractmethod
@@ -554,11 +361,9 @@ class Store(ABC):
         (but a repeat of an accepted finish with the same token → ``ACCEPTED``). Outcome FAILED or
         TIMED_OUT with ``retry_at`` and attempts left → a history entry for the attempt, run back to
         ``queued`` with ``not_before = retry_at`` → ``RETRY``. Otherwise the run ends: a history
-        entry
-        with the outcome, the job's last outcome fields updated (``last_success_at`` on success),
-        the run leaves the live set, and the job's oldest ``waiting`` run (if any) becomes
-        ``queued``
-        → ``ACCEPTED``.
+        entry with the outcome, the job's last outcome fields updated (``last_success_at`` on
+        success), the run leaves the live set, and the job's oldest ``waiting`` run (if any)
+        becomes ``queued`` → ``ACCEPTED``.
         """
 
     @abstractmethod

@@ -1,9 +1,11 @@
--- announce.lua: record that a chronod process is alive, or stopped cleanly (Store.announce).
+-- mark_seen.lua: record that a member is alive, in one of the rosters of members seen lately:
+-- workers (Store.register_worker) or chronod processes (Store.announce).
 --
--- KEYS[1]  presence hash (member -> JSON {role, stopped})
--- KEYS[2]  presence:seen zset (member by last announcement, µs of store time)
+-- KEYS[1]  the roster's hash (member -> JSON: a worker's {queues, running, concurrency}, a
+--          process's {role, stopped})
+-- KEYS[2]  the roster's seen zset (member by its last record, µs of store time)
 -- ARGV[1]  key prefix; ARGV[2] member; ARGV[3] JSON; ARGV[4] visibility window (µs)
--- Returns  the announcement instant (µs). Members not announced within the window are forgotten.
+-- Returns  the record's instant (µs). Members not recorded within the window are forgotten here.
 -- Twice:   the second run overwrites the same entry with a slightly later instant.
 
 local now = now_us()

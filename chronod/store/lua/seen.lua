@@ -1,9 +1,10 @@
--- workers.lua: workers seen within the window, newest first (Store.workers). Read-only.
+-- seen.lua: the members of a roster (mark_seen.lua) recorded within the window, newest first
+-- (Store.workers, Store.presences). Read-only.
 --
--- KEYS[1]  workers hash
--- KEYS[2]  workers:seen zset
+-- KEYS[1]  the roster's hash
+-- KEYS[2]  the roster's seen zset
 -- ARGV[1]  key prefix; ARGV[2] visibility window (µs)
--- Returns  {worker id, seen (µs), JSON, ...}
+-- Returns  {member, seen (µs), JSON, ...}
 -- Twice:   reads only.
 
 local horizon = fmt(now_us() - tonumber(ARGV[2]))

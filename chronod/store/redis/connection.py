@@ -1,5 +1,5 @@
 """Where the Redis store's commands go: one server, the primary Sentinel names, or the Redis Cluster
-node that owns the namespace's hash slot.
+node that owns the namespace's hash slot; and the clients that take them there.
 
 :class:`~chronod.store.redis.RedisStore` sends every command as part of a pipeline (one round trip,
 one connection), because ``WAIT`` counts the replicas that acknowledged *the writes of the
@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -31,16 +32,27 @@ from redis.exceptions import (
     RedisClusterException,
     TryAgainError,
 )
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from chronod.store import RedisTarget
+from chronod.store.keys import KeySpace
 
 Op = Callable[[Any], object]  # queues one command on a redis-py pipeline
 
+SOCKET_TIMEOUT = 2.0  # seconds; below the lease renewal period, above BLOCK_SLICE (XREADGROUP)
+CONNECT_TIMEOUT = 2.0
+HEALTH_CHECK_INTERVAL = 30  # seconds idle before a connection is PINGed before use
+RETRIES = 2  # per command, on connection errors and timeouts (every script is idempotent)
 CLUSTER_ATTEMPTS = 8
 CLUSTER_BACKOFF = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5)
 
-# redis-py's annotations differ between the releases pyproject.toml admits; see redis.py.
+# redis-py's annotations differ between the releases pyproject.toml admits (untyped helpers in
+# some, sync/async unions in others), so chronod holds clients, pipelines and the classes it
+# constructs them with as ``Any``: the type check then means the same with every release.
 _RedisClass: Any = redis.Redis
+_SentinelClass: Any = Sentinel
+_RetryClass: Any = Retry
 
 
 class Executor(Protocol):
@@ -159,3 +171,59 @@ class ClusterExecutor:
 
 def _is_redirect(result: object) -> bool:
     return isinstance(result, (MovedError, AskError, TryAgainError, ClusterDownError))
+
+
+def executor_for(target: RedisTarget, namespace: str) -> Executor:
+    """The executor for ``target`` (nothing connects before its first command)."""
+    options = _connection_options()
+    secret = {"username": target.username, "password": target.password}
+    tls: dict[str, Any] = {}
+    if target.tls:
+        tls["ssl"] = True
+        for name, value in target.tls_options:
+            tls[name] = value == "true" if name == "ssl_check_hostname" else value
+    if target.kind == "sentinel":
+        # The URL's credentials are the data nodes'; sentinels have their own, if any.
+        sentinel = _SentinelClass(
+            list(target.hosts),
+            sentinel_kwargs={
+                "socket_timeout": CONNECT_TIMEOUT,
+                "socket_connect_timeout": CONNECT_TIMEOUT,
+                "decode_responses": True,
+                "username": target.sentinel_username,
+                "password": target.sentinel_password,
+            },
+        )
+        client = sentinel.master_for(target.service, db=target.db, **secret, **options)
+        return DirectExecutor(client, sentinel.sentinels)
+    if target.kind == "cluster":
+        cluster_options = {k: v for k, v in options.items() if k != "health_check_interval"}
+        cluster_options.pop("retry")
+        return ClusterExecutor(
+            target, {**cluster_options, **secret, **tls}, KeySpace(namespace).lease
+        )
+    if target.kind == "unix":
+        client = _RedisClass(unix_socket_path=target.path, db=target.db, **secret, **options)
+        return DirectExecutor(client)
+    host, port = target.hosts[0]
+    client = _RedisClass(host=host, port=port, db=target.db, **secret, **tls, **options)
+    return DirectExecutor(client)
+
+
+def _connection_options() -> dict[str, Any]:
+    return {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": _retry(),
+        "decode_responses": True,
+        "client_name": "chronod",
+    }
+
+
+def _retry() -> Any:
+    # ConnectionError (including BusyLoadingError while a restarted server loads its AOF) and
+    # TimeoutError: retried with jittered exponential backoff (about 0.15 s in all), then surfaced
+    # as StoreUnavailable so the daemon's own backoff and "stop dispatching" logic takes over.
+    return _RetryClass(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES)

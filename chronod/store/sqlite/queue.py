@@ -1,0 +1,335 @@
+"""The workers' side of the SQLite store: manual runs, claims and their attempts (heartbeat,
+finish, hand back, reap), and quarantining the malformed runs a claim meets. Each function runs
+inside the caller's write transaction (:class:`~chronod.store.sqlite.connection.Tx`).
+
+A queued row of ``runs`` *is* the queue message: a claim is one ordered seek per queue in the
+ready index (``schema.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from chronod.instants import from_micros, to_micros
+from chronod.store._common import (
+    MAX_MICROS,
+    MalformedRecord,
+    manual_run_id,
+    micros,
+    output_tail,
+    shown,
+)
+from chronod.store.base import (
+    AttemptResult,
+    Claim,
+    FinishStatus,
+    Outcome,
+    Overlap,
+    Quarantined,
+    RunRecord,
+    RunState,
+)
+from chronod.store.sqlite.connection import Tx
+from chronod.store.sqlite.rows import (
+    INSERT_HISTORY,
+    READ,
+    RUN_COLUMNS,
+    TRIM_HISTORY,
+    Row,
+    history_entry,
+)
+
+_INSERT_RUN = """INSERT INTO runs (run_id, job, slot, manual, state, queue, digest, epoch, attempt,
+        max_attempts, created_at, not_before)
+    VALUES (:run_id, :job, :slot, :manual, :state, :queue, :digest, :epoch, :attempt,
+        :max_attempts, :created_at, :not_before)"""
+_RUN_ID_TAKEN = """SELECT 1 FROM runs WHERE run_id = :run_id
+    UNION ALL SELECT 1 FROM history WHERE run_id = :run_id LIMIT 1"""
+_HAS_ACTIVE = "SELECT 1 FROM runs WHERE job = ? LIMIT 1"
+_RUN_BY_TOKEN = f"SELECT {RUN_COLUMNS} FROM runs WHERE token = ? AND state = 'running'"
+_RUN_WITH_TOKEN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ? AND token = ?"
+# The oldest ready run of one queue: an ordered seek in runs_ready. claim() asks each of its queues
+# and takes the oldest answer, rather than `queue IN (...)`, which would sort every ready run.
+_READY_IN_QUEUE = f"""SELECT {RUN_COLUMNS} FROM runs
+    WHERE state = 'queued' AND queue = ? AND not_before <= ?
+    ORDER BY not_before, seq LIMIT 1"""
+# Live runs that decoding would refuse, for the sweep: values of the wrong type (SQLite keeps text
+# written into an INTEGER column), instants out of range, and running runs without a token or
+# attempt lease (never reaped). The Python decoding is the authority; this only finds candidates
+# without reading every row into Python.
+_MALFORMED_RUNS = f"""SELECT {RUN_COLUMNS} FROM runs WHERE
+    typeof(run_id) != 'text' OR typeof(job) != 'text' OR typeof(queue) != 'text'
+    OR typeof(digest) != 'text' OR state NOT IN ('queued', 'waiting', 'running')
+    OR typeof(slot) != 'integer' OR slot NOT BETWEEN 0 AND :max
+    OR typeof(created_at) != 'integer' OR created_at NOT BETWEEN 0 AND :max
+    OR typeof(not_before) != 'integer' OR not_before NOT BETWEEN 0 AND :max
+    OR typeof(manual) != 'integer' OR manual NOT IN (0, 1)
+    OR typeof(epoch) != 'integer' OR epoch < 0
+    OR typeof(attempt) != 'integer' OR attempt < 0
+    OR typeof(max_attempts) != 'integer' OR max_attempts < 0
+    OR (started_at IS NOT NULL
+        AND (typeof(started_at) != 'integer' OR started_at NOT BETWEEN 0 AND :max))
+    OR (worker IS NOT NULL AND typeof(worker) != 'text')
+    OR (state = 'running' AND (typeof(token) != 'text' OR typeof(lease_expires_at) != 'integer'))
+    LIMIT 1000"""
+# When a blocking claim found nothing, the next instants at which something could become ready
+# without another process committing: a delayed run's not_before, or an attempt lease to reap.
+_NEXT_READY_IN_QUEUE = """SELECT min(not_before) FROM runs
+    WHERE state = 'queued' AND queue = ? AND not_before > ?"""
+_NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM runs WHERE state = 'running'"
+_START_ATTEMPT = """UPDATE runs SET state = 'running', attempt = attempt + 1, token = ?, worker = ?,
+    started_at = ?, lease_expires_at = ? WHERE seq = ?"""
+_EXTEND_ATTEMPT = """UPDATE runs SET lease_expires_at = ?
+    WHERE run_id = ? AND token = ? AND state = 'running'"""
+_REQUEUE = """UPDATE runs SET state = 'queued', not_before = ?, token = NULL, worker = NULL,
+    started_at = NULL, lease_expires_at = NULL WHERE seq = ?"""
+_HAND_BACK = """UPDATE runs SET state = 'queued', attempt = attempt - 1, token = NULL,
+    worker = NULL, started_at = NULL, lease_expires_at = NULL
+    WHERE run_id = ? AND token = ? AND state = 'running'"""
+_EXPIRED_ATTEMPTS = f"""SELECT {RUN_COLUMNS} FROM runs
+    WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at, seq"""
+_DELETE_RUN = "DELETE FROM runs WHERE seq = ?"
+# The job's oldest waiting run becomes queued; its not_before (slot or trigger time) is already
+# past, so it is ready at once and keeps its place among older ready runs.
+_PROMOTE_WAITING = """UPDATE runs SET state = 'queued' WHERE seq =
+    (SELECT seq FROM runs WHERE job = ? AND state = 'waiting' ORDER BY created_at, seq LIMIT 1)"""
+_SET_OUTCOME = """INSERT INTO jobs (name, last_outcome, last_outcome_at, last_success_at)
+    VALUES (:job, :outcome, :at, :success_at)
+    ON CONFLICT (name) DO UPDATE SET
+        last_outcome = excluded.last_outcome,
+        last_outcome_at = excluded.last_outcome_at,
+        last_success_at = coalesce(excluded.last_success_at, jobs.last_success_at)"""
+_FINISHED_WITH_TOKEN = """SELECT status, outcome, exit_code, output, error FROM history
+    WHERE run_id = ? AND token = ? AND status IS NOT NULL ORDER BY seq DESC LIMIT 1"""
+
+
+def enqueue_manual(
+    tx: Tx, job: str, queue: str, digest: str, overlap: Overlap, max_attempts: int
+) -> RunRecord:
+    created = tx.now
+    # Two triggers in the same microsecond: the later one takes the next free microsecond, so
+    # the id keeps its documented NAME@<instant>~manual form and stays unique.
+    while _run_id_taken(tx, manual_run_id(job, created)):
+        created += 1
+    active = tx.conn.execute(_HAS_ACTIVE, (job,)).fetchone() is not None
+    state = RunState.WAITING if active and overlap != "allow" else RunState.QUEUED
+    run = {
+        "run_id": manual_run_id(job, created),
+        "job": job,
+        "slot": created,
+        "manual": 1,
+        "state": state.value,
+        "queue": queue,
+        "digest": digest,
+        "epoch": 0,
+        "attempt": 0,
+        "max_attempts": max_attempts,
+        "created_at": created,
+        "not_before": created,
+        "started_at": None,
+        "worker": None,
+    }
+    tx.conn.execute(_INSERT_RUN, run)
+    return READ.live(run)
+
+
+def _run_id_taken(tx: Tx, run_id: str) -> bool:
+    return tx.conn.execute(_RUN_ID_TAKEN, {"run_id": run_id}).fetchone() is not None
+
+
+# -- claims ----------------------------------------------------------------------------------------
+
+
+def repeated_claim(tx: Tx, token: str) -> Claim | None:
+    """The claim ``token`` already made, if its attempt is still running (a retried claim)."""
+    repeated = tx.conn.execute(_RUN_BY_TOKEN, (token,)).fetchone()
+    if repeated is not None and well_formed(tx, repeated):
+        return _claim_of(dict(repeated))
+    return None
+
+
+def claim_oldest(
+    tx: Tx, queues: Sequence[str], worker: str, token: str, ttl: timedelta
+) -> Claim | None:
+    """Start an attempt of the oldest ready run of ``queues``, if there is one."""
+    run = _oldest_ready(tx, queues)
+    if run is None:
+        return None
+    expires_at = tx.now + micros(ttl)
+    tx.conn.execute(_START_ATTEMPT, (token, worker, tx.now, expires_at, run["seq"]))
+    started = {
+        **run,
+        "state": RunState.RUNNING.value,
+        "attempt": run["attempt"] + 1,
+        "token": token,
+        "worker": worker,
+        "started_at": tx.now,
+        "lease_expires_at": expires_at,
+    }
+    return _claim_of(started)
+
+
+def _oldest_ready(tx: Tx, queues: Sequence[str]) -> dict[str, Any] | None:
+    """The oldest ready run of ``queues``; malformed ones met on the way are quarantined."""
+    while True:
+        ready = [
+            dict(row)
+            for queue in queues
+            for row in tx.conn.execute(_READY_IN_QUEUE, (queue, tx.now))
+        ]
+        usable = [run for run in ready if well_formed(tx, run)]
+        if usable:
+            return min(usable, key=lambda r: (r["not_before"], r["seq"]))
+        if not ready:
+            return None
+
+
+def next_wake(tx: Tx, queues: Sequence[str]) -> int | None:
+    """When something may become claimable without another commit (µs), if ever."""
+    candidates = [tx.conn.execute(_NEXT_READY_IN_QUEUE, (q, tx.now)).fetchone()[0] for q in queues]
+    candidates.append(tx.conn.execute(_NEXT_LEASE_EXPIRY).fetchone()[0])
+    present = [c for c in candidates if type(c) is int]  # a malformed row's value is skipped
+    return min(present) if present else None
+
+
+def _claim_of(run: Mapping[str, Any]) -> Claim:
+    return Claim(
+        run=READ.live(run),
+        token=run["token"],
+        attempt=int(run["attempt"]),
+        lease_expires_at=from_micros(run["lease_expires_at"]),
+    )
+
+
+# -- attempts --------------------------------------------------------------------------------------
+
+
+def heartbeat(tx: Tx, run_id: str, token: str, ttl: timedelta) -> bool:
+    updated = tx.conn.execute(_EXTEND_ATTEMPT, (tx.now + micros(ttl), run_id, token))
+    return updated.rowcount == 1
+
+
+def finish(tx: Tx, run_id: str, token: str, result: AttemptResult) -> FinishStatus:
+    row = tx.conn.execute(_RUN_WITH_TOKEN, (run_id, token)).fetchone()
+    if row is None or row["state"] != RunState.RUNNING.value:
+        return _repeated_finish(tx, run_id, token, result)
+    run = dict(row)
+    retryable = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
+    attempts_left = run["attempt"] < run["max_attempts"]
+    retry_at = result.retry_at if retryable and attempts_left else None
+    status = FinishStatus.ACCEPTED if retry_at is None else FinishStatus.RETRY
+    entry = history_entry(
+        run,
+        result.outcome,
+        tx.now,
+        exit_code=result.exit_code,
+        output=output_tail(result.output),
+        error=result.error,
+        token=token,
+        status=status.value,
+    )
+    if retry_at is None:
+        _end_run(tx, run, entry)
+    else:
+        tx.conn.execute(INSERT_HISTORY, entry)
+        tx.conn.execute(_REQUEUE, (to_micros(retry_at), run["seq"]))
+        tx.conn.execute(TRIM_HISTORY, {"job": run["job"], "keep": tx.keep})
+    return status
+
+
+def _repeated_finish(tx: Tx, run_id: str, token: str, result: AttemptResult) -> FinishStatus:
+    """The answer to a finish whose token is not running: a repeat or a stale result.
+
+    A client retry (this token already recorded this very result) gets the first answer again;
+    anything else (a reclaimed attempt's late result, a different result) is STALE.
+    """
+    done = tx.conn.execute(_FINISHED_WITH_TOKEN, (run_id, token)).fetchone()
+    same = done is not None and (
+        done["outcome"],
+        done["exit_code"],
+        done["output"],
+        done["error"],
+    ) == (result.outcome.value, result.exit_code, output_tail(result.output), result.error)
+    return FinishStatus(done["status"]) if same else FinishStatus.STALE
+
+
+def hand_back(tx: Tx, run_id: str, token: str) -> bool:
+    return tx.conn.execute(_HAND_BACK, (run_id, token)).rowcount == 1
+
+
+def reap(tx: Tx) -> list[str]:
+    """Reclaim the runs whose attempt lease expired; their ids."""
+    reaped: list[str] = []
+    for row in tx.conn.execute(_EXPIRED_ATTEMPTS, (tx.now,)).fetchall():
+        run = dict(row)
+        if not well_formed(tx, run):
+            continue
+        if run["attempt"] < run["max_attempts"]:
+            tx.conn.execute(_REQUEUE, (tx.now, run["seq"]))
+        else:
+            _end_run(tx, run, history_entry(run, Outcome.LOST, tx.now, token=None))
+        reaped.append(run["run_id"])
+    return reaped
+
+
+def _end_run(tx: Tx, run: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
+    """Terminal outcome: history, job outcome fields, leave the live set, release a waiter."""
+    outcome = Outcome(entry["outcome"])
+    tx.conn.execute(INSERT_HISTORY, entry)
+    # An upsert: a manual run of a job the leader never loaded still leaves its outcome, in a
+    # state with an empty fingerprint (as set_paused creates), which a later load treats as new.
+    tx.conn.execute(
+        _SET_OUTCOME,
+        {
+            "job": run["job"],
+            "outcome": outcome.value,
+            "at": tx.now,
+            "success_at": tx.now if outcome is Outcome.SUCCEEDED else None,
+        },
+    )
+    tx.conn.execute(_DELETE_RUN, (run["seq"],))
+    tx.conn.execute(_PROMOTE_WAITING, (run["job"],))
+    tx.conn.execute(TRIM_HISTORY, {"job": run["job"], "keep": tx.keep})
+
+
+# -- malformed runs --------------------------------------------------------------------------------
+
+
+def well_formed(tx: Tx, row: Row) -> bool:
+    """Whether the live run ``row`` can be read; if not, it is quarantined."""
+    try:
+        READ.live(row)
+    except MalformedRecord as exc:
+        _quarantine(tx, row, str(exc))
+        return False
+    return True
+
+
+def sweep(tx: Tx) -> None:
+    """Quarantine malformed live runs that claim would never meet (never ready, never reaped):
+    each would count as its job's active run forever."""
+    for row in tx.conn.execute(_MALFORMED_RUNS, {"max": MAX_MICROS}).fetchall():
+        well_formed(tx, row)
+
+
+def _quarantine(tx: Tx, row: Row, problem: str) -> None:
+    """End a malformed live run as ``quarantined`` ("Malformed records" in the contract)."""
+    run = dict(row)
+    job = run.get("job")
+    entry = history_entry(run, Outcome.QUARANTINED, tx.now, error=f"quarantined: {problem}")
+    if isinstance(job, str):
+        _end_run(tx, run, entry)
+    else:  # no job to update or release: keep the entry, under a name history can show
+        entry["job"] = shown(job)
+        tx.conn.execute(INSERT_HISTORY, entry)
+        tx.conn.execute(_DELETE_RUN, (run["seq"],))
+    run_id = run.get("run_id")
+    tx.quarantined.append(
+        Quarantined(
+            run_id=run_id if isinstance(run_id, str) else shown(run_id),
+            job=job if isinstance(job, str) else shown(job),
+            problem=problem,
+        )
+    )
