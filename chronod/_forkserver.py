@@ -1,4 +1,4 @@
-"""The fork server: a small process that starts every run of one worker child (DESIGN §4).
+"""The fork server: a small process that starts every run of one worker child (docs/design.md §4).
 
 Why
     A run needs a process of its own, in a session of its own, tied to its worker so that it dies

@@ -1,5 +1,7 @@
 """The consumer loop of one worker child: claim → check → run → record, one run at a time.
 
+Execution semantics (leases, config-mismatch, outcomes): docs/design.md §4.
+
 :class:`Consumer` runs in each worker child (:mod:`chronod._workerchild`; the pool that starts
 the children is :mod:`chronod.worker`). It claims a run, checks the job against its own config,
 runs the attempt (:mod:`chronod.runner`: the child's fork server, :mod:`chronod._forkserver`,

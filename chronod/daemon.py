@@ -1,5 +1,7 @@
 """``chronod run``: the scheduler supervisor (lease keeper + scheduler + optional worker pool).
 
+Signals, reload and how store failures are survived: docs/design.md §7.
+
 The main loop is small on purpose: make sure a config is loaded, ask the keeper whether we lead,
 tick the scheduler with the store's time, report (systemd, metrics), sleep until the next due slot
 (or until something changes).

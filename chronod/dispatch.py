@@ -1,5 +1,8 @@
 """The scheduler: decide which slots are due and hand each to the store's fenced dispatch, once.
 
+The rules it applies (edits, grace, catch-up, overlap) are docs/design.md §3; the store's side of
+the dispatch (fence, guard, watermark) is §5.
+
 Only the leader runs :meth:`Scheduler.tick`. Due jobs sit in a :class:`DueHeap` keyed by their
 next slot, so a tick costs O(due · log n), not O(jobs); between ticks the daemon sleeps until the
 heap's head is due.

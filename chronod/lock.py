@@ -1,5 +1,7 @@
 """The leader lease loop: acquire, renew about every third of the TTL, step down, release.
 
+Fencing and why every leader write checks the lease itself: docs/design.md §5.
+
 A :class:`LeaseKeeper` runs in a thread of its own with a store connection of its own. The scheduler
 asks :meth:`LeaseKeeper.current` before every batch of writes; it answers with the lease only while
 the lease is *provably* valid: the validity window is counted on the monotonic clock from the moment

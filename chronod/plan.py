@@ -101,7 +101,7 @@ def _newest_before(
 
 
 def guard_ttl(job: JobConfig, slot: datetime, next_due: datetime | None) -> timedelta:
-    """How long the slot's guard must live: max(24 h, 2 periods) (DESIGN §5)."""
+    """How long the slot's guard must live: max(24 h, 2 periods) (docs/design.md §5)."""
     period = (next_due - slot) if next_due is not None else timedelta()
     return max(GUARD_MIN, 2 * period)
 

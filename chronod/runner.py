@@ -1,4 +1,4 @@
-"""Run one attempt of one run in its own process group (DESIGN §4).
+"""Run one attempt of one run in its own process group (docs/design.md §4).
 
 :func:`run_attempt` starts the job and supervises it until it is over, in one single-threaded loop
 that ``select``s on the output pipe, the fork server's socket (which says when the main process

@@ -1,5 +1,7 @@
 """What a ``chronod run`` / ``chronod worker`` process knows about itself and the store.
 
+How a process reports and survives store trouble: docs/design.md §7 and docs/faults.md.
+
 It feeds three consumers: the systemd notifications (``READY`` once the store answered, ``STATUS``
 with the queue depth or the outage, ``WATCHDOG`` only while healthy), the logs (one line when the
 store becomes unreachable, one when it is back) and, with ``--metrics``, the Prometheus metrics.

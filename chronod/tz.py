@@ -1,4 +1,4 @@
-"""The only module that touches pytz.
+"""The only module that touches pytz (docs/design.md §2).
 
 pytz is chronod's single tz database: its version pins the rules, so every host agrees on every
 instant. Everything outside this module sees :class:`Zone` and plain ``datetime`` objects:

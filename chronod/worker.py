@@ -1,4 +1,6 @@
-"""Workers: a small supervisor of N child processes, each running one run at a time (DESIGN §4).
+"""Workers: a small supervisor of N child processes, each running one run at a time.
+
+Execution semantics: docs/design.md §4.
 
 Processes
     ``supervisor ─(fork+exec)→ worker child ─(fork+exec)→ fork server ─(fork)→ run``.

@@ -1,4 +1,4 @@
-"""A slow, obviously-correct cron evaluator written from DESIGN §2, for tests only.
+"""A slow, obviously-correct cron evaluator written from docs/design.md §2, for tests only.
 
 It shares nothing with ``chronod.schedules.cron`` but :class:`chronod.tz.Zone`: the fields arrive
 as plain value sets (built by the test's own generator, not parsed by the code under test), days are

@@ -75,7 +75,7 @@ def test_defaults_and_job_values(tmp_path: Path) -> None:
     assert dict(job.kwargs) == {"flag": True}
     assert (job.queue, job.overlap, job.catchup, job.catchup_limit) == ("io", "queue", "all", 5)
     assert dict(job.env) == {"A": "1"}
-    assert job.timeout == timedelta(hours=1)  # DESIGN §4 defaults
+    assert job.timeout == timedelta(hours=1)  # docs/design.md §4 defaults
     assert job.kill_grace == timedelta(seconds=10)
     assert job.grace == timedelta(seconds=60)
 

@@ -1,4 +1,4 @@
-"""Cron schedules: worked examples from DESIGN §2, the refusals, notes, words and fingerprints."""
+"""Cron schedules: worked examples (docs/design.md §2), the refusals, notes, words, fingerprints."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def instants(expression: str, zone: str, after: str, count: int) -> list[str]:
     return [f"{f.at:%Y-%m-%dT%H:%MZ}" for f in fires(expression, zone, after, count)]
 
 
-# -- worked examples (DESIGN §2) ----------------------------------------------------------------
+# -- worked examples (docs/design.md §2) ----------------------------------------------------------
 
 
 def test_fixed_time_in_the_spring_gap_runs_at_the_end_of_the_gap() -> None:

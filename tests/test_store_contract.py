@@ -1,9 +1,9 @@
 """The one contract suite both stores must pass.
 
 The docstrings of :mod:`chronod.store.base` are the specification; every test here runs against
-SQLite and Redis through the ``store`` fixture and asserts only what that spec (and DESIGN §3-§5)
-promises. Backend-specific peeking is limited to one clearly marked Redis-only assertion (the guard
-key's TTL).
+SQLite and Redis through the ``store`` fixture and asserts only what that spec (and docs/design.md
+§3-§5) promises. Backend-specific peeking is limited to one clearly marked Redis-only assertion (the
+guard key's TTL).
 
 Conventions:
 

@@ -1,5 +1,8 @@
 """``schedules.toml`` → frozen dataclasses, with every problem located in one pass.
 
+The time semantics of what it reads: docs/design.md §2; its error collection and bounds:
+docs/config.md.
+
 Layout::
 
     [chronod]            # daemon settings: store, lease, namespace, workers, drain_timeout, …

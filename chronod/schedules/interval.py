@@ -1,5 +1,7 @@
 """``every = "15m"``: slots at ``anchor + k·every``, elapsed time, untouched by DST.
 
+Semantics: docs/design.md §2.
+
 The phase is a property of the definition, not of when a daemon started: slots are computed from the
 anchor alone, so a restart at any instant lands on the same grid.
 """

@@ -1,10 +1,11 @@
 """``solar = "sunset"``: fires at a solar event at one place, shifted by a signed elapsed offset.
 
-Semantics (DESIGN §2): sunrise/sunset is the upper limb on the horizon with standard refraction (sun
-centre at −0.833°, lowered by the dip of the horizon for an observer above sea level); dawn/dusk is
-the sun centre at −depression° (rising/setting); noon is the solar transit. An event belongs to the
-local calendar day on which it happens; a day without it (polar day or night) is skipped, never
-substituted. The offset is elapsed time added to the event instant, so DST never stretches it.
+Semantics (docs/design.md §2): sunrise/sunset is the upper limb on the horizon with standard
+refraction (sun centre at −0.833°, lowered by the dip of the horizon for an observer above sea
+level); dawn/dusk is the sun centre at −depression° (rising/setting); noon is the solar transit. An
+event belongs to the local calendar day on which it happens; a day without it (polar day or night)
+is skipped, never substituted. The offset is elapsed time added to the event instant, so DST never
+stretches it.
 
 astral's event helpers (``astral.sun.sunrise`` …) work per *UTC date* and raise or pick the wrong
 day near local midnight, at high latitudes and for zones far from their meridian, so they are not

@@ -1,6 +1,6 @@
 """State stores: one contract (:mod:`chronod.store.base`), SQLite and Redis implementations.
 
-:func:`open_store` turns a store URL (DESIGN §5) into a :class:`Store`:
+:func:`open_store` turns a store URL (docs/design.md §5) into a :class:`Store`:
 
 * ``sqlite:///var/lib/chronod/state.db`` — absolute path; ``sqlite:state.db`` — relative to the
   config file; default ``.chronod/state.db`` beside the config file (:func:`default_sqlite_path`);

@@ -1,5 +1,7 @@
 """The store contract. These docstrings are the specification; SQLite and Redis implement it thinly.
 
+The design behind it (lease and fencing, per-slot guard, the stores): docs/design.md §5.
+
 The records the methods take and return live in :mod:`chronod.store.records` and are re-exported
 here, so ``from chronod.store.base import ...`` reaches the whole contract.
 

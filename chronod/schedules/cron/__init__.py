@@ -12,10 +12,10 @@ Day matching is cronie's: when neither day-of-month nor day-of-week starts with 
 matches if either field matches; otherwise it must match both, which for a plain ``*`` means the
 other field alone decides (``*/2`` with day-of-week ``1`` means odd days that are Mondays).
 
-DST is cronie's rule (DESIGN §2). A job is *fixed-time* unless its minute or hour field starts
-with ``*``. A fixed-time job fires, for each matching wall time t, at the first instant at which
-the wall clock shows t or later: once for an ordinary t, at the first occurrence of a repeated t,
-at the end of the gap for a skipped t (several skipped times collapse into one fire). A
+DST is cronie's rule (docs/design.md §2). A job is *fixed-time* unless its minute or hour field
+starts with ``*``. A fixed-time job fires, for each matching wall time t, at the first instant at
+which the wall clock shows t or later: once for an ordinary t, at the first occurrence of a repeated
+t, at the end of the gap for a skipped t (several skipped times collapse into one fire). A
 *wildcard* job fires at every real instant whose wall time matches: skipped times never fire,
 repeated ones fire at each occurrence.
 
