@@ -414,7 +414,7 @@ def test_sigstop_a_worker_past_its_lease_its_late_finish_is_refused(
     slot = last_second()
     body = one_slot(
         slot,
-        command=f'echo "$CHRONOD_RUN_ID $CHRONOD_ATTEMPT start" >> {q(lines)}; sleep 1; '
+        command=f'echo "$CHRONOD_RUN_ID $CHRONOD_ATTEMPT start" >> {q(lines)}; sleep 2; '
         f'echo "$CHRONOD_RUN_ID $CHRONOD_ATTEMPT done" >> {q(lines)}',
         retries=1,  # the reclaimed attempt is spent: the run needs a second one
     )
@@ -424,11 +424,11 @@ def test_sigstop_a_worker_past_its_lease_its_late_finish_is_refused(
     a = procs.worker(config, target.url, concurrency=1, name="a")
     scheduler(procs, config, target)
     child = worker_pid(started_entry(a, run_id))
-    b = procs.worker(config, target.url, concurrency=1, name="b")  # started now: A has the run
-    b.wait_for_log(r"^worker started", timeout=STARTUP)
-
+    # Frozen at once, while its job runs (2 s): had B's start-up come first, a loaded machine
+    # could let A record the result before the freeze, and there would be nothing to reclaim.
     freeze(child, target)  # A's worker child stalls; its job goes on and ends meanwhile
     target.expire_attempt(run_id)  # its attempt lease runs out while it is frozen
+    b = procs.worker(config, target.url, concurrency=1, name="b")  # reaps and claims the run
     done = finished_entry(b, run_id)
     assert (done.fields["outcome"], done.fields["status"], done.fields["attempt"]) == (
         "succeeded",
