@@ -163,7 +163,7 @@ SERVICE = "mymaster"
 
 class SentinelSet:
     """A primary, ``replicas`` replicas and three sentinels that fail over about 2 s after the
-    primary stops answering (``down-after-milliseconds`` 1000, quorum 2)."""
+    primary stops answering (``down-after-milliseconds`` 2000, quorum 2)."""
 
     def __init__(self, directory: Path, *, replicas: int = 1) -> None:
         self.directory = directory
@@ -199,7 +199,7 @@ class SentinelSet:
                 f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
                 f"logfile {folder / 'sentinel.log'}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 2\n"
-                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                f"sentinel down-after-milliseconds {SERVICE} 2000\n"
                 f"sentinel failover-timeout {SERVICE} 4000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )

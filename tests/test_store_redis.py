@@ -680,6 +680,49 @@ def test_sentinel_default_waits_for_a_replica(sentinel: int, redis_server: Redis
         store.close()
 
 
+def test_an_unacknowledged_claim_is_handed_back_until_a_hand_back_is_acknowledged(
+    tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim whose WAIT fails is never run, and it may survive in a replica that saw it late;
+    the worker hands it back in every later claim until a hand-back is acknowledged, so the run
+    is claimed again on its first attempt instead of ending 'lost' when its attempt lease runs
+    out. Here the first hand-back fails outright, as it would with the primary gone."""
+    primary = RedisServer(tmp_path / "primary")
+    primary.start()
+    replica = RedisServer(
+        tmp_path / "replica", extra=["--replicaof", "127.0.0.1", str(primary.port)]
+    )
+    replica.start()
+    store = RedisStore.from_url(primary.url, namespace=namespace, replica_acks=1)
+    try:
+        wait_until(
+            lambda: primary.client().info("replication").get("slave0", {}).get("state") == "online",
+            10,
+        )
+        lease, base = lead(store)
+        store.dispatch(lease, [slot("alpha", base + MINUTE)])
+        replica.pause()
+
+        def unavailable(run_id: str, token: str) -> bool:
+            raise StoreUnavailable("the primary went away")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(store, "hand_back", unavailable)
+            with pytest.raises(NotAcknowledged):
+                store.claim("w1", ["default"], token(), LONG, 0)
+        [held] = store.live_runs()
+        assert held.state is RunState.RUNNING  # the claim the replica may hold
+        replica.resume()
+        again = store.claim("w1", ["default"], token(), LONG, 2.0)
+        assert again is not None
+        assert (again.run.run_id, again.attempt) == (held.run_id, 1)
+        assert store.history("alpha", 10) == []  # nothing ended lost
+    finally:
+        store.close()
+        replica.stop()
+        primary.stop()
+
+
 def test_describe_never_shows_the_password() -> None:
     for url in (
         f"redis://:{PASSWORD}@h:6379/0",

@@ -93,6 +93,11 @@ class RedisStore(ScriptRunner, Store):
         )
         self._history = max(int(history), 0)
         self._quarantined: list[Quarantined] = []  # since the last drain_quarantined()
+        # Claims the replicas did not acknowledge, token → run id: never run, and handed back
+        # until a hand-back is acknowledged (see _claim_once). By token: while the replicas lag,
+        # each pass may claim (and hand back) the same run again, and any of those claims may be
+        # the one a promoted replica holds.
+        self._unreturned: dict[str, str] = {}
 
     @classmethod
     def from_url(
@@ -372,14 +377,19 @@ class RedisStore(ScriptRunner, Store):
             claim_args: list[str | int] = [token, worker, micros(ttl), len(names), *names]
             claim_args += [" ".join(tickets.get(name, ())) for name in names]
             claim_args.append(self._history)
-            (_, (now_us, wake), reply), acked = self._acknowledged(
-                [
-                    ("reap", [leases], [self._history, REAP_BATCH]),
-                    ("promote", promote_keys, [ABANDONED_TICKET_MS, CONSUMER_IDLE_MS, *names]),
-                    ("claim", claim_keys, claim_args),
-                ],
-                wait=True,
-            )
+            # Unacknowledged claims go back first, before reap can take one for a dead worker's.
+            returning = dict(self._unreturned)
+            calls: list[Call] = [self._hand_back_call(r, t) for t, r in returning.items()]
+            calls += [
+                ("reap", [leases], [self._history, REAP_BATCH]),
+                ("promote", promote_keys, [ABANDONED_TICKET_MS, CONSUMER_IDLE_MS, *names]),
+                ("claim", claim_keys, claim_args),
+            ]
+            replies, acked = self._acknowledged(calls, wait=True)
+            (_, (now_us, wake), reply) = replies[len(returning) :]
+            if acked:
+                for spent in returning:
+                    del self._unreturned[spent]
             for run_id in reply[-1]:
                 log.warning(
                     "run %s ended 'uncertain' instead of being claimed: it was created before "
@@ -399,8 +409,12 @@ class RedisStore(ScriptRunner, Store):
                 token, tickets = f"{token}.q", {}
                 continue
             if not acked:
-                # Nothing may run on a claim a failover could take back: return the run (if this
-                # hand-back is lost too, the attempt lease expires and the run is reclaimed).
+                # Nothing may run on a claim a failover could take back, yet the claim may live
+                # on in a replica that saw it but whose acknowledgement came too late; promoted,
+                # it would hold a run nobody runs, ended 'lost' once its attempt lease ran out.
+                # So the run is handed back now and again in every later claim round trip until
+                # a hand-back is acknowledged (a repeat finds the token gone and does nothing).
+                self._unreturned[claimed.token] = claimed.run.run_id
                 with contextlib.suppress(StoreError):
                     self.hand_back(claimed.run.run_id, claimed.token)
                 raise self._not_acknowledged()
@@ -483,8 +497,10 @@ class RedisStore(ScriptRunner, Store):
         return FinishStatus(self._pipelined([call], wait=True)[0])
 
     def hand_back(self, run_id: str, token: str) -> bool:
-        keys = [self._keys.run(run_id), self._keys.token(token)]
-        return bool(self._call("hand_back", keys, run_id, token))
+        return bool(self._pipelined([self._hand_back_call(run_id, token)])[0])
+
+    def _hand_back_call(self, run_id: str, token: str) -> Call:
+        return ("hand_back", [self._keys.run(run_id), self._keys.token(token)], [run_id, token])
 
     def reap(self) -> list[str]:
         reaped: list[str] = []
