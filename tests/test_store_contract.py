@@ -178,7 +178,7 @@ class Peers:
 
     SQLite: the same database file (built via ``make_store``). Redis: the same namespace on the
     test's server (``make_store`` would FLUSHALL and pick a fresh namespace, so ``from_url`` is
-    used).
+    used). PostgreSQL: the same schema of the session's database.
     :meth:`open` may be called from any thread; the caller closes what it opened. Calling the object
     opens a store that is closed at teardown.
     """
@@ -193,11 +193,17 @@ class Peers:
         if kind == "redis":
             server: RedisServer = request.getfixturevalue("redis_server")
             self.url = server.url
+        elif kind == "postgres":
+            self.url = request.getfixturevalue("postgres_db").url
         self._owned: list[Store] = []
 
     def open(self) -> Store:
         if self.kind == "sqlite":
             return make_store("sqlite", self.request, self.directory)
+        if self.kind == "postgres":
+            from chronod.store.postgres.store import PostgresStore
+
+            return PostgresStore.from_url(self.url, namespace=self.namespace)
         from chronod.store.redis import RedisStore
 
         return RedisStore.from_url(self.url, namespace=self.namespace)
@@ -828,6 +834,17 @@ def test_dispatch_guard_expiry_is_at_least_guard_ttl(
         assert keys, "no Redis key containing 'guard' after a dispatch"
         pttls = {key: int(client.pttl(key)) for key in keys}
         assert max(pttls.values()) >= wanted_ms, pttls
+        return
+    if store_kind == "postgres":
+        database = request.getfixturevalue("postgres_db")
+        namespace = store._target.schema  # type: ignore[attr-defined]
+        with database.connect() as conn:
+            rows = conn.execute(
+                f'SELECT slot, expires_at FROM "{namespace}".guards WHERE job = %s', ("alpha",)
+            ).fetchall()
+        now_us = to_micros(store.now())
+        assert rows, "no guard row after a dispatch"
+        assert max(expires - now_us for _, expires in rows) // 1000 >= wanted_ms, rows
         return
     path = request.getfixturevalue("tmp_path") / "state.db"
     with closing(sqlite3.connect(path)) as db:
