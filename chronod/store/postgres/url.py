@@ -34,7 +34,7 @@ def redact_postgres_url(url: str) -> str:
     """``url`` with its password (in the user information or a query parameter) as ``***``."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return f"{scheme}:***" if "@" in url or "?" in url else url
+        return url.partition(":")[0] + ":***" if "@" in url or "?" in url else url
     head, qmark, query = rest.partition("?")
     if "@" in head:
         userinfo, _, hosts = head.rpartition("@")
