@@ -18,6 +18,7 @@ parameter is refused here, in one line, rather than as a ``TypeError`` at the fi
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -70,6 +71,10 @@ _CERT_REQS = ("none", "optional", "required")
 # Default [chronod] replica_acks per kind of Redis deployment (see docs/redis.md): a failover
 # promotes a replica, so a write counts once one replica has it; a standalone server has none.
 DEFAULT_ACKS: dict[RedisKind, int] = {"standalone": 0, "unix": 0, "sentinel": 1, "cluster": 1}
+_NO_DRIVER = (
+    "store URL {url!r} needs the PostgreSQL driver, which is not installed ({missing}): "
+    "pip install 'chronod[postgres]'"
+)
 ENCODE_HINT = "percent-encode '@', ':', '/', '?', '#' and '&' in a password (e.g. '#' as %23)"
 
 
@@ -400,7 +405,9 @@ def check_store_url(url: str | None) -> None:
     if scheme == "sqlite":
         sqlite_path(url, Path("."))
     elif scheme in POSTGRES_SCHEMES:
-        parse_postgres_url(url)
+        target = parse_postgres_url(url)
+        if importlib.util.find_spec("psycopg") is None:
+            raise StoreConfigError(_NO_DRIVER.format(url=target.redacted, missing="psycopg"))
     else:
         parse_redis_url(url)
 
@@ -455,8 +462,6 @@ def _open_postgres(settings: StoreSettings, create: bool) -> Store:
     try:
         from chronod.store.postgres.store import PostgresStore
     except ImportError as exc:
-        raise StoreConfigError(
-            f"store URL {target.redacted!r} needs the PostgreSQL driver, which is not installed "
-            f"({exc.name or exc}): pip install 'chronod[postgres]'"
-        ) from None
+        missing = exc.name or str(exc)
+        raise StoreConfigError(_NO_DRIVER.format(url=target.redacted, missing=missing)) from None
     return PostgresStore(target, history=settings.history, create=create)

@@ -47,8 +47,8 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from chronod.errors import StoreDiskError, StoreError, StoreUnavailable
-from chronod.store.postgres.schema import SCHEMA_VERSION, migrate, require_existing
+from chronod.errors import StoreDiskError, StoreError, StoreMissing, StoreUnavailable
+from chronod.store.postgres.schema import SCHEMA_VERSION, existing_version, found_version, migrate
 from chronod.store.postgres.url import PostgresTarget
 from chronod.store.records import Quarantined
 
@@ -141,7 +141,7 @@ class PostgresConnection:
                 if self._create:
                     migrate(conn, self._target.schema, self.describe())
                 else:
-                    self._schema_version = require_existing(conn, self.describe())
+                    self._schema_version = existing_version(conn, self.describe())
                 # After migrate, which runs at READ COMMITTED: it waits for an advisory lock and
                 # must then see what the process that held it created.
                 conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
@@ -165,14 +165,20 @@ class PostgresConnection:
         assert row is not None
         return int(row["now"])
 
-    def _transact(self, body: Callable[[Tx], T], *, notify: bool = False) -> T:
-        """Run ``body`` in one SERIALIZABLE transaction, again after a conflict (no effect)."""
+    def _transact(
+        self, body: Callable[[Tx], T], *, notify: bool = False, schema: bool = True
+    ) -> T:
+        """Run ``body`` in one SERIALIZABLE transaction, again after a conflict (no effect).
+
+        ``schema=False``: the body reads no table (store time), so it also answers when a
+        read-only open found no schema (``chronod status`` of a store nothing used yet).
+        """
         conflicts = 0
         reconnected = False
         while True:
             try:
                 with self._lock, self._translated_errors():
-                    return self._attempt(body, notify)
+                    return self._attempt(body, notify, schema)
             except _DeadAtStart as dead:
                 cause = dead.__cause__
                 if reconnected and isinstance(cause, psycopg.Error):
@@ -187,8 +193,14 @@ class PostgresConnection:
                     ) from None
                 time.sleep(random.uniform(0, 0.002 * min(conflicts, 10)))
 
-    def _attempt(self, body: Callable[[Tx], T], notify: bool) -> T:
+    def _attempt(self, body: Callable[[Tx], T], notify: bool, schema: bool) -> T:
         conn = self._connection()
+        if schema and self._schema_version == 0:  # opened read-only before anything wrote here
+            self._schema_version = found_version(conn)
+            if self._schema_version == 0:
+                raise StoreMissing(
+                    f"PostgreSQL store {self.describe()} has no chronod schema (nothing used it)"
+                )
         started = False
         try:
             with conn.transaction():

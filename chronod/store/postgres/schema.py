@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chronod.errors import StoreError, StoreMissing
+from chronod.errors import StoreError
 
 SCHEMA_VERSION = 1
 
@@ -165,11 +165,10 @@ def migrate(conn: Any, schema: str, where: str) -> None:
         conn.execute(_SET_VERSION, (SCHEMA_VERSION,))
 
 
-def require_existing(conn: Any, where: str) -> int:
-    """For ``create=False``: the version found; StoreMissing when chronod never wrote here."""
+def existing_version(conn: Any, where: str) -> int:
+    """For ``create=False``: the version found (0: none; the store's table reads then raise
+    StoreMissing), nothing created or upgraded."""
     version = found_version(conn)
-    if version == 0:
-        raise StoreMissing(f"PostgreSQL store {where} has no chronod schema (nothing used it yet)")
     if version > SCHEMA_VERSION:
         raise too_new(where, version)
     return version

@@ -87,7 +87,7 @@ class PostgresStore(PostgresConnection, Store):
     # -- clock -------------------------------------------------------------------------------------
 
     def now(self) -> datetime:
-        return from_micros(self._transact(lambda tx: tx.now))
+        return from_micros(self._transact(lambda tx: tx.now, schema=False))
 
     # -- leader lease ------------------------------------------------------------------------------
 
