@@ -165,9 +165,7 @@ class PostgresConnection:
         assert row is not None
         return int(row["now"])
 
-    def _transact(
-        self, body: Callable[[Tx], T], *, notify: bool = False, schema: bool = True
-    ) -> T:
+    def _transact(self, body: Callable[[Tx], T], *, notify: bool = False, schema: bool = True) -> T:
         """Run ``body`` in one SERIALIZABLE transaction, again after a conflict (no effect).
 
         ``schema=False``: the body reads no table (store time), so it also answers when a
