@@ -36,7 +36,7 @@ from chronod.store.base import (
 )
 from chronod.store.postgres import leader as lead
 from chronod.store.postgres import queue as work
-from chronod.store.postgres.connection import PostgresConnection, Tx
+from chronod.store.postgres.connection import LISTEN_SLICE, PostgresConnection, Tx
 from chronod.store.postgres.rows import JOB, JOB_COLUMNS, RUN_COLUMNS
 from chronod.store.postgres.url import parse_postgres_url
 from chronod.store.sqlite.rows import READ
@@ -178,14 +178,22 @@ class PostgresStore(PostgresConnection, Store):
             )
             if claim is not None:
                 return claim
-            until = deadline - time.monotonic()
-            if wake_at is not None:
-                until = min(until, looked + (wake_at - now) / 1e6 - time.monotonic())
-            if until <= 0 or self._closed.is_set():
-                if deadline - time.monotonic() <= 0 or self._closed.is_set():
-                    return None
-                continue  # a delayed run or an expired attempt lease is due: look again
-            self._wait_for_notice(min(until, 0.5))
+            wake = deadline
+            if wake_at is not None:  # a delayed run or an attempt lease due before the deadline
+                wake = min(wake, looked + (wake_at - now) / 1e6)
+            woken = self._wait_until(wake)
+            if self._closed.is_set() or (not woken and time.monotonic() >= deadline):
+                return None
+
+    def _wait_until(self, wake: float) -> bool:
+        """Wait for a notification (True) until the monotonic instant ``wake`` or a close."""
+        while not self._closed.is_set():
+            remaining = wake - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._wait_for_notice(min(remaining, LISTEN_SLICE)):
+                return True
+        return False
 
     def _claim_once(
         self, tx: Tx, worker: str, queues: Sequence[str], token: str, ttl: timedelta
