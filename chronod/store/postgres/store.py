@@ -35,8 +35,8 @@ from chronod.store.base import (
     WorkerInfo,
 )
 from chronod.store.postgres import leader as lead
-from chronod.store.postgres import queue as work
 from chronod.store.postgres.connection import LISTEN_SLICE, PostgresConnection, Tx
+from chronod.store.postgres.queue import POSTGRES_QUEUE as work
 from chronod.store.postgres.rows import JOB, JOB_COLUMNS, RUN_COLUMNS
 from chronod.store.postgres.url import parse_postgres_url
 from chronod.store.sqlite.rows import READ
