@@ -1,9 +1,9 @@
-"""The one contract suite both stores must pass.
+"""The one contract suite every store must pass.
 
 The docstrings of :mod:`chronod.store.base` are the specification; every test here runs against
-SQLite and Redis through the ``store`` fixture and asserts only what that spec (and docs/design.md
-§3-§5) promises. Backend-specific peeking is limited to one clearly marked Redis-only assertion (the
-guard key's TTL).
+SQLite, Redis and PostgreSQL through the ``store`` fixture and asserts only what that spec (and
+docs/design.md §3-§5) promises. Backend-specific peeking is limited to one clearly marked
+assertion (the guard's expiry: a Redis key TTL, a SQLite or PostgreSQL row).
 
 Conventions:
 
@@ -51,7 +51,7 @@ from chronod.store.base import (
     Store,
     WorkerInfo,
 )
-from tests.conftest import make_store
+from tests.conftest import ALL_STORE_KINDS, make_store
 from tests.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -171,6 +171,12 @@ def snapshot(store: Store) -> tuple[object, ...]:
         {name: store.history(name, 1000) for name in sorted(states)},
         {q: n for q, n in store.queue_depths().items() if n},
     )
+
+
+@pytest.fixture(params=ALL_STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Every store: SQLite, Redis and PostgreSQL (conftest's ``store_kind`` has the first two)."""
+    return str(request.param)
 
 
 class Peers:

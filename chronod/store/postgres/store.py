@@ -34,8 +34,8 @@ from chronod.store.base import (
     Store,
     WorkerInfo,
 )
-from chronod.store.postgres import leader as lead
 from chronod.store.postgres.connection import LISTEN_SLICE, PostgresConnection, Tx
+from chronod.store.postgres.leader import POSTGRES_LEADER as lead
 from chronod.store.postgres.queue import POSTGRES_QUEUE as work
 from chronod.store.postgres.rows import JOB, JOB_COLUMNS, RUN_COLUMNS
 from chronod.store.postgres.url import parse_postgres_url
@@ -101,7 +101,7 @@ class PostgresStore(PostgresConnection, Store):
         self._transact(lambda tx: lead.release(tx, lease))
 
     def leader(self) -> LeaderInfo | None:
-        return self._transact(lead.holder)
+        return self._transact(lambda tx: lead.holder(tx.conn, tx.now))
 
     # -- job state ---------------------------------------------------------------------------------
 
