@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chronod.instants import from_micros
-from chronod.store._common import SEEN_WINDOW, MalformedRecord, micros
+from chronod.store._common import SEEN_WINDOW, micros
 from chronod.store.base import (
     AttemptResult,
     Claim,
@@ -39,7 +39,7 @@ from chronod.store.postgres.leader import POSTGRES_LEADER as lead
 from chronod.store.postgres.queue import POSTGRES_QUEUE as work
 from chronod.store.postgres.rows import JOB, JOB_COLUMNS, RUN_COLUMNS
 from chronod.store.postgres.url import parse_postgres_url
-from chronod.store.sqlite.rows import READ
+from chronod.store.sqlite.rows import READ, worker_info
 
 SWEEP_EVERY = 60.0  # seconds between two looks (per store instance) for malformed live runs
 
@@ -237,22 +237,8 @@ class PostgresStore(PostgresConnection, Store):
 
     def workers(self) -> list[WorkerInfo]:
         def body(tx: Tx) -> list[WorkerInfo]:
-            found = []
-            for row in tx.all(_WORKERS, (tx.now - micros(SEEN_WINDOW),)):
-                try:
-                    queues = json.loads(row["queues"])
-                    found.append(
-                        WorkerInfo(
-                            worker=READ.text(row, "worker"),
-                            queues=tuple(str(queue) for queue in queues),
-                            seen_at=READ.instant(row, "seen_at"),
-                            running=READ.integer(row, "running"),
-                            concurrency=READ.integer(row, "concurrency"),
-                        )
-                    )
-                except (MalformedRecord, ValueError, TypeError):
-                    continue  # a forged entry; real ones are rewritten every few seconds
-            return found
+            found = [worker_info(r) for r in tx.all(_WORKERS, (tx.now - micros(SEEN_WINDOW),))]
+            return [info for info in found if info is not None]
 
         return self._transact(body)
 

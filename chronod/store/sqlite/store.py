@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from chronod.clock import Clock
 from chronod.instants import from_micros, to_micros
-from chronod.store._common import SEEN_WINDOW, MalformedRecord, micros
+from chronod.store._common import SEEN_WINDOW, micros
 from chronod.store.base import (
     AttemptResult,
     Claim,
@@ -38,7 +38,7 @@ from chronod.store.base import (
 from chronod.store.sqlite import leader as lead
 from chronod.store.sqlite import queue as work
 from chronod.store.sqlite.connection import DEFAULT_BUSY_TIMEOUT_MS, SQLiteConnection
-from chronod.store.sqlite.rows import JOB, JOB_COLUMNS, READ, RUN_COLUMNS
+from chronod.store.sqlite.rows import JOB, JOB_COLUMNS, READ, RUN_COLUMNS, worker_info
 from chronod.store.sqlite.schema import PRESENCE_SCHEMA
 
 POLL_INTERVAL = 0.005  # seconds between cheap PRAGMA data_version checks in a blocking claim
@@ -270,22 +270,8 @@ class SQLiteStore(SQLiteConnection, Store):
     def workers(self) -> list[WorkerInfo]:
         with self._read() as conn:
             since = to_micros(self._clock.now()) - micros(SEEN_WINDOW)
-            found = []
-            for row in conn.execute(_WORKERS, (since,)):
-                try:
-                    queues = json.loads(row["queues"])
-                    found.append(
-                        WorkerInfo(
-                            worker=READ.text(row, "worker"),
-                            queues=tuple(str(queue) for queue in queues),
-                            seen_at=READ.instant(row, "seen_at"),
-                            running=READ.integer(row, "running"),
-                            concurrency=READ.integer(row, "concurrency"),
-                        )
-                    )
-                except (MalformedRecord, ValueError, TypeError):
-                    continue  # a forged entry; real ones are rewritten every few seconds
-            return found
+            found = [worker_info(row) for row in conn.execute(_WORKERS, (since,))]
+            return [info for info in found if info is not None]
 
     # -- presence ----------------------------------------------------------------------------------
 
