@@ -27,12 +27,13 @@ from chronod.errors import (
     StoreUnavailable,
 )
 from chronod.store import StoreSettings, open_store, redact_url
-from chronod.store.base import DispatchStatus, JobSync, SlotDispatch
+from chronod.store.base import DispatchStatus, JobSync
 from chronod.store.postgres.schema import SCHEMA_VERSION
 from chronod.store.postgres.store import PostgresStore
 from chronod.store.postgres.url import parse_postgres_url
 from tests.postgres_server import PostgresDatabase, new_namespace
 from tests.redis_server import free_port
+from tests.test_store_contract import FP, item
 
 MINUTE = timedelta(minutes=1)
 LONG = timedelta(seconds=60)
@@ -145,30 +146,16 @@ def test_the_schema_is_versioned_and_a_newer_one_refused(
 # -- failures --------------------------------------------------------------------------------------
 
 
-def slot(job: str, at: Any) -> SlotDispatch:
-    return SlotDispatch(
-        job=job,
-        fingerprint="fp",
-        slot=at,
-        next_due=at + MINUTE,
-        queue="default",
-        digest="d",
-        overlap="allow",
-        max_attempts=1,
-        guard_ttl=timedelta(hours=24),
-    )
-
-
 def test_a_killed_connection_is_replaced_and_nothing_runs_twice(
     store: PostgresStore, postgres_db: PostgresDatabase
 ) -> None:
     base = store.now().replace(microsecond=0) - timedelta(hours=1)
     lease = store.acquire_lease("node-a", uuid.uuid4().hex, LONG)
     assert lease is not None
-    store.sync_jobs(lease, [JobSync(name="alpha", fingerprint="fp", next_due=base)], base)
-    first = store.dispatch(lease, [slot("alpha", base + MINUTE)])
+    store.sync_jobs(lease, [JobSync(name="alpha", fingerprint=FP, next_due=base)], base)
+    first = store.dispatch(lease, [item("alpha", base + MINUTE)])
     assert postgres_db.terminate() >= 1  # pg_terminate_backend of the store's connection
-    again = store.dispatch(lease, [slot("alpha", base + MINUTE), slot("alpha", base + 2 * MINUTE)])
+    again = store.dispatch(lease, [item("alpha", base + MINUTE), item("alpha", base + 2 * MINUTE)])
     assert [r.status for r in first + again] == [
         DispatchStatus.QUEUED,
         DispatchStatus.DUPLICATE,
@@ -239,7 +226,7 @@ def test_an_idle_claim_waits_for_a_notification_instead_of_polling(
         base = leader.now().replace(microsecond=0) - timedelta(hours=1)
         lease = leader.acquire_lease("node-a", uuid.uuid4().hex, LONG)
         assert lease is not None
-        leader.sync_jobs(lease, [JobSync(name="alpha", fingerprint="fp", next_due=base)], base)
+        leader.sync_jobs(lease, [JobSync(name="alpha", fingerprint=FP, next_due=base)], base)
         assert worker.claim("w", ["default"], uuid.uuid4().hex, LONG, wait=1.0) is None
         # One look when it starts waiting (and the one that opened the connection), not a poll
         # every few milliseconds: nothing was committed, so nothing woke it.
@@ -253,7 +240,7 @@ def test_an_idle_claim_waits_for_a_notification_instead_of_polling(
         waiting.start()
         time.sleep(0.3)  # the scenario: the worker is already waiting when the run is queued
         queued_at = time.monotonic()
-        leader.dispatch(lease, [slot("alpha", base + MINUTE)])
+        leader.dispatch(lease, [item("alpha", base + MINUTE)])
         waiting.join(timeout=10)
         assert claimed
         assert claimed[0] is not None
