@@ -1,5 +1,6 @@
-"""``chronod run`` as real processes on the PostgreSQL store: two daemons, the leader SIGKILLed,
-and every chronod connection killed with ``pg_terminate_backend`` mid-dispatch: every slot once.
+"""``chronod run`` as real processes on the PostgreSQL store: two daemons, the leader SIGKILLed, the
+leader SIGSTOPped past its lease (fenced when it resumes), and every chronod connection killed
+with ``pg_terminate_backend`` mid-dispatch: every slot once.
 
 The patterns and helpers are those of ``test_process_scheduler.py`` (``--workers 0``, so live runs
 are exactly what was dispatched; 2 s leases); each test's daemons keep their state in a schema of
@@ -26,9 +27,11 @@ from tests.test_process_scheduler import (
     assert_unique_run_ids,
     config_text,
     kill_and_take_over,
+    log_time,
     slots_of,
     start_pair,
     stop_all,
+    stop_between_ticks,
     wait_for_run_after,
 )
 
@@ -105,3 +108,30 @@ def test_connections_killed_mid_dispatch_every_slot_once(
     assert_unique_run_ids(runs)
     assert_every_second(slots_of(runs), "dispatched slots")
     assert first.alive() is False
+
+
+def test_sigstop_of_the_leader_is_fenced_and_nothing_runs_twice(
+    target: Target, store: Store, procs: Processes, tmp_path: Path, namespace: str
+) -> None:
+    config = write_config(tmp_path, namespace)
+    first, second = start_pair(procs, config, target, store)
+    wait_until(lambda: len(store.live_runs("tick")) >= 2, timeout=STARTUP, what="2 dispatches")
+    stop_between_ticks(first, target)
+    takeover = log_time(second.wait_for_log(r"^became leader", timeout=TTL + STARTUP).ts)
+    wait_for_run_after(store, "tick", takeover + SECOND, timeout=STARTUP)
+    resumed = first.last_index()
+    first.cont()
+    first.wait_for_log(r"^stepped down \(epoch \d+\)", timeout=STARTUP, after=resumed)
+    wait_for_run_after(store, "tick", takeover + 3 * SECOND, timeout=STARTUP)
+    info = store.leader()
+    assert info is not None
+    assert info.node == second.node
+    stop_all(first, second)
+
+    runs = store.live_runs("tick")
+    assert_unique_run_ids(runs)
+    assert_every_second(slots_of(runs), "dispatched slots")
+    epochs = sorted({r.epoch for r in runs})
+    assert len(epochs) == 2, epochs
+    old = [r for r in runs if r.epoch == epochs[0]]
+    assert max(r.created_at for r in old) < takeover  # fenced: nothing from the old epoch after

@@ -55,6 +55,7 @@ from chronod.store.records import Quarantined
 T = TypeVar("T")
 
 CONNECT_TIMEOUT = 5  # seconds, unless the URL sets connect_timeout
+IDLE_IN_TX_MS = 5000  # see _connect
 CONFLICT_RETRIES = 30  # serialization failures and deadlocks: the transaction had no effect
 LISTEN_SLICE = 0.5  # seconds a waiting claim blocks on notifications before checking for close
 _NOW = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS now"
@@ -125,6 +126,11 @@ class PostgresConnection:
             conn.execute(
                 sql.SQL("SET search_path TO {}").format(sql.Identifier(self._target.schema))
             )
+            if "idle_in_transaction_session_timeout" not in self._target.url:
+                # A process frozen (SIGSTOP, a VM pause) inside a transaction would hold its row
+                # locks, the lease row's among them, and keep every other process waiting: the
+                # server ends such a session instead. chronod never idles inside a transaction.
+                conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TX_MS}")
         except BaseException:
             conn.close()
             raise
