@@ -198,6 +198,24 @@ def test_an_unreachable_server_is_one_line_without_the_password(namespace: str) 
     assert "app:***@" in message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://app:{PASSWORD}%zz@127.0.0.1:{{port}}/jobs",  # libpq quotes the bad token
+        f"postgresql://app@127.0.0.1:{{port}}/jobs?password={PASSWORD}%zz",
+    ],
+)
+def test_a_driver_error_never_shows_the_password(url: str, namespace: str) -> None:
+    store = PostgresStore.from_url(url.format(port=free_port()), namespace=namespace)
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.now()
+    finally:
+        store.close()
+    assert PASSWORD not in str(caught.value)
+    assert "%zz" not in str(caught.value)
+
+
 def test_a_full_disk_is_a_disk_error(store: PostgresStore) -> None:
     error = store._translated(pgerrors.DiskFull("could not extend file: No space left on device"))
     assert isinstance(error, StoreDiskError)

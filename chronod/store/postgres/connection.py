@@ -235,7 +235,7 @@ class PostgresConnection:
 
     def _translated(self, exc: psycopg.Error) -> StoreError:
         where = f"PostgreSQL store {self.describe()}"
-        detail = _one_line(exc)
+        detail = self._target.scrubbed(_one_line(exc))
         if isinstance(exc, pgerrors.DiskFull):
             return StoreDiskError(f"{where}: the server's disk is full ({detail})")
         if isinstance(exc, pgerrors.QueryCanceled):

@@ -29,6 +29,27 @@ class PostgresTarget:
     schema: str
     redacted: str
 
+    def secrets(self) -> tuple[str, ...]:
+        """The password as the URL writes it and decoded (libpq's errors may quote either)."""
+        found: list[str] = []
+        rest = self.url.partition("://")[2]
+        head, _, query = rest.partition("?")
+        userinfo = head.rpartition("@")[0] if "@" in head else ""
+        if ":" in userinfo:
+            found.append(userinfo.partition(":")[2])
+        for part in query.split("&") if query else []:
+            name, eq, value = part.partition("=")
+            if eq and unquote(name) in _SECRET_PARAMS:
+                found.append(value)
+        found += [unquote(secret) for secret in found]
+        return tuple(sorted({secret for secret in found if secret}, key=len, reverse=True))
+
+    def scrubbed(self, text: str) -> str:
+        """``text`` (a driver's message) with every form of the password as ``***``."""
+        for secret in self.secrets():
+            text = text.replace(secret, "***")
+        return text
+
 
 def redact_postgres_url(url: str) -> str:
     """``url`` with its password (in the user information or a query parameter) as ``***``."""
