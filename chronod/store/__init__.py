@@ -1,4 +1,4 @@
-"""State stores: one contract (:mod:`chronod.store.base`), SQLite and Redis implementations.
+"""State stores: one contract (:mod:`chronod.store.base`); SQLite, Redis and PostgreSQL stores.
 
 :func:`open_store` turns a store URL (docs/design.md §5) into a :class:`Store`:
 
