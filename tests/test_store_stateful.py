@@ -657,7 +657,9 @@ class PostgresAgrees(StoresAgree):
 @pytest.mark.timeout(600)
 @pytest.mark.postgres
 class TestSQLiteAndPostgresAnswerAlike(PostgresAgrees.TestCase):  # type: ignore[misc, valid-type]
-    settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+    # Fewer examples than Redis's: each opens a schema of its own (DDL), and the CI budget is
+    # shared; the rules under test are SQLite's, so what differs is the statements.
+    settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 
     @pytest.fixture(autouse=True)
     def _stores_live_in(self, postgres_db: PostgresDatabase, tmp_path: Path) -> None:
