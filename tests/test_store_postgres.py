@@ -246,9 +246,10 @@ def test_an_idle_claim_waits_for_a_notification_instead_of_polling(
         assert lease is not None
         leader.sync_jobs(lease, [JobSync(name="alpha", fingerprint=FP, next_due=base)], base)
         assert worker.claim("w", ["default"], uuid.uuid4().hex, LONG, wait=1.0) is None
-        # One look when it starts waiting (and the one that opened the connection), not a poll
-        # every few milliseconds: nothing was committed, so nothing woke it.
-        assert worker.transactions <= 2, worker.transactions
+        # One look when it starts waiting (a look for expired attempts, the first minute's sweep
+        # for malformed runs, the claim), not a poll every few milliseconds: nothing was
+        # committed, so nothing woke it.
+        assert worker.transactions <= 3, worker.transactions
         claimed: list[Any] = []
         waiting = threading.Thread(
             target=lambda: claimed.append(
@@ -266,3 +267,24 @@ def test_an_idle_claim_waits_for_a_notification_instead_of_polling(
     finally:
         worker.close()
         leader.close()
+
+
+def test_a_claim_quarantines_a_malformed_run_and_takes_the_next(
+    store: PostgresStore, postgres_db: PostgresDatabase, namespace: str
+) -> None:
+    base = store.now().replace(microsecond=0) - timedelta(hours=1)
+    lease = store.acquire_lease("node-a", uuid.uuid4().hex, LONG)
+    assert lease is not None
+    jobs = [JobSync(name=name, fingerprint=FP, next_due=base) for name in ("alpha", "beta")]
+    store.sync_jobs(lease, jobs, base)
+    store.dispatch(lease, [item("alpha", base + MINUTE), item("beta", base + 2 * MINUTE)])
+    with postgres_db.connect() as conn:  # an instant no chronod writes: a forged record
+        conn.execute(f"""UPDATE "{namespace}".runs SET created_at = -1 WHERE job = 'alpha'""")
+    store._next_sweep = float("inf")  # the claim meets it, not the once-a-minute sweep
+    claim = store.claim("w", ["default"], uuid.uuid4().hex, LONG, wait=0)
+    assert claim is not None
+    assert claim.run.job == "beta"
+    (quarantined,) = store.drain_quarantined()
+    assert quarantined.job == "alpha"
+    assert "created_at" in quarantined.problem
+    assert store.history("alpha", 5)[0].state.value == "quarantined"

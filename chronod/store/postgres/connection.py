@@ -38,7 +38,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -72,6 +72,9 @@ class Tx:
     now: int  # store time, microseconds, read by the transaction's first statement
     keep: int  # history entries kept per job
     quarantined: list[Quarantined] = field(default_factory=list)
+    serializable: bool = (
+        True  # False: a claim's READ COMMITTED transaction (see PostgresStore.claim)
+    )
 
     def one(self, query: str, params: Any = None) -> dict[str, Any] | None:
         return self.conn.execute(query, params).fetchone()
@@ -171,18 +174,30 @@ class PostgresConnection:
         assert row is not None
         return int(row["now"])
 
-    def _transact(self, body: Callable[[Tx], T], *, notify: bool = False, schema: bool = True) -> T:
+    def _transact(
+        self,
+        body: Callable[[Tx], T],
+        *,
+        notify: bool = False,
+        schema: bool = True,
+        atomic: bool = True,
+        serializable: bool = True,
+    ) -> T:
         """Run ``body`` in one SERIALIZABLE transaction, again after a conflict (no effect).
 
         ``schema=False``: the body reads no table (store time), so it also answers when a
         read-only open found no schema (``chronod status`` of a store nothing used yet).
+        ``atomic=False``: a look that needs no transaction (autocommit statements, outside
+        SERIALIZABLE's conflict tracking): only for reads whose answer is a hint.
+        ``serializable=False``: READ COMMITTED, for a claim alone (its reasoning is in
+        :meth:`~chronod.store.postgres.store.PostgresStore.claim`).
         """
         conflicts = 0
         reconnected = False
         while True:
             try:
                 with self._lock, self._translated_errors():
-                    return self._attempt(body, notify, schema)
+                    return self._attempt(body, notify, schema, atomic, serializable)
             except _DeadAtStart as dead:
                 cause = dead.__cause__
                 if reconnected and isinstance(cause, psycopg.Error):
@@ -197,7 +212,14 @@ class PostgresConnection:
                     ) from None
                 time.sleep(random.uniform(0, 0.002 * min(conflicts, 10)))
 
-    def _attempt(self, body: Callable[[Tx], T], notify: bool, schema: bool) -> T:
+    def _attempt(
+        self,
+        body: Callable[[Tx], T],
+        notify: bool,
+        schema: bool,
+        atomic: bool,
+        serializable: bool,
+    ) -> T:
         conn = self._connection()
         if schema and self._schema_version == 0:  # opened read-only before anything wrote here
             self._schema_version = found_version(conn)
@@ -206,11 +228,16 @@ class PostgresConnection:
                     f"PostgreSQL store {self.describe()} has no chronod schema (nothing used it)"
                 )
         started = False
+        conn.isolation_level = (
+            psycopg.IsolationLevel.SERIALIZABLE
+            if serializable
+            else psycopg.IsolationLevel.READ_COMMITTED
+        )
         try:
-            with conn.transaction():
+            with conn.transaction() if atomic else nullcontext():
                 now = self._store_time(conn)
                 started = True
-                tx = Tx(conn, now, self._history)
+                tx = Tx(conn, now, self._history, serializable=serializable)
                 result = body(tx)
                 if notify:
                     conn.execute("SELECT pg_notify(%s, '')", (self._channel,))

@@ -10,8 +10,13 @@ queueing behind one another's row lock (and then failing to serialize).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from chronod.store._common import MalformedRecord
+from chronod.store.postgres.connection import Tx
 from chronod.store.postgres.rows import INSERT_HISTORY, RUN_COLUMNS, TRIM_HISTORY
-from chronod.store.sqlite.queue import Queue, QueueSQL
+from chronod.store.sqlite.queue import Queue, QueueSQL, QueueTx
+from chronod.store.sqlite.rows import READ, Row
 
 _INSERT_RUN = """INSERT INTO runs (run_id, job, slot, manual, state, queue, digest, epoch, attempt,
         max_attempts, created_at, not_before)
@@ -61,7 +66,40 @@ _FINISHED_WITH_TOKEN = """SELECT status, outcome, exit_code, output, error FROM 
     WHERE run_id = %s AND token = %s AND status IS NOT NULL ORDER BY seq DESC LIMIT 1"""
 
 
-POSTGRES_QUEUE = Queue(
+_RUN_BY_SEQ = f"SELECT {RUN_COLUMNS} FROM runs WHERE seq = %s"
+
+
+class NeedsQuarantine(Exception):
+    """A claim's READ COMMITTED transaction met a malformed run (``seq``): it rolls back, and the
+    run is quarantined in a SERIALIZABLE transaction of its own (:meth:`PostgresQueue.quarantine`),
+    since ending a run releases its job's waiting run, which dispatch decides on."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(seq)
+        self.seq = seq
+
+
+@dataclass(frozen=True)
+class PostgresQueue(Queue):
+    """The SQL stores' queue; malformed runs met at READ COMMITTED are quarantined apart."""
+
+    def well_formed(self, tx: QueueTx, row: Row) -> bool:
+        if isinstance(tx, Tx) and not tx.serializable:
+            try:
+                READ.live(row)
+            except MalformedRecord:
+                raise NeedsQuarantine(int(row["seq"])) from None
+            return True
+        return super().well_formed(tx, row)
+
+    def quarantine(self, tx: Tx, seq: int) -> None:
+        """Quarantine the live run ``seq`` if it is still there and still malformed."""
+        row = tx.one(_RUN_BY_SEQ, (seq,))
+        if row is not None:
+            self.well_formed(tx, row)
+
+
+POSTGRES_QUEUE = PostgresQueue(
     QueueSQL(
         insert_run=_INSERT_RUN,
         run_id_taken=_RUN_ID_TAKEN,

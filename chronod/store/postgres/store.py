@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from chronod.instants import from_micros
@@ -37,12 +38,16 @@ from chronod.store.base import (
 from chronod.store.postgres.connection import LISTEN_SLICE, PostgresConnection, Tx
 from chronod.store.postgres.leader import POSTGRES_LEADER as lead
 from chronod.store.postgres.queue import POSTGRES_QUEUE as work
+from chronod.store.postgres.queue import NeedsQuarantine
 from chronod.store.postgres.rows import JOB, JOB_COLUMNS, RUN_COLUMNS
 from chronod.store.postgres.url import parse_postgres_url
 from chronod.store.sqlite.rows import READ, worker_info
 
 SWEEP_EVERY = 60.0  # seconds between two looks (per store instance) for malformed live runs
 
+_EXPIRED = (
+    "SELECT 1 AS expired FROM runs WHERE state = 'running' AND lease_expires_at <= %s LIMIT 1"
+)
 _ALL_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY name"
 _ENSURE_JOB = "INSERT INTO jobs (name) VALUES (%s) ON CONFLICT DO NOTHING"
 _SET_PAUSED = "UPDATE jobs SET paused = %s, watermark = %s WHERE name = %s"
@@ -161,7 +166,19 @@ class PostgresStore(PostgresConnection, Store):
     def claim(
         self, worker: str, queues: Sequence[str], token: str, ttl: timedelta, wait: float
     ) -> Claim | None:
-        """Claim in one transaction; while nothing is ready, wait for a notification.
+        """Claim in one READ COMMITTED transaction; while nothing is ready, wait for a
+        notification.
+
+        The one transaction that is not SERIALIZABLE, because ``FOR UPDATE SKIP LOCKED`` is only
+        a queue at READ COMMITTED: at SERIALIZABLE, a run another worker claimed after this
+        transaction's snapshot fails the whole transaction instead of being skipped, and two
+        workers conflicted on about one claim in three. It is safe here because what a claim
+        writes (a queued run becomes running, with this attempt's token and lease) changes no
+        decision another transaction makes: a queued and a running run are both "active" to
+        dispatch's overlap rule, and a run's token and lease belong to its claimer. What a claim
+        may meet that does change such a decision, a malformed run to quarantine (ending a run
+        releases its job's waiting run), is done in a SERIALIZABLE transaction of its own, as
+        are the expired attempts reclaimed before the look.
 
         The listening connection LISTENs before the first look, so a run committed after a look
         that missed it wakes the wait at once; a delayed run (or an attempt lease to reap) found
@@ -173,9 +190,15 @@ class PostgresStore(PostgresConnection, Store):
             self._prepare_to_wait()
         while True:
             looked = time.monotonic()
-            claim, now, wake_at = self._transact(
-                lambda tx: self._claim_once(tx, worker, names, token, ttl)
-            )
+            self._reap_before_claim()
+            try:
+                claim, now, wake_at = self._transact(
+                    lambda tx: self._claim_once(tx, worker, names, token, ttl),
+                    serializable=False,
+                )
+            except NeedsQuarantine as bad:
+                self._transact(partial(work.quarantine, seq=bad.seq))
+                continue
             if claim is not None:
                 return claim
             wake = deadline
@@ -195,16 +218,25 @@ class PostgresStore(PostgresConnection, Store):
                 return True
         return False
 
+    def _reap_before_claim(self) -> None:
+        """Reclaim expired attempts (and, once a minute, sweep malformed runs) before a claim
+        looks, each in a transaction of its own, and only when a cheap look finds some.
+
+        Inside the claim's transaction, the scan of running runs that the reap needs made two
+        workers' claims conflict on almost every run (each scanned what the other wrote).
+        """
+        if self._transact(lambda tx: tx.one(_EXPIRED, (tx.now,)) is not None, atomic=False):
+            self._transact(work.reap, notify=True)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + SWEEP_EVERY
+            self._transact(work.sweep)
+
     def _claim_once(
         self, tx: Tx, worker: str, queues: Sequence[str], token: str, ttl: timedelta
     ) -> tuple[Claim | None, int, int | None]:
         claim = work.repeated_claim(tx, token)  # a retried claim: the same claim again
         if claim is not None:
             return claim, tx.now, None
-        work.reap(tx)
-        if time.monotonic() >= self._next_sweep:
-            self._next_sweep = time.monotonic() + SWEEP_EVERY
-            work.sweep(tx)
         claim = work.claim_oldest(tx, queues, worker, token, ttl)
         if claim is not None:
             return claim, tx.now, None
