@@ -63,11 +63,12 @@ of the wrong type, or out of range). No method ever fails because of one, and no
 Atomicity and retries
 ---------------------
 Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE``
-transaction; PostgreSQL: one SERIALIZABLE transaction), except the batch methods, whose items
-are each atomic. Every method is safe to repeat after a timeout with the same arguments: a
-repeat returns the same answer or a refusal that means "already done" (``DUPLICATE`` for
-dispatch, ``FinishStatus.ACCEPTED`` for finish, the same claim for claim). Connection failures
-raise :class:`~chronod.errors.StoreUnavailable` (transient); nothing else is retried.
+transaction; PostgreSQL: one transaction, SERIALIZABLE but for claims), except the batch methods,
+whose items are each atomic. Every method is safe to repeat after a timeout with the same
+arguments: a repeat returns the same answer or a refusal that means "already done"
+(``DUPLICATE`` for dispatch, ``FinishStatus.ACCEPTED`` for finish, the same claim for claim).
+Connection failures raise :class:`~chronod.errors.StoreUnavailable` (transient); nothing else is
+retried.
 
 Durability and rollback
 -----------------------

@@ -5,7 +5,9 @@ Concurrency model
 * **One connection per instance**, opened by the first call in the process making it (a
   connection never crosses a ``fork()``: a child forgets its parent's, never closes it, since
   closing would end the parent's session). The threads of one process share it under a lock.
-* **Every method is one transaction at SERIALIZABLE isolation**. PostgreSQL then guarantees that
+* **Every method is one transaction at SERIALIZABLE isolation** (but a claim's, at READ
+  COMMITTED: :meth:`~chronod.store.postgres.store.PostgresStore.claim` says why that is safe).
+  PostgreSQL then guarantees that
   the committed transactions have the effect of running one at a time, which is what each
   read-check-write of the contract needs (the SQLite store gets the same from ``BEGIN
   IMMEDIATE``): two transactions can never both see "no guard", "lease current" or "not claimed
