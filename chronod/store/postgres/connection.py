@@ -39,7 +39,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -74,9 +74,8 @@ class Tx:
     now: int  # store time, microseconds, read by the transaction's first statement
     keep: int  # history entries kept per job
     quarantined: list[Quarantined] = field(default_factory=list)
-    serializable: bool = (
-        True  # False: a claim's READ COMMITTED transaction (see PostgresStore.claim)
-    )
+    # False: a claim's READ COMMITTED transaction (see PostgresStore.claim).
+    serializable: bool = True
 
     def one(self, query: str, params: Any = None) -> dict[str, Any] | None:
         return self.conn.execute(query, params).fetchone()
@@ -87,12 +86,6 @@ class Tx:
     def run(self, query: str, params: Any = None) -> int:
         """Execute a write; the number of rows it changed."""
         return self.conn.execute(query, params).rowcount
-
-    def many(self, query: str, rows: Iterable[Any]) -> None:
-        batch = list(rows)
-        if batch:
-            with self.conn.cursor() as cursor:
-                cursor.executemany(query, batch)
 
 
 class _DeadAtStart(Exception):
