@@ -58,6 +58,21 @@ of the wrong type, or out of range). No method ever fails because of one, and no
   empty, an unreadable slot as the Unix epoch) and ``error`` naming the problem, so history and
   status keep answering.
 
+Outbox
+------
+A job's *event kinds* (:meth:`Store.set_event_kinds`) say which of its runs' ends are news. When a
+run ends with a terminal outcome (:meth:`Store.finish` accepted, :meth:`Store.reap` lost, a run
+quarantined or ended ``uncertain`` by a claim or reap) and its job's kinds name that outcome, an
+event is appended to the outbox *in the same atomic step*, so it survives the process that
+recorded the outcome; a ``succeeded`` run whose job's previous last outcome was unsuccessful
+(:data:`UNSUCCESSFUL`) makes a ``recovered`` event instead when the kinds name ``recovered``. At
+most one event per run end: the id ``<run id>#<attempt>:<kind>`` is stable, so a receiver can
+drop repeats. Slots decided without a run (skipped, missed, uncertain from dispatch or advance)
+make no event. The outbox holds at most :attr:`Store.outbox_limit` events: appending beyond it
+drops the oldest and counts them (:meth:`Store.outbox_stats`). A delivering process reads
+:meth:`Store.events_due` and settles each (:meth:`Store.settle_event`); nothing about delivery
+ever changes a run or an outcome.
+
 Atomicity and retries
 ---------------------
 Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE``
@@ -95,7 +110,10 @@ from typing import Any
 
 from chronod.errors import NotLeader, StoreError, StoreUnavailable
 from chronod.store.records import (
+    EVENT_OUTPUT,
+    MAX_OUTBOX,
     OUTPUT_TAIL,
+    UNSUCCESSFUL,
     AttemptResult,
     Claim,
     DispatchResult,
@@ -106,6 +124,8 @@ from chronod.store.records import (
     LeaderInfo,
     Lease,
     MissedSlots,
+    OutboxEvent,
+    OutboxStats,
     Outcome,
     Overlap,
     Presence,
@@ -118,7 +138,10 @@ from chronod.store.records import (
 )
 
 __all__ = [
+    "EVENT_OUTPUT",
+    "MAX_OUTBOX",
     "OUTPUT_TAIL",
+    "UNSUCCESSFUL",
     "AttemptResult",
     "Claim",
     "DispatchResult",
@@ -131,6 +154,8 @@ __all__ = [
     "Lease",
     "MissedSlots",
     "NotAcknowledged",
+    "OutboxEvent",
+    "OutboxStats",
     "Outcome",
     "Overlap",
     "Presence",
@@ -174,6 +199,9 @@ def overlap_reason(run_id: str, state: str) -> str:
 
 class Store(ABC):
     """Durable state and coordination for chronod. One instance per process (open it after fork)."""
+
+    # The most events the outbox holds ("Outbox" above); an instance attribute may lower it.
+    outbox_limit: int = MAX_OUTBOX
 
     # -- clock -------------------------------------------------------------------------------------
 
@@ -410,6 +438,35 @@ class Store(ABC):
     @abstractmethod
     def presences(self) -> list[Presence]:
         """Members announced within the last minute, newest first."""
+
+    # -- outbox ("Outbox" above) -------------------------------------------------------------------
+
+    @abstractmethod
+    def set_event_kinds(self, lease: Lease, kinds: Mapping[str, frozenset[str]]) -> None:
+        """Replace every job's event kinds: outcome values and ``recovered``, per job name (a
+        job not named has none, and its runs make no event). Events already in the outbox stay.
+        Raises :class:`Fenced` (writing nothing) if ``lease`` is not current; a repeat changes
+        nothing.
+        """
+
+    @abstractmethod
+    def events_due(self, limit: int) -> list[OutboxEvent]:
+        """At most ``limit`` outbox events whose next delivery is due (at or before now): the
+        earliest due first, then in the order they were appended (an event is due when it is
+        appended). Reading changes nothing."""
+
+    @abstractmethod
+    def settle_event(
+        self, event_id: str, attempts: int, done: Sequence[str], retry_at: datetime | None
+    ) -> bool:
+        """After a delivery attempt: with ``retry_at`` None the event leaves the outbox
+        (delivered everywhere, or given up); otherwise its ``attempts`` and ``done`` are replaced
+        and it is due again at ``retry_at``. False if the event is not in the outbox (settled
+        before, or dropped). The values are absolute, so a repeat changes nothing more."""
+
+    @abstractmethod
+    def outbox_stats(self) -> OutboxStats:
+        """How many events wait, and how many were dropped because the outbox was full."""
 
     # -- reading -----------------------------------------------------------------------------------
 
