@@ -1787,9 +1787,7 @@ def test_outbox_event_is_written_with_the_outcome(
     assert store.events_due(10) == [event]
 
 
-def test_outbox_recovered_once_after_a_failure(
-    store: Store, leader: Lease, base: datetime
-) -> None:
+def test_outbox_recovered_once_after_a_failure(store: Store, leader: Lease, base: datetime) -> None:
     store.set_event_kinds(leader, {"alpha": frozenset({"failed", "recovered"})})
     run_to_end(store, leader, base + MINUTE, SUCCESS)  # a success after nothing: no news
     failed = run_to_end(store, leader, base + 2 * MINUTE, FAILURE)

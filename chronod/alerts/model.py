@@ -7,11 +7,15 @@ shows them; :meth:`Channel.describe` is the rendering that may be shown.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from chronod.alerts.urls import redact_url
+
+if TYPE_CHECKING:
+    from chronod.config.model import JobConfig
 
 ChannelKind = Literal["webhook", "email", "command"]
 WebhookFormat = Literal["json", "slack"]
@@ -36,6 +40,19 @@ DEFAULT_NOTIFY_ON = frozenset(
     ("failed", "timed-out", "lost", "config-mismatch", "uncertain", "quarantined", "recovered")
 )
 DEFAULT_NOTIFY_EVERY = timedelta(hours=1)
+# The outcomes a ping reports: every end of a run (success, or ``/fail``).
+PING_KINDS = frozenset(
+    (
+        "succeeded",
+        "recovered",
+        "failed",
+        "timed-out",
+        "lost",
+        "config-mismatch",
+        "quarantined",
+        "uncertain",
+    )
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,3 +94,25 @@ class JobAlerts:
     def sends(self, kind: str) -> bool:
         """Whether an event of ``kind`` (an outcome, or ``recovered``) goes to the channels."""
         return bool(self.notify) and kind in self.notify_on
+
+
+def kinds_of(alerts: JobAlerts) -> frozenset[str]:
+    """The run ends of a job the store writes to the outbox (Store.set_event_kinds)."""
+    kinds: set[str] = set()
+    if alerts.notify:
+        kinds |= alerts.notify_on
+        if "succeeded" in alerts.notify_on:
+            kinds.add("recovered")  # a success too, of the kind that also is news
+    if alerts.ping is not None:
+        kinds |= PING_KINDS
+    return frozenset(kinds)
+
+
+def event_kinds(jobs: Mapping[str, JobConfig]) -> dict[str, frozenset[str]]:
+    """:func:`kinds_of` every job that has any."""
+    return {name: kinds for name, job in jobs.items() if (kinds := kinds_of(job.alerts))}
+
+
+def channel_wants(alerts: JobAlerts, kind: str) -> bool:
+    """Whether the job's channels get an event of ``kind`` (``recovered`` is a success too)."""
+    return kind in alerts.notify_on or (kind == "recovered" and "succeeded" in alerts.notify_on)

@@ -46,8 +46,12 @@ def read_channels(
     channels: dict[str, Channel] = {}
     for name, body in table.items():
         where = f"notify.{clip(name)}"
-        if not CHANNEL_NAME.match(name):
-            report(where, "a channel name uses letters, digits, '_', '.', '-' (at most 64)")
+        if not CHANNEL_NAME.match(name) or name == "ping":
+            report(
+                where,
+                "a channel name uses letters, digits, '_', '.', '-' (at most 64) and is not "
+                "'ping' (a job's ping URL is reported under that name)",
+            )
             continue
         if not isinstance(body, dict):
             report(where, "expected a table like [notify.NAME] with webhook, email or command")
