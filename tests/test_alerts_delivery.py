@@ -142,8 +142,8 @@ def test_webhook_json_signed_with_idempotency_key_and_ping(
     lease = lead(sqlite, config)
     run_id = end_run(sqlite, lease, FAIL, 1)
     metrics = ChronodMetrics()
-    assert courier(sqlite, config, metrics).step(sqlite.now()) == 1
-    hook, ping = sorted(http.received(), key=lambda r: r.path)
+    assert courier(sqlite, config, metrics).step(sqlite.now()) == 2  # started, failed
+    start, hook, ping = http.received()
     assert hook.path == "/hook/TOKEN"
     event = json.loads(hook.body)
     assert (event["job"], event["run_id"], event["kind"], event["outcome"]) == (
@@ -163,10 +163,11 @@ def test_webhook_json_signed_with_idempotency_key_and_ping(
     assert url.path == "/ping/5f1c/fail"
     assert parse_qs(url.query) == {"rid": [run_uuid(run_id)]}
     assert ping.body == b"disk full\n"
+    assert start.path == f"/ping/5f1c/start?rid={run_uuid(run_id)}"
     assert sqlite.outbox_stats().depth == 0
     text = metrics.render().decode()
     assert 'chronod_notifications_total{channel="ops",result="ok"} 1.0' in text
-    assert 'chronod_notifications_total{channel="ping",result="ok"} 1.0' in text
+    assert 'chronod_notifications_total{channel="ping",result="ok"} 2.0' in text
     assert "chronod_outbox_depth 0.0" in text
 
 
@@ -181,8 +182,11 @@ def test_ping_reports_success_and_recovered(
     courier(sqlite, config).step(sqlite.now())
     pings = [urlsplit(r.path) for r in http.received() if r.path.startswith("/ping")]
     assert [(p.path, parse_qs(p.query)["rid"][0]) for p in pings] == [
+        ("/ping/5f1c/start", run_uuid(first)),
         ("/ping/5f1c", run_uuid(first)),
+        ("/ping/5f1c/start", run_uuid(failed)),
         ("/ping/5f1c/fail", run_uuid(failed)),
+        ("/ping/5f1c/start", run_uuid(recovered)),
         ("/ping/5f1c", run_uuid(recovered)),
     ]
     hooks = [json.loads(r.body)["kind"] for r in http.received() if r.path.startswith("/hook")]
@@ -207,7 +211,7 @@ def test_receiver_down_then_back_delivers_once(
         sender.step(now)
     assert http.received() == []
     assert sqlite.events_due(10) == []  # not due again before its backoff
-    assert sqlite.outbox_stats().depth == 1
+    assert sqlite.outbox_stats().depth == 2  # the start ping's and the failure's
     assert "TOKEN" not in caplog.text  # the webhook's path is its credential
     assert "HTTP 503" in caplog.text
     status = sender.status()["ops"]
@@ -217,7 +221,11 @@ def test_receiver_down_then_back_delivers_once(
     http.status = 200
     clock.advance(backoff(1).total_seconds())
     sender.step(clock.now())
-    assert [r.path.split("?")[0] for r in http.received()] == ["/hook/TOKEN", "/ping/5f1c/fail"]
+    assert [r.path.split("?")[0] for r in http.received()] == [
+        "/ping/5f1c/start",
+        "/hook/TOKEN",
+        "/ping/5f1c/fail",
+    ]
     assert sqlite.outbox_stats().depth == 0
     assert sender.status()["ops"].sent == 1
     text = metrics.render().decode()
@@ -228,8 +236,8 @@ def test_gives_up_after_bounded_attempts(tmp_path: Path, http: HTTPRecorder, sql
     config = config_for(tmp_path, http)
     lease = lead(sqlite, config)
     end_run(sqlite, lease, FAIL, 1)
-    [event] = sqlite.events_due(10)
-    assert sqlite.settle_event(event.event_id, MAX_ATTEMPTS - 1, [], sqlite.now()) is True
+    for event in sqlite.events_due(10):
+        assert sqlite.settle_event(event.event_id, MAX_ATTEMPTS - 1, [], sqlite.now()) is True
     http.status = 500
     courier(sqlite, config).step(sqlite.now())
     assert sqlite.outbox_stats().depth == 0  # given up: bounded in time
@@ -275,7 +283,7 @@ def test_flood_control_folds_and_always_sends_recovered(
     hooks = [json.loads(r.body) for r in http.received() if r.path.startswith("/hook")]
     assert [(h["kind"], h["folded"]) for h in hooks] == [("failed", 0), ("recovered", 3)]
     pings = [r for r in http.received() if r.path.startswith("/ping")]
-    assert len(pings) == 5  # a ping is never folded: the watcher needs every run
+    assert len(pings) == 10  # a ping is never folded: the watcher needs every run
     assert sqlite.outbox_stats().depth == 0
 
 

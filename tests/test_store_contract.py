@@ -1876,3 +1876,19 @@ def test_set_event_kinds_is_fenced_and_replaces(
     run_to_end(store, leader, base + MINUTE, FAILURE)
     beta = run_to_end(store, leader, base + MINUTE, FAILURE, name="beta")
     assert [event.run.run_id for event in store.events_due(10)] == [beta]
+
+
+def test_outbox_started_event_with_the_claim(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"started", "failed"})})
+    run_id = queued(store, leader, item("alpha", base + MINUTE))
+    claim = claim_one(store)
+    [started] = store.events_due(10)
+    assert (started.event_id, started.kind) == (f"{run_id}#1:started", "started")
+    assert (started.run.state, started.run.attempt, started.run.worker) == (
+        RunState.RUNNING,
+        1,
+        "worker-1",
+    )
+    assert started.run.started_at == claim.run.started_at
+    assert store.finish(run_id, claim.token, FAILURE) is FinishStatus.ACCEPTED
+    assert [event.kind for event in store.events_due(10)] == ["started", "failed"]

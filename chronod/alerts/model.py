@@ -40,9 +40,11 @@ DEFAULT_NOTIFY_ON = frozenset(
     ("failed", "timed-out", "lost", "config-mismatch", "uncertain", "quarantined", "recovered")
 )
 DEFAULT_NOTIFY_EVERY = timedelta(hours=1)
-# The outcomes a ping reports: every end of a run (success, or ``/fail``).
+# What a ping reports: an attempt's start (``/start``) and every end of a run (success, or
+# ``/fail``).
 PING_KINDS = frozenset(
     (
+        "started",
         "succeeded",
         "recovered",
         "failed",

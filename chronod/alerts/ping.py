@@ -31,12 +31,14 @@ def ping_url(base: str, signal: str, run_id: str) -> str:
 
 
 def signal_of(kind: str) -> str:
+    if kind == "started":
+        return "start"
     return "success" if kind in GOOD else "fail"
 
 
 def send_ping(base: str, notice: Notice) -> None:
-    """Report the end of the notice's run (DeliveryError on failure)."""
+    """Report the start or end of the notice's run (DeliveryError on failure)."""
     run = notice.event.run
     url = ping_url(base, signal_of(notice.event.kind), run.run_id)
-    data = run.output.encode("utf-8", errors="replace")[-PING_BODY:]
+    data = run.output.encode("utf-8", errors="replace")[-PING_BODY:]  # empty for a start
     post(url, data, {"Content-Type": "text/plain; charset=utf-8", "X-Chronod-Event": notice.key})

@@ -68,8 +68,10 @@ recorded the outcome; a ``succeeded`` run whose job's previous last outcome was 
 (:data:`UNSUCCESSFUL`) makes a ``recovered`` event instead when the kinds name ``recovered``. At
 most one event per run end: the id ``<run id>#<attempt>:<kind>`` is stable, so a receiver can
 drop repeats. Slots decided without a run (skipped, missed, uncertain from dispatch or advance)
-make no event. The outbox holds at most :attr:`Store.outbox_limit` events: appending beyond it
-drops the oldest and counts them (:meth:`Store.outbox_stats`). A delivering process reads
+make no event. An attempt's start (:meth:`Store.claim`) makes a ``started`` event, in the claim's
+atomic step, when the kinds name ``started`` (its ``run`` is then the running run). The outbox
+holds at most :attr:`Store.outbox_limit` events: appending beyond it drops the oldest and counts
+them (:meth:`Store.outbox_stats`). A delivering process reads
 :meth:`Store.events_due` and settles each (:meth:`Store.settle_event`); nothing about delivery
 ever changes a run or an outcome.
 
@@ -443,8 +445,9 @@ class Store(ABC):
 
     @abstractmethod
     def set_event_kinds(self, lease: Lease, kinds: Mapping[str, frozenset[str]]) -> None:
-        """Replace every job's event kinds: outcome values and ``recovered``, per job name (a
-        job not named has none, and its runs make no event). Events already in the outbox stay.
+        """Replace every job's event kinds: outcome values, ``recovered`` and ``started``, per
+        job (a job not named has none, and its runs make no event). Events already in the outbox
+        stay.
         Raises :class:`Fenced` (writing nothing) if ``lease`` is not current; a repeat changes
         nothing.
         """

@@ -232,7 +232,7 @@ class OutboxEvent:
     """A notification waiting in the outbox: see :meth:`Store.events_due`."""
 
     event_id: str  # "<run id>#<attempt>:<kind>": stable, the receivers' idempotency key
-    kind: str  # an Outcome value, or "recovered"
+    kind: str  # an Outcome value, "recovered", or "started" (run: the running run)
     run: RunRecord  # the history entry that caused it (output: at most EVENT_OUTPUT bytes)
     created_at: datetime
     attempts: int = 0  # delivery attempts so far

@@ -243,8 +243,10 @@ end
 
 -- The event (the outbox: "Outbox" in chronod/store/base.py) that the history `entry` of a run end
 -- makes, appended when the job's event kinds want one; `previous` is the job's last outcome
--- before this one. The oldest events beyond OUTBOX_LIMIT are dropped and counted.
-local function append_event(job, entry, previous, now)
+-- before this one. `started` (an attempt's start: `entry` is then the running run, state
+-- 'running') names the kind outright. The oldest events beyond OUTBOX_LIMIT are dropped and
+-- counted.
+local function append_event(job, entry, previous, now, started)
   local wanted = redis.call('HGET', P .. 'event_kinds', job)
   if not wanted then
     return
@@ -254,7 +256,9 @@ local function append_event(job, entry, previous, now)
     kinds[kind] = true
   end
   local kind = nil
-  if entry.state == 'succeeded' and UNSUCCESSFUL[previous or ''] and kinds['recovered'] then
+  if started then
+    kind = kinds['started'] and 'started' or nil
+  elseif entry.state == 'succeeded' and UNSUCCESSFUL[previous or ''] and kinds['recovered'] then
     kind = 'recovered'
   elseif kinds[entry.state] then
     kind = entry.state

@@ -59,7 +59,7 @@ def _event(event_id: str, text: str) -> OutboxEvent:
     return OutboxEvent(
         event_id=event_id,
         kind=str(fields["kind"]),
-        run=READ.entry(json.dumps(fields["entry"])),
+        run=READ.readable(fields["entry"], ended=fields["kind"] != "started"),
         created_at=from_micros(as_int(fields["created"])),
         attempts=as_int(fields.get("attempts") or 0),
         done=tuple(str(target) for target in done) if isinstance(done, list) else (),

@@ -78,18 +78,27 @@ def previous_outcome(tx: Tx, job: str) -> str | None:
     return None if row is None or not isinstance(row[0], str) else row[0]
 
 
-def append(tx: Tx, entry: Mapping[str, Any], previous: str | None) -> None:
-    """Append the event the history ``entry`` of a run end makes, if its job's kinds want one."""
+def append(
+    tx: Tx, entry: Mapping[str, Any], previous: str | None, *, started: bool = False
+) -> None:
+    """Append the event the history ``entry`` of a run end makes, if its job's kinds want one;
+    with ``started``, the ``started`` event of the running run ``entry`` (an attempt began)."""
     job = entry.get("job")
     if not isinstance(job, str):
         return
     row = tx.conn.execute(_KINDS_OF, (job,)).fetchone()
     if row is None:
         return
-    kind = event_kind(json.loads(row[0]), str(entry["outcome"]), previous)
+    kinds = json.loads(row[0])
+    if started:
+        kind: str | None = "started" if "started" in kinds else None
+    else:
+        kind = event_kind(kinds, str(entry["outcome"]), previous)
     if kind is None:
         return
     carried = {name: entry.get(name) for name in _ENTRY_FIELDS}
+    if started:
+        carried["state"] = "running"  # a live run's record, not a history entry
     carried["output"] = _tail(str(entry.get("output") or ""))
     run_id, attempt = entry.get("run_id"), entry.get("attempt")
     event_id = f"{run_id if isinstance(run_id, str) else shown(run_id)}#{attempt}:{kind}"
@@ -122,7 +131,7 @@ def due(conn: sqlite3.Connection, now: datetime, limit: int) -> list[OutboxEvent
         OutboxEvent(
             event_id=row["event_id"],
             kind=row["kind"],
-            run=READ.readable(json.loads(row["entry"]), ended=True),
+            run=READ.readable(json.loads(row["entry"]), ended=row["kind"] != "started"),
             created_at=from_micros(row["created_at"]),
             attempts=row["attempts"],
             done=tuple(json.loads(row["done"])),

@@ -169,6 +169,7 @@ def claim_oldest(
         "started_at": tx.now,
         "lease_expires_at": expires_at,
     }
+    outbox.append(tx, started, None, started=True)  # a ping's /start, with the claim
     return _claim_of(started)
 
 
