@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from chronod import __version__, ops
+from chronod.alerts.command import notify_group
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig, config_path, load_config, parse_instant
 from chronod.durations import format_duration
@@ -558,6 +559,9 @@ def _after(text: str, job: JobConfig) -> datetime:
         return parse_instant(text, job.schedule.zone)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--after: {exc}, got {text!r}") from None
+
+
+cli.add_command(notify_group)  # `chronod notify test` (chronod.alerts)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:

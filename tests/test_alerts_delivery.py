@@ -36,6 +36,7 @@ from chronod.store.base import (
 from chronod.store.sqlite import SQLiteStore
 from chronod.tz import UTC
 from tests.receivers import HTTPRecorder, SMTPRecorder, serve_http, serve_smtp
+from tests.test_cli_surface import chronod
 from tests.test_store_contract import item
 
 SECRET = "a-shared-secret-of-some-length"
@@ -300,3 +301,30 @@ def test_flood_gate_periods() -> None:
     assert gate.admit("a", "ops", "failed", timedelta(0), t0 + every) == 0  # 0: never folds
     gate.forget({"b"})
     assert gate.admit("a", "ops", "failed", every, t0 + every) == 0
+
+
+def test_notify_test_command(
+    tmp_path: Path, http: HTTPRecorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_for(tmp_path, http)
+    path = str(config.path)
+    result = chronod(capsys, "--config", path, "notify", "test", "--channel", "ops")
+    assert result.code == 0, result.err
+    assert result.out.startswith("ops: delivered (webhook http://127.0.0.1:")
+    assert "TOKEN" not in result.out
+    [hook] = http.received()
+    event = json.loads(hook.body)
+    assert (event["test"], event["kind"], event["job"]) == (True, "failed", "chronod-test")
+    assert hook.headers["Idempotency-Key"] == event["id"]
+    assert hook.headers["X-Chronod-Signature"].startswith("sha256=")
+    http.status = 500
+    result = chronod(capsys, "--config", path, "notify", "test", "--channel", "ops")
+    assert result.code == 1
+    assert "answered HTTP 500" in result.out
+    assert "TOKEN" not in result.out
+    result = chronod(capsys, "--config", path, "notify", "test", "--channel", "opz")
+    assert (result.code, result.err.strip()) == (
+        2,
+        "chronod: error: unknown channel 'opz'; did you mean 'ops'? "
+        "(channels: ops, chat, mail, pager)",
+    )
