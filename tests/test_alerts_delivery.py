@@ -328,3 +328,31 @@ def test_notify_test_command(
         "chronod: error: unknown channel 'opz'; did you mean 'ops'? "
         "(channels: ops, chat, mail, pager)",
     )
+
+
+def test_status_shows_each_channels_last_delivery_without_secrets(
+    tmp_path: Path, http: HTTPRecorder, sqlite: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_for(tmp_path, http)
+    lease = lead(sqlite, config)
+    end_run(sqlite, lease, FAIL, 1)
+    http.status = 404
+    courier(sqlite, config).step(sqlite.now())
+    store = f"sqlite:///{tmp_path / 'state.db'}"
+    result = chronod(capsys, "--config", str(config.path), "--store", store, "status")
+    assert result.code == 0, result.err
+    lines = result.out[result.out.index("CHANNEL") :].splitlines()
+    assert lines[0].split() == ["CHANNEL", "LAST", "OK", "LAST", "ERROR"]
+    rows = {line.split()[0]: line for line in lines[1:] if line.strip()}
+    assert set(rows) == {"ops", "chat", "mail", "pager", "ping", "outbox:"}
+    assert "answered HTTP 404" in rows["ops"]
+    assert rows["chat"].split()[1:] == ["-", "-"]  # declared, never used
+    assert rows["outbox:"] == "outbox: 2 waiting, 0 dropped when full"
+    assert "TOKEN" not in result.out
+    assert "5f1c" not in result.out  # a ping URL's id is its credential
+    as_json = json.loads(
+        chronod(capsys, "--config", str(config.path), "--store", store, "status", "--json").out
+    )
+    ops = as_json["notifications"]["channels"][0]
+    assert (ops["channel"], ops["last_ok_at"]) == ("ops", None)
+    assert "HTTP 404" in ops["last_error"]

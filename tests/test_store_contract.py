@@ -1892,3 +1892,29 @@ def test_outbox_started_event_with_the_claim(store: Store, leader: Lease, base: 
     assert started.run.started_at == claim.run.started_at
     assert store.finish(run_id, claim.token, FAILURE) is FinishStatus.ACCEPTED
     assert [event.kind for event in store.events_due(10)] == ["started", "failed"]
+
+
+def test_note_delivery_keeps_the_last_success_and_the_last_error(store: Store) -> None:
+    assert store.deliveries() == []
+    before = store.now()
+    store.note_delivery("ops", None)
+    store.note_delivery("mail", "smtp://mail.example:587 refused the login")
+    store.note_delivery("ops", "x" * 600)
+    mail, ops = store.deliveries()
+    assert (mail.channel, mail.last_ok_at, mail.last_error) == (
+        "mail",
+        None,
+        "smtp://mail.example:587 refused the login",
+    )
+    assert mail.last_error_at is not None
+    assert mail.last_error_at >= before
+    assert ops.channel == "ops"
+    assert ops.last_ok_at is not None
+    assert ops.last_error_at is not None
+    assert before <= ops.last_ok_at <= ops.last_error_at
+    assert ops.last_error == "x" * 500
+    store.note_delivery("ops", None)
+    again = {d.channel: d for d in store.deliveries()}["ops"]
+    assert again.last_error == "x" * 500  # kept: the last error, and when
+    assert again.last_ok_at is not None
+    assert again.last_ok_at >= ops.last_error_at

@@ -173,6 +173,7 @@ class Courier:
 
     def _note(self, target: str, now: datetime, error: str | None) -> None:
         self._counted(target, "error" if error else "ok")
+        self.store.note_delivery(target, error)  # for `chronod status`, from any host
         with self._lock:
             old = self._status.get(target, ChannelStatus())
             if error is None:

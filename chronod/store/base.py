@@ -117,6 +117,7 @@ from chronod.store.records import (
     OUTPUT_TAIL,
     UNSUCCESSFUL,
     AttemptResult,
+    ChannelDelivery,
     Claim,
     DispatchResult,
     DispatchStatus,
@@ -145,6 +146,7 @@ __all__ = [
     "OUTPUT_TAIL",
     "UNSUCCESSFUL",
     "AttemptResult",
+    "ChannelDelivery",
     "Claim",
     "DispatchResult",
     "DispatchStatus",
@@ -470,6 +472,17 @@ class Store(ABC):
     @abstractmethod
     def outbox_stats(self) -> OutboxStats:
         """How many events wait, and how many were dropped because the outbox was full."""
+
+    @abstractmethod
+    def note_delivery(self, channel: str, error: str | None) -> None:
+        """Record a delivery attempt over ``channel`` at store time: with ``error`` None it
+        succeeded (``last_ok_at`` = now), else ``last_error`` = ``error`` (at most 500
+        characters kept) and ``last_error_at`` = now; the other fields are kept. Not fenced; a
+        repeat only moves the instant."""
+
+    @abstractmethod
+    def deliveries(self) -> list[ChannelDelivery]:
+        """The last delivery of every channel :meth:`note_delivery` heard of, by name."""
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ key (after prefix)     type    holds
 ``outbox:due``         zset    ``<seq:016d> <event id>`` by next delivery instant
 ``outbox:events``      hash    event id → JSON (kind, history entry, created, attempts, done)
 ``outbox:info``        hash    ``seq`` (append counter), ``dropped`` (events a full outbox dropped)
+``deliveries``         hash    channel → JSON (ok_at, error, error_at): the last delivery of each
 =====================  ======  ===================================================================
 
 Instants are integer microseconds since the Unix epoch, written as decimal strings.
@@ -81,6 +82,7 @@ PATTERNS: tuple[str, ...] = (
     r"outbox:due",
     r"outbox:events",
     r"outbox:info",
+    r"deliveries",
 )
 
 
@@ -169,6 +171,10 @@ class KeySpace:
     @property
     def outbox_info(self) -> str:
         return self.prefix + "outbox:info"
+
+    @property
+    def deliveries(self) -> str:
+        return self.prefix + "deliveries"
 
     def job(self, name: str) -> str:
         return f"{self.prefix}job:{name}"

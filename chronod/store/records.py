@@ -247,3 +247,13 @@ class OutboxEvent:
 class OutboxStats:
     depth: int  # events waiting
     dropped: int  # events dropped because the outbox was full (a counter, since creation)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelDelivery:
+    """The last delivery over a notification channel (Store.note_delivery); never a secret."""
+
+    channel: str
+    last_ok_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None

@@ -12,7 +12,7 @@ from typing import Any
 
 from chronod.instants import from_micros, to_micros
 from chronod.store._common import refusal
-from chronod.store.base import Fenced, Lease, OutboxEvent, OutboxStats
+from chronod.store.base import ChannelDelivery, Fenced, Lease, OutboxEvent, OutboxStats
 from chronod.store.redis.codec import READ, as_int
 from chronod.store.redis.scripts import ScriptRunner
 
@@ -48,6 +48,14 @@ class OutboxScripts(ScriptRunner):
         reply = self._call("settle_event", keys, event_id, attempts, json.dumps(list(done)), due)
         return bool(as_int(reply))
 
+    def note_delivery(self, channel: str, error: str | None) -> None:
+        failed = "0" if error is None else "1"
+        self._call("note_delivery", [self._keys.deliveries], channel, failed, (error or "")[:500])
+
+    def deliveries(self) -> list[ChannelDelivery]:
+        found = self._single(lambda pipe: pipe.hgetall(self._keys.deliveries))
+        return [_delivery(str(name), str(text)) for name, text in sorted(found.items())]
+
     def outbox_stats(self) -> OutboxStats:
         depth, dropped = self._call("outbox_stats", [self._keys.outbox, self._keys.outbox_info])
         return OutboxStats(depth=as_int(depth), dropped=as_int(dropped))
@@ -63,4 +71,25 @@ def _event(event_id: str, text: str) -> OutboxEvent:
         created_at=from_micros(as_int(fields["created"])),
         attempts=as_int(fields.get("attempts") or 0),
         done=tuple(str(target) for target in done) if isinstance(done, list) else (),
+    )
+
+
+def _delivery(channel: str, text: str) -> ChannelDelivery:
+    try:
+        fields: Any = json.loads(text)
+    except ValueError:
+        fields = {}
+    if not isinstance(fields, dict):
+        fields = {}
+
+    def instant(name: str) -> datetime | None:
+        value = fields.get(name)
+        return from_micros(as_int(value)) if isinstance(value, str) and value.isdigit() else None
+
+    error = fields.get("error")
+    return ChannelDelivery(
+        channel=channel,
+        last_ok_at=instant("ok_at"),
+        last_error=error if isinstance(error, str) else None,
+        last_error_at=instant("error_at"),
     )

@@ -57,6 +57,7 @@ SCRIPTS = (
     "events_due",
     "settle_event",
     "outbox_stats",
+    "note_delivery",
 )
 # Scripts that write nothing of their own (the generation prologue may still record a rollback).
 READ_ONLY = frozenset(

@@ -20,6 +20,7 @@ from chronod.store._common import shown
 from chronod.store.records import (
     EVENT_OUTPUT,
     UNSUCCESSFUL,
+    ChannelDelivery,
     OutboxEvent,
     OutboxStats,
     Outcome,
@@ -155,3 +156,37 @@ def stats(conn: sqlite3.Connection) -> OutboxStats:
         depth=int(conn.execute(_DEPTH).fetchone()[0]),
         dropped=int(dropped[0]) if dropped is not None else 0,
     )
+
+
+_DELIVERED_OK = """INSERT INTO deliveries (channel, last_ok_at) VALUES (?, ?)
+    ON CONFLICT (channel) DO UPDATE SET last_ok_at = excluded.last_ok_at"""
+_DELIVERY_FAILED = """INSERT INTO deliveries (channel, last_error, last_error_at) VALUES (?, ?, ?)
+    ON CONFLICT (channel) DO UPDATE SET
+        last_error = excluded.last_error, last_error_at = excluded.last_error_at"""
+_DELIVERIES = (
+    "SELECT channel, last_ok_at, last_error, last_error_at FROM deliveries ORDER BY channel"
+)
+MAX_ERROR = 500
+
+
+def note_delivery(tx: Tx, channel: str, error: str | None) -> None:
+    if error is None:
+        tx.conn.execute(_DELIVERED_OK, (channel, tx.now))
+    else:
+        tx.conn.execute(_DELIVERY_FAILED, (channel, error[:MAX_ERROR], tx.now))
+
+
+def deliveries(conn: sqlite3.Connection) -> list[ChannelDelivery]:
+    return [
+        ChannelDelivery(
+            channel=str(row["channel"]),
+            last_ok_at=_instant(row["last_ok_at"]),
+            last_error=row["last_error"] if isinstance(row["last_error"], str) else None,
+            last_error_at=_instant(row["last_error_at"]),
+        )
+        for row in conn.execute(_DELIVERIES)
+    ]
+
+
+def _instant(value: object) -> datetime | None:
+    return from_micros(value) if type(value) is int else None

@@ -34,7 +34,8 @@ status)``
 ``event_kinds(job PK, kinds)``, ``outbox(seq AUTOINCREMENT, event_id UNIQUE, kind, entry,
 created_at, not_before, attempts, done)`` (schema 4)
     Notification events written with the run end that caused them (``sqlite/outbox.py``);
-    ``counters.outbox_dropped`` counts the events a full outbox dropped.
+    ``counters.outbox_dropped`` counts the events a full outbox dropped. ``deliveries(channel PK,
+    last_ok_at, last_error, last_error_at)``: the last delivery per channel (schema 4 too).
 
 Opened with ``create=False`` (commands that must not create state), the database file must exist
 and is used at the schema version it has: nothing is created or migrated, and the tables of later
@@ -182,6 +183,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (not_before, seq)",
         "INSERT OR IGNORE INTO counters (name, value) VALUES ('outbox_dropped', 0)",
+        """CREATE TABLE IF NOT EXISTS deliveries (
+            channel TEXT PRIMARY KEY,
+            last_ok_at INTEGER,
+            last_error TEXT,
+            last_error_at INTEGER
+        ) WITHOUT ROWID""",
     ),
 )
 

@@ -18,6 +18,7 @@ from chronod.instants import from_micros, to_micros
 from chronod.store._common import SEEN_WINDOW, MalformedRecord, micros
 from chronod.store.base import (
     AttemptResult,
+    ChannelDelivery,
     Claim,
     DispatchResult,
     FinishStatus,
@@ -336,6 +337,16 @@ class SQLiteStore(SQLiteConnection, Store):
             if self._schema < OUTBOX_SCHEMA:
                 return OutboxStats(depth=0, dropped=0)
             return outbox.stats(conn)
+
+    def note_delivery(self, channel: str, error: str | None) -> None:
+        with self._write() as tx:
+            outbox.note_delivery(tx, channel, error)
+
+    def deliveries(self) -> list[ChannelDelivery]:
+        with self._read() as conn:
+            if self._schema < OUTBOX_SCHEMA:
+                return []
+            return outbox.deliveries(conn)
 
     # -- reading -----------------------------------------------------------------------------------
 
