@@ -4,12 +4,14 @@ secrets never quoted back."""
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 from chronod.alerts import DEFAULT_NOTIFY_ON
 from chronod.alerts.urls import redact_url
-from chronod.config import load_config
+from chronod.config import DaemonConfig, load_config
+from chronod.runtime import daemon_changes
 from tests.test_config import errors, write
 
 SECRET_URL = "https://hooks.slack.com/services/T000/B000/TOKENTOKEN"
@@ -168,3 +170,9 @@ def test_email_needs_smtp_and_defaults_are_checked(tmp_path: Path) -> None:
         "[notify.NAME]",
     ]
     assert not any("hunter2" in line for line in found)
+
+
+def test_smtp_and_from_apply_at_reload_without_a_restart_note() -> None:
+    old = DaemonConfig(smtp="smtp://a.example", mail_from="a@example.org")
+    new = replace(old, smtp="smtp://b.example", mail_from="b@example.org", history=7)
+    assert daemon_changes(old, new) == ["history"]
