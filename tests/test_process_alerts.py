@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,7 +46,7 @@ def store(target: Target) -> Iterator[Store]:
     opened.close()
 
 
-def notify_config(tmp_path: Path, http: HTTPRecorder, slot_body: dict[str, object]) -> Path:
+def notify_config(tmp_path: Path, http: HTTPRecorder, slot_body: Mapping[str, object]) -> Path:
     text = config_text({"backup": slot_body}).replace(
         "[defaults]", f'[notify.ops]\nwebhook = "{http.url}/hook/TOKEN"\n\n[defaults]'
     )
@@ -132,3 +132,34 @@ def test_killed_worker_and_leader_the_next_leader_delivers_once(
     assert delivered(http) == once(run_id)
     second.term()
     assert second.wait_exit(timeout=STARTUP) == 0, second.tail()
+
+
+def test_flood_control_folds_failures_and_sends_recovered(
+    target: Target, store: Store, procs: Processes, tmp_path: Path, http: HTTPRecorder
+) -> None:
+    counter = tmp_path / "count"
+    body = {
+        "every": "1s",
+        # Fails three times, then succeeds.
+        "command": f"n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}; "
+        "echo attempt $n; [ $n -ge 4 ]",
+        "notify": ["ops"],
+        "notify_every": "1h",
+    }
+    config = notify_config(tmp_path, http, body)
+    daemon = procs.run(config, target.url, workers=1, name="scheduler")
+
+    def kinds() -> list[tuple[str, int]]:
+        events = [json.loads(r.body) for r in http.received()]
+        return [(event["kind"], event["folded"]) for event in events]
+
+    wait_until(
+        lambda: ("recovered", 2) in kinds(),
+        timeout=STARTUP + SETTLE,
+        what="the recovered event",
+        context=lambda: f"{kinds()}\n{daemon.tail()}",
+    )
+    daemon.term()
+    assert daemon.wait_exit(timeout=STARTUP) == 0, daemon.tail()
+    # One failure sent, two folded into the recovered event; later successes are no news.
+    assert kinds() == [("failed", 0), ("recovered", 2)]
