@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from chronod.alerts.courier import MAX_ATTEMPTS, Courier, backoff
+from chronod.alerts.events import Notice, mail, sample_event
 from chronod.alerts.flood import FloodGate
 from chronod.alerts.model import event_kinds
 from chronod.alerts.ping import run_uuid
@@ -356,3 +358,12 @@ def test_status_shows_each_channels_last_delivery_without_secrets(
     ops = as_json["notifications"]["channels"][0]
     assert (ops["channel"], ops["last_ok_at"]) == ("ops", None)
     assert "HTTP 404" in ops["last_error"]
+
+
+def test_mail_message_id_is_stable_and_well_formed() -> None:
+    event = sample_event("backup", datetime(2026, 12, 7, 3, tzinfo=UTC), "db1:42")
+    first = mail(Notice(event=event), "chronod@example.org", ("a@example.org",))
+    again = mail(Notice(event=event, folded=3), "chronod@example.org", ("a@example.org",))
+    assert first["Message-ID"] == again["Message-ID"]
+    assert re.fullmatch(r"<[0-9a-f]{32}@chronod>", first["Message-ID"])
+    assert first["X-Chronod-Event"] == event.event_id

@@ -75,13 +75,16 @@ class Courier:
         self._thread: threading.Thread | None = None
         self._store_failing = False
         self._down: set[str] = set()  # targets that failed in the current pass
+        self._seen_config: Config | None = None
 
     # -- one pass ---------------------------------------------------------------------------------
 
     def step(self, now: datetime) -> int:
         """Deliver what is due; the number of events looked at."""
         config = self._config()
-        self._gate.forget(set(config.jobs))
+        if config is not self._seen_config:  # a reload: forget jobs that are gone
+            self._gate.forget(set(config.jobs))
+            self._seen_config = config
         events = self.store.events_due(BATCH)
         # A target that failed once in this pass is not tried again in it: 50 events to a
         # receiver that drops packets would otherwise hold the pass for 50 timeouts.

@@ -6,6 +6,7 @@ Pure functions of the event (and the folded count of flood control): the transpo
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,7 +99,8 @@ def mail(notice: Notice, sender: str, recipients: tuple[str, ...]) -> EmailMessa
     message["Subject"] = headline(notice)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
-    message["Message-ID"] = f"<{notice.key.replace('@', '.').replace(' ', '')}@chronod>"
+    # The same id for every attempt (mail systems drop repeats), in characters a Message-ID takes.
+    message["Message-ID"] = f"<{hashlib.sha256(notice.key.encode()).hexdigest()[:32]}@chronod>"
     message["X-Chronod-Event"] = notice.key
     tail = notice.event.run.output[-SHOWN_TAIL:]
     message.set_content(headline(notice) + "\n\n" + (tail or "(no output)") + "\n")
