@@ -1918,3 +1918,16 @@ def test_note_delivery_keeps_the_last_success_and_the_last_error(store: Store) -
     assert again.last_error == "x" * 500  # kept: the last error, and when
     assert again.last_ok_at is not None
     assert again.last_ok_at >= ops.last_error_at
+
+
+def test_outbox_event_for_a_missed_slot(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"missed"})})
+    slots = [base + MINUTE, base + 2 * MINUTE]
+    for _ in range(2):  # a repeat records nothing twice
+        store.advance(leader, "alpha", FP, slots, 2, base + 3 * MINUTE)
+    store.advance(leader, "beta", FP, slots, 2, base + 3 * MINUTE)  # beta has no kinds
+    events = store.events_due(10)
+    assert [(e.event_id, e.kind, e.job) for e in events] == [
+        (f"{slot_id('alpha', slot)}#0:missed", "missed", "alpha") for slot in slots
+    ]
+    assert [(e.run.state, e.run.slot) for e in events] == [(Outcome.MISSED, s) for s in slots]

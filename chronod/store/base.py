@@ -63,17 +63,18 @@ Outbox
 A job's *event kinds* (:meth:`Store.set_event_kinds`) say which of its runs' ends are news. When a
 run ends with a terminal outcome (:meth:`Store.finish` accepted, :meth:`Store.reap` lost, a run
 quarantined or ended ``uncertain`` by a claim or reap) and its job's kinds name that outcome, an
-event is appended to the outbox *in the same atomic step*, so it survives the process that
-recorded the outcome; a ``succeeded`` run whose job's previous last outcome was unsuccessful
+event is appended to the outbox *in the same atomic step*, so it survives the process that recorded
+the outcome; a ``succeeded`` run whose job's previous last outcome was unsuccessful
 (:data:`UNSUCCESSFUL`) makes a ``recovered`` event instead when the kinds name ``recovered``. At
-most one event per run end: the id ``<run id>#<attempt>:<kind>`` is stable, so a receiver can
-drop repeats. Slots decided without a run (skipped, missed, uncertain from dispatch or advance)
-make no event. An attempt's start (:meth:`Store.claim`) makes a ``started`` event, in the claim's
-atomic step, when the kinds name ``started`` (its ``run`` is then the running run). The outbox
-holds at most :attr:`Store.outbox_limit` events: appending beyond it drops the oldest and counts
-them (:meth:`Store.outbox_stats`). A delivering process reads
-:meth:`Store.events_due` and settles each (:meth:`Store.settle_event`); nothing about delivery
-ever changes a run or an outcome.
+most one event per run end: the id ``<run id>#<attempt>:<kind>`` is stable, so a receiver can drop
+repeats. A slot :meth:`Store.advance` records (``missed``, or ``uncertain``) makes an event the same
+way, in its atomic step (its ``run`` is the history entry, attempt 0); slots that
+:meth:`Store.dispatch` records (``skipped``, ``uncertain``) make none. An attempt's start
+(:meth:`Store.claim`) makes a ``started`` event, in the claim's atomic step, when the kinds name
+``started`` (its ``run`` is then the running run). The outbox holds at most
+:attr:`Store.outbox_limit` events: appending beyond it drops the oldest and counts them
+(:meth:`Store.outbox_stats`). A delivering process reads :meth:`Store.events_due` and settles each
+(:meth:`Store.settle_event`); nothing about delivery ever changes a run or an outcome.
 
 Atomicity and retries
 ---------------------
@@ -322,12 +323,13 @@ class Store(ABC):
         """Record slots the leader will not run (late beyond ``grace`` under ``catchup``).
 
         Atomically: each slot in ``missed`` that is after the watermark gets a history entry with
-        outcome ``missed``; the job's missed counter grows by ``missed_count`` (which may exceed
-        ``len(missed)`` when the leader summarised a long outage), unless ``missed`` named slots
-        and none of them was after the watermark (a repeat counts nothing twice); watermark =
-        max(watermark, newest of ``missed``); ``next_due`` replaced. Fenced and
-        fingerprint-checked like dispatch (a fingerprint mismatch, or a job without state,
-        changes nothing and returns the stored state, ``active`` counting its runs).
+        outcome ``missed`` (and an outbox event when the job's event kinds name ``missed``); the
+        job's missed counter grows by ``missed_count`` (which may exceed ``len(missed)`` when the
+        leader summarised a long outage), unless ``missed`` named slots and none of them was after
+        the watermark (a repeat counts nothing twice); watermark = max(watermark, newest of
+        ``missed``); ``next_due`` replaced. Fenced and fingerprint-checked like dispatch (a
+        fingerprint mismatch, or a job without state, changes nothing and returns the stored state,
+        ``active`` counting its runs).
         """
         item = MissedSlots(
             job=job,
