@@ -198,11 +198,12 @@ class Courier:
         self._thread.start()
 
     def _loop(self, leading: Callable[[], bool]) -> None:
-        while not self._stop.wait(INTERVAL):
+        while not self._clock.wait(self._stop, INTERVAL):
             if not leading():
                 continue
             try:
-                while self.step(self._clock.now()) >= BATCH and not self._stop.is_set():
+                # Store time: retries are due by the store's clock (events_due), not this host's.
+                while self.step(self.store.now()) >= BATCH and not self._stop.is_set():
                     pass
                 self._store_failing = False
             except StoreError as exc:
