@@ -14,18 +14,19 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from chronod.config import parsers
+from chronod.config import dates, parsers
 from chronod.config.model import Config, DaemonConfig, JobConfig
 from chronod.config.parsers import MAX_TEXT, clip, show
 from chronod.config.shared import Shared
 from chronod.errors import ConfigIssue, ScheduleError, StoreConfigError
 from chronod.schedules import IntervalSchedule, Schedule, WindowedSchedule
 from chronod.schedules.cron import CronSchedule
+from chronod.schedules.exclude import ExcludedSchedule
 from chronod.schedules.interval import EPOCH
 from chronod.schedules.solar import DEPRESSIONS, SolarSchedule
 from chronod.schedules.solar import EVENTS as SOLAR_EVENTS
@@ -55,6 +56,8 @@ DEFAULTABLE_KEYS = (
     "longitude",
     "elevation",
     "depression",
+    "exclude",
+    "exclude_file",
 )
 JOB_ONLY_KEYS = (
     "description",
@@ -181,6 +184,10 @@ class Reader:
                 self.parsed(where, value, parsers.SIMPLE_JOB_KEYS[key], key)
             elif key in parsers.SOLAR_PARSERS:
                 self.get(where, value, parsers.SOLAR_PARSERS[key])
+            elif key == "exclude":
+                self.get(where, value, dates.exclude_list)
+            elif key == "exclude_file":
+                self.exclude_file(where, value)
 
     def daemon(self, table: dict[str, Any]) -> DaemonConfig:
         self.unknown_keys(table, "chronod.", DAEMON_KEYS)
@@ -254,13 +261,47 @@ class Reader:
         if kind is None:
             return None
         built = self.build(kind, job, checking)
-        if built is None or zone is None:
+        excluded = self.excluded(job)
+        if built is None or zone is None or excluded is None:
             return None
+        if excluded:
+            inner = built
+            built = self.shared.schedule(
+                ("exclude", inner, frozenset(excluded.items())),
+                lambda: ExcludedSchedule(inner, excluded),
+            )
         if start is None and end is None:
             return built
         return self.shared.schedule(
             ("window", built, start, end), lambda: WindowedSchedule(built, start, end)
         )
+
+    def excluded(self, job: _Table) -> dict[date, str] | None:
+        """The job's excluded dates from ``exclude`` and ``exclude_file`` (labelled with where
+        each was given); None after reporting a bad one."""
+        found: dict[date, str] = {}
+        ok = True
+        for key in ("exclude", "exclude_file"):
+            value = job.pick(key)
+            if value is _MISSING:
+                continue
+            if key == "exclude":
+                listed = self.get(job.where(key), value, dates.exclude_list)
+            else:
+                listed = self.exclude_file(job.where(key), value)
+            if listed is None:
+                ok = False
+            else:
+                found = {**listed, **found}  # a date in both keeps the label of ``exclude``
+        if len(found) > dates.MAX_DATES:
+            self.error(job.path, f"excludes more than {dates.MAX_DATES} dates in all")
+            return None
+        return found if ok else None
+
+    def exclude_file(self, where: str, value: Any) -> Mapping[date, str] | None:
+        # Read once per load: a holiday file in [defaults] serves every job.
+        directory = Path(self.file).parent
+        return self.parsed(where, value, lambda v: dates.exclude_file(v, directory), "exclude_file")
 
     def window(
         self, job: _Table, zone: Zone | None, checking: Zone
