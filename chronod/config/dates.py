@@ -1,4 +1,5 @@
-"""Parsers of the schedule keys that list dates and instants: ``exclude``, ``exclude_file``.
+"""Parsers of the schedule keys that list dates and instants: ``exclude``, ``exclude_file``,
+``at``.
 
 Like :mod:`chronod.config.parsers`, each returns the model's value or raises ValueError/TypeError
 with the reason; the reader locates it. A reason names the item (``item 3``) or the line
@@ -13,7 +14,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from chronod.instants import END_OF_TIME, FIRST_INSTANT, RANGE_TEXT
+from chronod.instants import END_OF_TIME, FIRST_INSTANT, RANGE_TEXT, check_range
+from chronod.schedules.at import AtSchedule
+from chronod.tz import UTC, WallKind, Zone
 
 MAX_DATES = 10_000  # dates of one job's exclude and exclude_file together
 MAX_FILE_BYTES = 1 << 20
@@ -82,3 +85,58 @@ def exclude_file(value: Any, directory: Path) -> Mapping[date, str]:
         if len(found) > MAX_DATES:
             raise ValueError(f"{value} lists more than {MAX_DATES} dates")
     return MappingProxyType(found)
+
+
+MAX_AT = 10_000  # instants in one job's ``at``
+
+
+def at_schedule(value: Any, zone: Zone) -> AtSchedule:
+    """``at = ["2027-01-01T09:00", "2027-01-01T08:00:00Z", 2027-06-01T09:00:00]``: each a
+    date-time, wall time in ``zone`` unless it has an offset; the item is named when bad."""
+    if not isinstance(value, list) or not value:
+        raise TypeError('expected a non-empty array of date-times like ["2027-01-01T09:00"]')
+    if len(value) > MAX_AT:
+        raise ValueError(f"more than {MAX_AT} date-times")
+    instants: list[datetime] = []
+    notes: dict[datetime, str] = {}
+    for index, item in enumerate(value, start=1):
+        try:
+            instant, note = _at_item(item, zone)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"item {index}: {exc}") from None
+        instants.append(instant)
+        if note is not None:
+            notes.setdefault(instant, note)
+    return AtSchedule(instants, zone, notes)
+
+
+def _at_item(value: Any, zone: Zone) -> tuple[datetime, str | None]:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("expected an ISO date-time like 2027-01-01T09:00") from None
+    if not isinstance(value, datetime):
+        raise TypeError("expected a date-time like 2027-01-01T09:00 (a date alone has no time)")
+    if not FIRST_INSTANT.year <= value.year < END_OF_TIME.year:
+        raise ValueError(f"expected an instant {RANGE_TEXT}")
+    if value.tzinfo is not None:
+        return check_range(value.astimezone(UTC)), None
+    # Wall time in the job's zone, by the rule fixed-time cron jobs follow (docs/design.md §2).
+    resolution = zone.resolve(value)
+    shown = f"{value:%Y-%m-%d %H:%M}"
+    if resolution.kind is WallKind.GAP:
+        assert resolution.gap_end is not None
+        moved = zone.to_local(resolution.gap_end)
+        note = (
+            f"{shown} does not exist in {zone.name} (clocks go forward): "
+            f"runs at {moved:%H:%M} {moved.tzname()}"
+        )
+        return check_range(resolution.gap_end), note
+    if resolution.kind is WallKind.AMBIGUOUS:
+        first = zone.to_local(resolution.instants[0])
+        note = (
+            f"{shown} happens twice in {zone.name} (clocks go back): runs once, at {first.tzname()}"
+        )
+        return check_range(resolution.instants[0]), note
+    return check_range(resolution.instants[0]), None

@@ -36,7 +36,7 @@ from chronod.tz import UnknownZone, Zone, get_zone, zone_names
 _T = TypeVar("_T")
 _MISSING: Any = object()
 
-SCHEDULE_KINDS = ("every", "cron", "solar")
+SCHEDULE_KINDS = ("every", "cron", "solar", "at")
 DAEMON_KEYS = tuple(parsers.DAEMON_PARSERS)
 # Keys that may be given once in [defaults] for every job.
 DEFAULTABLE_KEYS = (
@@ -65,6 +65,7 @@ JOB_ONLY_KEYS = (
     "anchor",
     "cron",
     "solar",
+    "at",
     "offset",
     "start",
     "end",
@@ -320,7 +321,8 @@ class Reader:
         if len(kinds) != 1:
             found = " and ".join(kinds) if kinds else "none"
             self.error(
-                job.path, f"needs exactly one schedule: 'every', 'cron' or 'solar' (found {found})"
+                job.path,
+                f"needs exactly one schedule: 'every', 'cron', 'solar' or 'at' (found {found})",
             )
             for kind in kinds:
                 self.schedule_value(job.path, kind, job.body[kind])
@@ -346,6 +348,8 @@ class Reader:
                 job.body["cron"],
                 lambda v: CronSchedule.cached(parsers.string(v), zone, crons),
             )
+        if kind == "at":
+            return self.get(job.key("at"), job.body["at"], lambda v: dates.at_schedule(v, zone))
         return self.solar(job, zone)
 
     def schedule_value(self, prefix: str, kind: str, value: Any) -> None:
@@ -354,6 +358,8 @@ class Reader:
             self.parsed(f"{prefix}.every", value, parsers.EVERY, "every")
         elif kind == "cron":
             self.get(f"{prefix}.cron", value, lambda v: self.shared.crons.tables(parsers.string(v)))
+        elif kind == "at":
+            self.get(f"{prefix}.at", value, lambda v: dates.at_schedule(v, get_zone("UTC")))
         else:
             self.get(f"{prefix}.solar", value, parsers.choice(SOLAR_EVENTS))
 
