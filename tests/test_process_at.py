@@ -15,17 +15,9 @@ import pytest
 from chronod.instants import format_utc
 from chronod.store.base import Outcome, Store
 from chronod.tz import UTC
+from tests import test_process_scheduler as scheduled
 from tests.procs import Processes, hold_for, wait_until
 from tests.targets import Target
-from tests.test_process_scheduler import (
-    STARTUP,
-    TTL,
-    assert_unique_run_ids,
-    log_time,
-    start_pair,
-    stop_all,
-    write_config,
-)
 
 pytestmark = pytest.mark.process
 
@@ -47,27 +39,31 @@ def test_each_at_instant_runs_once_across_a_leader_sigkill(
 ) -> None:
     first_at = datetime.now(UTC).replace(microsecond=0) + LEAD
     instants = [first_at + i * SPACING for i in range(3)]
-    config = write_config(
+    config = scheduled.write_config(
         tmp_path,
         {"once": {"at": [format_utc(at) for at in instants], "grace": "30s"}},
     )
-    first, second = start_pair(procs, config, target, store)
-    loaded = log_time(first.find(r"^leading: jobs loaded")[0].ts)
+    first, second = scheduled.start_pair(procs, config, target, store)
+    loaded = scheduled.log_time(first.find(r"^leading: jobs loaded")[0].ts)
     assert loaded < first_at, "the leader loaded the job after its first instant: raise LEAD"
 
     def slots() -> list[datetime]:
         return sorted(run.slot for run in store.live_runs("once"))
 
-    wait_until(lambda: slots() == instants[:1], timeout=STARTUP, what="the first instant's run")
+    wait_until(
+        lambda: slots() == instants[:1], timeout=scheduled.STARTUP, what="the first instant's run"
+    )
     first.kill()  # between the first instant and the second: the standby owns the rest
-    second.wait_for_log(r"^became leader", timeout=TTL + STARTUP)
-    wait_until(lambda: slots() == instants, timeout=STARTUP, what="every instant's run")
+    second.wait_for_log(r"^became leader", timeout=scheduled.TTL + scheduled.STARTUP)
+    wait_until(lambda: slots() == instants, timeout=scheduled.STARTUP, what="every instant's run")
     # Nothing more comes: the schedule has ended, and no instant is dispatched again.
-    hold_for(lambda: slots() == instants, seconds=2 * TTL, what="exactly one run per instant")
-    stop_all(second)
+    hold_for(
+        lambda: slots() == instants, seconds=2 * scheduled.TTL, what="exactly one run per instant"
+    )
+    scheduled.stop_all(second)
 
     runs = store.live_runs("once")
-    assert_unique_run_ids(runs)
+    scheduled.assert_unique_run_ids(runs)
     assert len({run.epoch for run in runs}) == 2  # the kill really split the instants
     assert [h for h in store.history("once", 100) if h.state is Outcome.MISSED] == []
     state = store.job_states()["once"]
