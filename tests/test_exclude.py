@@ -25,13 +25,14 @@ EXPRESSIONS = ["30 2 * * *", "0 * * * *", "*/20 1-3 * * *", "0 0 * * 0", "15 9 1
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def inner_schedules() -> st.SearchStrategy[Schedule]:
+def inner_schedules(
+    expressions: list[str] = EXPRESSIONS, seconds: tuple[int, int] = (600, 3 * 86400)
+) -> st.SearchStrategy[Schedule]:
+    """Cron schedules of ``expressions`` and intervals of ``seconds`` (low, high), in ``ZONES``."""
     zones = st.sampled_from(ZONES)
-    crons = st.builds(CronSchedule, st.sampled_from(EXPRESSIONS), zones)
-    intervals = st.builds(
-        IntervalSchedule, st.integers(600, 3 * 86400).map(lambda s: timedelta(seconds=s)), zones
-    )
-    return st.one_of(crons, intervals)
+    crons = st.builds(CronSchedule, st.sampled_from(expressions), zones)
+    periods = st.integers(*seconds).map(lambda s: timedelta(seconds=s))
+    return st.one_of(crons, st.builds(IntervalSchedule, periods, zones))
 
 
 @settings(max_examples=150, deadline=None)

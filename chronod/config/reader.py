@@ -28,6 +28,7 @@ from chronod.schedules import IntervalSchedule, Schedule, WindowedSchedule
 from chronod.schedules.cron import CronSchedule
 from chronod.schedules.exclude import ExcludedSchedule
 from chronod.schedules.interval import EPOCH
+from chronod.schedules.jitter import JitteredSchedule
 from chronod.schedules.solar import DEPRESSIONS, SolarSchedule
 from chronod.schedules.solar import EVENTS as SOLAR_EVENTS
 from chronod.store import check_store_url
@@ -58,6 +59,7 @@ DEFAULTABLE_KEYS = (
     "depression",
     "exclude",
     "exclude_file",
+    "jitter",
 )
 JOB_ONLY_KEYS = (
     "description",
@@ -189,6 +191,8 @@ class Reader:
                 self.get(where, value, dates.exclude_list)
             elif key == "exclude_file":
                 self.exclude_file(where, value)
+            elif key == "jitter":
+                self.get(where, value, parsers.JITTER)
 
     def daemon(self, table: dict[str, Any]) -> DaemonConfig:
         self.unknown_keys(table, "chronod.", DAEMON_KEYS)
@@ -258,11 +262,12 @@ class Reader:
         # A bad zone hides no other mistake: the values are read in UTC, only to be checked.
         checking = zone or get_zone("UTC")
         start, end = self.window(job, zone, checking)
+        excluded = self.excluded(job)
+        jitter = self.optional(job, "jitter", parsers.JITTER, None)
         kind = self.kind(job)
         if kind is None:
             return None
         built = self.build(kind, job, checking)
-        excluded = self.excluded(job)
         if built is None or zone is None or excluded is None:
             return None
         if excluded:
@@ -271,11 +276,13 @@ class Reader:
                 ("exclude", inner, frozenset(excluded.items())),
                 lambda: ExcludedSchedule(inner, excluded),
             )
-        if start is None and end is None:
-            return built
-        return self.shared.schedule(
-            ("window", built, start, end), lambda: WindowedSchedule(built, start, end)
-        )
+        if start is not None or end is not None:
+            unbounded = built
+            built = self.shared.schedule(
+                ("window", unbounded, start, end), lambda: WindowedSchedule(unbounded, start, end)
+            )
+        # Outermost, and never shared: the delays depend on the job's name.
+        return built if jitter is None else JitteredSchedule(built, job.name, jitter)
 
     def excluded(self, job: _Table) -> dict[date, str] | None:
         """The job's excluded dates from ``exclude`` and ``exclude_file`` (labelled with where
