@@ -148,6 +148,8 @@ class Config:
     path: Path
     daemon: DaemonConfig
     jobs: Mapping[str, JobConfig]
+    # Other files the load read (``exclude_file``): an edit of one is an edit of the config.
+    extra_files: tuple[Path, ...] = ()
 
     @property
     def directory(self) -> Path:

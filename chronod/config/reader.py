@@ -108,6 +108,7 @@ class Reader:
         self.file = file
         self.issues: list[ConfigIssue] = []
         self.shared = Shared()
+        self.files: dict[Path, None] = {}  # exclude files named, in order (Config.extra_files)
 
     # -- reporting ---------------------------------------------------------------------------------
 
@@ -172,7 +173,9 @@ class Reader:
             job = self.job(_Table(shown, self.table(body, where), defaults))
             if job is not None and valid_name:
                 jobs[name] = job
-        return Config(path=file, daemon=daemon, jobs=MappingProxyType(jobs))
+        return Config(
+            path=file, daemon=daemon, jobs=MappingProxyType(jobs), extra_files=tuple(self.files)
+        )
 
     def defaults(self, defaults: dict[str, Any]) -> None:
         """Each ``[defaults]`` value checked once, whether or not a job inherits it.
@@ -309,6 +312,8 @@ class Reader:
     def exclude_file(self, where: str, value: Any) -> Mapping[date, str] | None:
         # Read once per load: a holiday file in [defaults] serves every job.
         directory = Path(self.file).parent
+        if isinstance(value, str) and value.strip():
+            self.files[directory / value] = None  # watched even while missing or bad
         return self.parsed(where, value, lambda v: dates.exclude_file(v, directory), "exclude_file")
 
     def window(
