@@ -273,11 +273,14 @@ class Reader:
         built = self.build(kind, job, checking)
         if built is None or zone is None or excluded is None:
             return None
-        if excluded:
+        key, sources = excluded
+        if sources:
             inner = built
+            # Keyed by the values as written: a holiday file in [defaults] is one key for all
+            # jobs, and the dates are merged once (list labels win over the file's).
             built = self.shared.schedule(
-                ("exclude", inner, frozenset(excluded.items())),
-                lambda: ExcludedSchedule(inner, excluded),
+                ("exclude", inner, key),
+                lambda: ExcludedSchedule(inner, _merged(sources)),
             )
         if start is not None or end is not None:
             unbounded = built
@@ -287,27 +290,32 @@ class Reader:
         # Outermost, and never shared: the delays depend on the job's name.
         return built if jitter is None else JitteredSchedule(built, job.name, jitter)
 
-    def excluded(self, job: _Table) -> dict[date, str] | None:
-        """The job's excluded dates from ``exclude`` and ``exclude_file`` (labelled with where
-        each was given); None after reporting a bad one."""
-        found: dict[date, str] = {}
+    def excluded(self, job: _Table) -> tuple[tuple[Any, ...], list[Mapping[date, str]]] | None:
+        """The job's excluded dates from ``exclude`` and ``exclude_file`` (each labelled with where
+        it was given), ``exclude`` first, with the values as written (a key for sharing); None
+        after reporting a bad one."""
+        key: list[Any] = []
+        sources: list[Mapping[date, str]] = []
         ok = True
-        for key in ("exclude", "exclude_file"):
-            value = job.pick(key)
+        for name in ("exclude", "exclude_file"):
+            value = job.pick(name)
             if value is _MISSING:
+                key.append(None)
                 continue
-            if key == "exclude":
-                listed = self.get(job.where(key), value, dates.exclude_list)
+            if name == "exclude":
+                listed = self.get(job.where(name), value, dates.exclude_list)
+                key.append(tuple(value) if listed is not None else None)  # dates and strings
             else:
-                listed = self.exclude_file(job.where(key), value)
+                listed = self.exclude_file(job.where(name), value)
+                key.append(value)
             if listed is None:
                 ok = False
-            else:
-                found = {**listed, **found}  # a date in both keeps the label of ``exclude``
-        if len(found) > dates.MAX_DATES:
+            elif listed:
+                sources.append(listed)
+        if sum(len(each) for each in sources) > dates.MAX_DATES:
             self.error(job.path, f"excludes more than {dates.MAX_DATES} dates in all")
             return None
-        return found if ok else None
+        return (tuple(key), sources) if ok else None
 
     def exclude_file(self, where: str, value: Any) -> Mapping[date, str] | None:
         # Read once per load: a holiday file in [defaults] serves every job.
@@ -471,3 +479,11 @@ class Reader:
             kwargs = self.get(job.key("kwargs"), body["kwargs"], parsers.json_table)
             if kwargs is not None:
                 values["kwargs"] = kwargs
+
+
+def _merged(sources: list[Mapping[date, str]]) -> dict[date, str]:
+    """One mapping of dates; where a date is in several, the first source's label wins."""
+    merged: dict[date, str] = {}
+    for each in reversed(sources):
+        merged.update(each)
+    return merged

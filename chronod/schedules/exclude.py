@@ -31,6 +31,8 @@ class ExcludedSchedule(Schedule):
         self.inner = inner
         self.zone = inner.zone
         self.dates: Mapping[date, str] = MappingProxyType(dict(dates))
+        # Built once: a holiday file in [defaults] gives thousands of jobs thousands of dates.
+        self._listed = tuple(d.isoformat() for d in sorted(self.dates))
 
     def _first_after(self, after: datetime) -> Fire | None:
         skipped: list[Fire] = []
@@ -70,7 +72,7 @@ class ExcludedSchedule(Schedule):
         return Fire(fire.at, note)
 
     def canonical(self) -> dict[str, Any]:
-        return {**self.inner.canonical(), "exclude": [d.isoformat() for d in sorted(self.dates)]}
+        return {**self.inner.canonical(), "exclude": self._listed}
 
     def describe(self) -> str:
         count = len(self.dates)

@@ -93,8 +93,14 @@ class JitteredSchedule(Schedule):
         return fire_at if found is None else found.at
 
     def canonical(self) -> dict[str, Any]:
-        # The job's name is part of the slots too, but a renamed job is another job anyway.
-        return {**self.inner.canonical(), "jitter_us": self.jitter // timedelta(microseconds=1)}
+        # The inner schedule by its fingerprint, computed once on the object the load shares
+        # (this wrapper is per job). The job's name is part of the slots too, but a renamed job
+        # is another job anyway.
+        return {
+            "kind": self.inner.canonical()["kind"],
+            "inner": self.inner.fingerprint,
+            "jitter_us": self.jitter // timedelta(microseconds=1),
+        }
 
     def describe(self) -> str:
         return f"{self.inner.describe()}, delayed up to {format_duration(self.jitter)}"
