@@ -10,10 +10,12 @@ from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chronod.config import JobConfig, load_config
+from chronod.errors import ConfigError
 from chronod.plan import plan_slots
 from chronod.schedules import IntervalSchedule, Schedule
 from chronod.schedules.cron import CronSchedule
@@ -196,3 +198,19 @@ def test_a_run_sees_its_nominal_slot(store: Store, tmp_path: Path) -> None:
     assert slot == nominal.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert run_id == f"report@{fire.at:%Y-%m-%dT%H:%M:%SZ}"
     assert store.history("report", 1)[0].state is Outcome.SUCCEEDED
+
+
+def test_check_locates_a_bad_jitter(tmp_path: Path) -> None:
+    path = tmp_path / "schedules.toml"
+    path.write_text(
+        '[defaults]\ntimezone = "UTC"\njitter = 5\n'
+        '[jobs.a]\ncron = "0 * * * *"\njitter = "0s"\ncommand = "true"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = [i.format().replace(str(path), "FILE") for i in info.value.issues]
+    assert found == [
+        'FILE: defaults.jitter: expected a duration string like "90s", "15m", "1h30m" or "1d" '
+        "(got 5)",
+        'FILE: jobs.a.jitter: must be at least 1s (got "0s")',
+    ]
