@@ -468,8 +468,14 @@ def _job_row(job: ops.JobStatus, now: datetime) -> list[str]:
         str(state.missed if state else 0),
         last,
         last_ok,
-        "-" if job.next_fire is None else _when(job.next_fire, now),
+        _next_text(job, now),
     ]
+
+
+def _next_text(job: ops.JobStatus, now: datetime) -> str:
+    if job.next_fire is not None:
+        return _when(job.next_fire, now)
+    return "finished" if job.finished else "-"
 
 
 def _job_notes(jobs: tuple[ops.JobStatus, ...]) -> list[str]:

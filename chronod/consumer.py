@@ -373,7 +373,7 @@ class Consumer:
         self._running = 1
         try:
             report = run_attempt(
-                job, self._info(claim), self._supervision(claim, fields), self.server
+                job, self._info(claim, job), self._supervision(claim, fields), self.server
             )
         finally:
             self._running = 0
@@ -402,10 +402,12 @@ class Consumer:
         recorded = self._finish(claim, lambda: result, fields)
         self._report_finished(claim, result.outcome, recorded)
 
-    def _info(self, claim: Claim) -> RunInfo:
+    def _info(self, claim: Claim, job: JobConfig) -> RunInfo:
         run = claim.run
+        # A jittered fire runs after its slot's nominal instant, which is what the job sees.
+        slot = run.slot if run.manual else job.schedule.nominal(run.slot)
         return RunInfo(
-            job=run.job, run_id=run.run_id, slot=run.slot, attempt=claim.attempt, epoch=run.epoch
+            job=run.job, run_id=run.run_id, slot=slot, attempt=claim.attempt, epoch=run.epoch
         )
 
     def _supervision(self, claim: Claim, fields: dict[str, object]) -> Supervision:

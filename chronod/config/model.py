@@ -61,7 +61,7 @@ class DigestMemo:
         self._known: dict[tuple[Any, ...], str] = {}
 
     def digest(self, job: JobConfig) -> str:
-        if job.args or job.kwargs or job.env:
+        if job.args or job.kwargs or job.env or job.schedule.delays_fires:
             return job.computed_digest()
         key = (job.command, job.call, job.cwd, job.timeout, job.kill_grace)
         found = self._known.get(key)
@@ -122,7 +122,11 @@ class JobConfig:
     def execution(self) -> dict[str, JSONValue]:
         """The fields that decide what a run executes and how; the source of :attr:`digest`."""
         command = list(self.command) if isinstance(self.command, tuple) else self.command
+        # A jittered job's CHRONOD_SLOT is computed by the worker from the fire and its own
+        # schedule (Schedule.nominal): a worker whose schedule differs would compute another.
+        delayed = {"nominal_from": self.fingerprint} if self.schedule.delays_fires else {}
         return {
+            **delayed,
             "command": command,
             "call": self.call,
             "args": list(self.args),
@@ -149,6 +153,8 @@ class Config:
     daemon: DaemonConfig
     jobs: Mapping[str, JobConfig]
     channels: Mapping[str, Channel] = field(default_factory=lambda: MappingProxyType({}))
+    # Other files the load read (``exclude_file``): an edit of one is an edit of the config.
+    extra_files: tuple[Path, ...] = ()
 
     @property
     def directory(self) -> Path:
