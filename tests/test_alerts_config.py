@@ -176,3 +176,25 @@ def test_smtp_and_from_apply_at_reload_without_a_restart_note() -> None:
     old = DaemonConfig(smtp="smtp://a.example", mail_from="a@example.org")
     new = replace(old, smtp="smtp://b.example", mail_from="b@example.org", history=7)
     assert daemon_changes(old, new) == ["history"]
+
+
+def test_values_of_the_wrong_shape_are_located_not_raised(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        [jobs.a]
+        every = "1h"
+        command = "true"
+        notify = [{ k = 1 }]
+        notify_on = [{ k = { k = "90s" } }, ["failed"]]
+        notify_every = 5
+        ping = ["https://hc-ping.com/x"]
+        """,
+        HEADER,
+    )
+    assert [line.split(": ")[1] for line in found] == [
+        "jobs.a.notify",
+        "jobs.a.notify_on",
+        "jobs.a.notify_every",
+        "jobs.a.ping",
+    ]

@@ -230,7 +230,7 @@ def _channel_names(
 
 def _notify_on(where: str, value: Any, report: Report) -> frozenset[str]:
     kinds = [value] if isinstance(value, str) else value
-    if not isinstance(kinds, list):
+    if not isinstance(kinds, list) or not all(isinstance(kind, str) for kind in kinds):
         report(where, f"expected an array of outcomes (got {show(value)})")
         return DEFAULT_NOTIFY_ON
     for kind in kinds:
