@@ -19,6 +19,8 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from chronod import __version__, ops
+from chronod.alerts.command import notify_group
+from chronod.alerts.shown import channel_lines
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig, config_path, load_config, parse_instant
 from chronod.durations import format_duration
@@ -418,7 +420,7 @@ def status_lines(status: ops.ClusterStatus) -> list[str]:
     head = ["JOB", "KIND", "SCHEDULE", "ZONE", "PAUSED", "ACTIVE", "MISSED", "LAST", "LAST OK"]
     lines += table([[*head, "NEXT"], *(_job_row(job, status.now) for job in status.jobs)])
     lines += _job_notes(status.jobs)
-    return lines
+    return lines + channel_lines(status, _ago)
 
 
 def history_lines(history: ops.JobHistory, now: datetime) -> list[str]:
@@ -564,6 +566,9 @@ def _after(text: str, job: JobConfig) -> datetime:
         return parse_instant(text, job.schedule.zone)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--after: {exc}, got {text!r}") from None
+
+
+cli.add_command(notify_group)  # `chronod notify test` (chronod.alerts)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:

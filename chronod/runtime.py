@@ -215,7 +215,15 @@ class ConfigWatcher:
         return config
 
 
+# [chronod] keys a reload applies at once: the notification courier reads the running config.
+APPLIED_AT_RELOAD = frozenset(("smtp", "mail_from"))
+
+
 def daemon_changes(old: DaemonConfig, new: DaemonConfig) -> list[str]:
-    """Names of the ``[chronod]`` keys whose values differ (never the values: a URL or a token
-    may hold a secret)."""
-    return [f.name for f in fields(DaemonConfig) if getattr(old, f.name) != getattr(new, f.name)]
+    """Names of the ``[chronod]`` keys whose values differ and need a restart (never the values:
+    a URL or a token may hold a secret)."""
+    return [
+        f.name
+        for f in fields(DaemonConfig)
+        if f.name not in APPLIED_AT_RELOAD and getattr(old, f.name) != getattr(new, f.name)
+    ]

@@ -345,6 +345,7 @@ def test_status_json(capsys: pytest.CaptureFixture[str], env: Env, store: Store)
                 "missed": 0,
             },
         ],
+        "notifications": {"outbox": {"depth": 0, "dropped": 0}, "channels": []},
     }
     assert 0 < status["leader"]["lease_left_s"] <= 60
     # The seeded facts, stated independently of the expectation builder above:

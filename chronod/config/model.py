@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from chronod.alerts.model import Channel, JobAlerts
 from chronod.schedules import Schedule
 from chronod.store.base import Overlap
 
@@ -42,6 +43,8 @@ class DaemonConfig:
     history: int = 100
     web_token: str | None = field(default=None, repr=False)
     replica_acks: int | None = None  # Redis WAIT; None: by the store URL's kind (docs/redis.md)
+    smtp: str | None = field(default=None, repr=False)  # email channels (docs/notifications.md)
+    mail_from: str | None = None  # the key 'from'
 
 
 class DigestMemo:
@@ -90,6 +93,7 @@ class JobConfig:
     catchup: Catchup = "none"
     catchup_limit: int = 100
     overlap: Overlap = "skip"
+    alerts: JobAlerts = field(default_factory=JobAlerts)  # notify, notify_on, notify_every, ping
     # The load's shared digests (the reader passes one memo to every job it builds); None: the
     # digest is computed from this job alone. Not part of the job's value.
     digests: DigestMemo | None = field(default=None, compare=False, repr=False)
@@ -148,6 +152,7 @@ class Config:
     path: Path
     daemon: DaemonConfig
     jobs: Mapping[str, JobConfig]
+    channels: Mapping[str, Channel] = field(default_factory=lambda: MappingProxyType({}))
     # Other files the load read (``exclude_file``): an edit of one is an edit of the config.
     extra_files: tuple[Path, ...] = ()
 

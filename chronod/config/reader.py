@@ -19,6 +19,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from chronod.alerts.model import Channel, JobAlerts
+from chronod.alerts.settings import check_smtp, read_channels, read_job_alerts
 from chronod.config import dates, parsers
 from chronod.config.model import Config, DaemonConfig, JobConfig
 from chronod.config.parsers import MAX_TEXT, clip, show
@@ -38,7 +40,7 @@ _T = TypeVar("_T")
 _MISSING: Any = object()
 
 SCHEDULE_KINDS = ("every", "cron", "solar", "at")
-DAEMON_KEYS = tuple(parsers.DAEMON_PARSERS)
+DAEMON_KEYS = (*parsers.DAEMON_PARSERS, "smtp", "from")  # the last two: chronod.alerts
 # Keys that may be given once in [defaults] for every job.
 DEFAULTABLE_KEYS = (
     "timezone",
@@ -60,7 +62,11 @@ DEFAULTABLE_KEYS = (
     "exclude",
     "exclude_file",
     "jitter",
+    "notify",
+    "notify_on",
+    "notify_every",
 )
+ALERT_KEYS = ("notify", "notify_on", "notify_every", "ping")
 JOB_ONLY_KEYS = (
     "description",
     "every",
@@ -75,6 +81,7 @@ JOB_ONLY_KEYS = (
     "call",
     "args",
     "kwargs",
+    "ping",
 )
 JOB_KEYS = JOB_ONLY_KEYS + DEFAULTABLE_KEYS
 SOLAR_KEYS = ("latitude", "longitude", "elevation", "depression", "offset")
@@ -108,6 +115,8 @@ class Reader:
         self.file = file
         self.issues: list[ConfigIssue] = []
         self.shared = Shared()
+        self.channels: Mapping[str, Channel] = MappingProxyType({})
+        self.declared: frozenset[str] = frozenset()
         self.files: dict[Path, None] = {}  # exclude files named, in order (Config.extra_files)
 
     # -- reporting ---------------------------------------------------------------------------------
@@ -152,8 +161,9 @@ class Reader:
     # -- sections ----------------------------------------------------------------------------------
 
     def config(self, data: dict[str, Any], file: Path) -> Config:
-        self.unknown_keys(data, "", ("chronod", "defaults", "jobs"))
+        self.unknown_keys(data, "", ("chronod", "defaults", "jobs", "notify"))
         daemon = self.daemon(self.table(data.get("chronod", _MISSING), "chronod"))
+        self.notify(self.table(data.get("notify", _MISSING), "notify"), daemon)
         defaults = self.table(data.get("defaults", _MISSING), "defaults")
         self.unknown_keys(defaults, "defaults.", DEFAULTABLE_KEYS)
         self.defaults(defaults)
@@ -174,7 +184,30 @@ class Reader:
             if job is not None and valid_name:
                 jobs[name] = job
         return Config(
-            path=file, daemon=daemon, jobs=MappingProxyType(jobs), extra_files=tuple(self.files)
+            path=file,
+            daemon=daemon,
+            jobs=MappingProxyType(jobs),
+            channels=self.channels,
+            extra_files=tuple(self.files),
+        )
+
+    def notify(self, table: dict[str, Any], daemon: DaemonConfig) -> None:
+        """The ``[notify.NAME]`` channels (chronod.alerts), kept for the jobs that name them."""
+        self.declared = frozenset(table)
+        self.channels = MappingProxyType(
+            read_channels(table, self.error, smtp=daemon.smtp, sender=daemon.mail_from)
+        )
+
+    def alerts(self, job: _Table) -> JobAlerts | None:
+        """The job's notification settings; None after reporting a bad one."""
+        if not any(key in job.body or key in job.defaults for key in ALERT_KEYS):
+            return JobAlerts()
+        return read_job_alerts(
+            lambda key: None if job.pick(key) is _MISSING else job.pick(key),
+            job.where,
+            self.channels,
+            self.error,
+            declared=self.declared.__contains__,
         )
 
     def defaults(self, defaults: dict[str, Any]) -> None:
@@ -196,10 +229,20 @@ class Reader:
                 self.exclude_file(where, value)
             elif key == "jitter":
                 self.get(where, value, parsers.JITTER)
+        if any(key in defaults for key in ALERT_KEYS):
+            read_job_alerts(
+                defaults.get,
+                lambda key: f"defaults.{key}",
+                self.channels,
+                self.error,
+                declared=self.declared.__contains__,
+            )
 
     def daemon(self, table: dict[str, Any]) -> DaemonConfig:
         self.unknown_keys(table, "chronod.", DAEMON_KEYS)
         values: dict[str, Any] = {}
+        smtp, sender = check_smtp(table, self.error)
+        values.update(smtp=smtp, mail_from=sender)
         if "store" in table:
             # Checked here so that 'chronod check' refuses what 'run' would; the message quotes
             # the URL redacted (never "got <value>": it may hold a password).
@@ -230,6 +273,9 @@ class Reader:
                 parsed = self.parsed(job.where(key), value, parse, key)
                 if parsed is not None:
                     values[key] = parsed
+        alerts = self.alerts(job)
+        if alerts is not None:
+            values["alerts"] = alerts
         if len(self.issues) > before or schedule is None or zone is None:
             return None
         return JobConfig(

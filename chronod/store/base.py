@@ -58,6 +58,24 @@ of the wrong type, or out of range). No method ever fails because of one, and no
   empty, an unreadable slot as the Unix epoch) and ``error`` naming the problem, so history and
   status keep answering.
 
+Outbox
+------
+A job's *event kinds* (:meth:`Store.set_event_kinds`) say which of its runs' ends are news. When a
+run ends with a terminal outcome (:meth:`Store.finish` accepted, :meth:`Store.reap` lost, a run
+quarantined or ended ``uncertain`` by a claim or reap) and its job's kinds name that outcome, an
+event is appended to the outbox *in the same atomic step*, so it survives the process that recorded
+the outcome; a ``succeeded`` run whose job's previous last outcome was unsuccessful
+(:data:`UNSUCCESSFUL`) makes a ``recovered`` event instead when the kinds name ``recovered``. At
+most one event per run end: the id ``<run id>#<attempt>:<kind>`` is stable, so a receiver can drop
+repeats. A slot :meth:`Store.advance` records (``missed``, or ``uncertain``) makes an event the same
+way, in its atomic step (its ``run`` is the history entry, attempt 0); slots that
+:meth:`Store.dispatch` records (``skipped``, ``uncertain``) make none. An attempt's start
+(:meth:`Store.claim`) makes a ``started`` event, in the claim's atomic step, when the kinds name
+``started`` (its ``run`` is then the running run). The outbox holds at most
+:attr:`Store.outbox_limit` events: appending beyond it drops the oldest and counts them
+(:meth:`Store.outbox_stats`). A delivering process reads :meth:`Store.events_due` and settles each
+(:meth:`Store.settle_event`); nothing about delivery ever changes a run or an outcome.
+
 Atomicity and retries
 ---------------------
 Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE``
@@ -95,8 +113,12 @@ from typing import Any
 
 from chronod.errors import NotLeader, StoreError, StoreUnavailable
 from chronod.store.records import (
+    EVENT_OUTPUT,
+    MAX_OUTBOX,
     OUTPUT_TAIL,
+    UNSUCCESSFUL,
     AttemptResult,
+    ChannelDelivery,
     Claim,
     DispatchResult,
     DispatchStatus,
@@ -106,6 +128,8 @@ from chronod.store.records import (
     LeaderInfo,
     Lease,
     MissedSlots,
+    OutboxEvent,
+    OutboxStats,
     Outcome,
     Overlap,
     Presence,
@@ -118,8 +142,12 @@ from chronod.store.records import (
 )
 
 __all__ = [
+    "EVENT_OUTPUT",
+    "MAX_OUTBOX",
     "OUTPUT_TAIL",
+    "UNSUCCESSFUL",
     "AttemptResult",
+    "ChannelDelivery",
     "Claim",
     "DispatchResult",
     "DispatchStatus",
@@ -131,6 +159,8 @@ __all__ = [
     "Lease",
     "MissedSlots",
     "NotAcknowledged",
+    "OutboxEvent",
+    "OutboxStats",
     "Outcome",
     "Overlap",
     "Presence",
@@ -174,6 +204,9 @@ def overlap_reason(run_id: str, state: str) -> str:
 
 class Store(ABC):
     """Durable state and coordination for chronod. One instance per process (open it after fork)."""
+
+    # The most events the outbox holds ("Outbox" above); an instance attribute may lower it.
+    outbox_limit: int = MAX_OUTBOX
 
     # -- clock -------------------------------------------------------------------------------------
 
@@ -290,12 +323,13 @@ class Store(ABC):
         """Record slots the leader will not run (late beyond ``grace`` under ``catchup``).
 
         Atomically: each slot in ``missed`` that is after the watermark gets a history entry with
-        outcome ``missed``; the job's missed counter grows by ``missed_count`` (which may exceed
-        ``len(missed)`` when the leader summarised a long outage), unless ``missed`` named slots
-        and none of them was after the watermark (a repeat counts nothing twice); watermark =
-        max(watermark, newest of ``missed``); ``next_due`` replaced. Fenced and
-        fingerprint-checked like dispatch (a fingerprint mismatch, or a job without state,
-        changes nothing and returns the stored state, ``active`` counting its runs).
+        outcome ``missed`` (and an outbox event when the job's event kinds name ``missed``); the
+        job's missed counter grows by ``missed_count`` (which may exceed ``len(missed)`` when the
+        leader summarised a long outage), unless ``missed`` named slots and none of them was after
+        the watermark (a repeat counts nothing twice); watermark = max(watermark, newest of
+        ``missed``); ``next_due`` replaced. Fenced and fingerprint-checked like dispatch (a
+        fingerprint mismatch, or a job without state, changes nothing and returns the stored state,
+        ``active`` counting its runs).
         """
         item = MissedSlots(
             job=job,
@@ -410,6 +444,47 @@ class Store(ABC):
     @abstractmethod
     def presences(self) -> list[Presence]:
         """Members announced within the last minute, newest first."""
+
+    # -- outbox ("Outbox" above) -------------------------------------------------------------------
+
+    @abstractmethod
+    def set_event_kinds(self, lease: Lease, kinds: Mapping[str, frozenset[str]]) -> None:
+        """Replace every job's event kinds: outcome values, ``recovered`` and ``started``, per
+        job (a job not named has none, and its runs make no event). Events already in the outbox
+        stay.
+        Raises :class:`Fenced` (writing nothing) if ``lease`` is not current; a repeat changes
+        nothing.
+        """
+
+    @abstractmethod
+    def events_due(self, limit: int) -> list[OutboxEvent]:
+        """At most ``limit`` outbox events whose next delivery is due (at or before now): the
+        earliest due first, then in the order they were appended (an event is due when it is
+        appended). Reading changes nothing."""
+
+    @abstractmethod
+    def settle_event(
+        self, event_id: str, attempts: int, done: Sequence[str], retry_at: datetime | None
+    ) -> bool:
+        """After a delivery attempt: with ``retry_at`` None the event leaves the outbox
+        (delivered everywhere, or given up); otherwise its ``attempts`` and ``done`` are replaced
+        and it is due again at ``retry_at``. False if the event is not in the outbox (settled
+        before, or dropped). The values are absolute, so a repeat changes nothing more."""
+
+    @abstractmethod
+    def outbox_stats(self) -> OutboxStats:
+        """How many events wait, and how many were dropped because the outbox was full."""
+
+    @abstractmethod
+    def note_delivery(self, channel: str, error: str | None) -> None:
+        """Record a delivery attempt over ``channel`` at store time: with ``error`` None it
+        succeeded (``last_ok_at`` = now), else ``last_error`` = ``error`` (at most 500
+        characters kept) and ``last_error_at`` = now; the other fields are kept. Not fenced; a
+        repeat only moves the instant."""
+
+    @abstractmethod
+    def deliveries(self) -> list[ChannelDelivery]:
+        """The last delivery of every channel :meth:`note_delivery` heard of, by name."""
 
     # -- reading -----------------------------------------------------------------------------------
 

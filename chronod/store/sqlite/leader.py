@@ -32,6 +32,7 @@ from chronod.store.base import (
     overlap_reason,
     superseded_reason,
 )
+from chronod.store.sqlite import outbox
 from chronod.store.sqlite.connection import Tx
 from chronod.store.sqlite.rows import (
     INSERT_HISTORY,
@@ -407,6 +408,8 @@ def advance_many(tx: Tx, lease: Lease, items: Sequence[MissedSlots]) -> list[Job
     plan = _AdvancePlan(epoch=lease.epoch, now=tx.now, rows=rows)
     states = [plan.decide(item) for item in items]
     tx.conn.executemany(INSERT_HISTORY, plan.entries)
+    for entry in plan.entries:  # a missed slot is news too, for a job that asks (the outbox)
+        outbox.append(tx, entry, None)
     tx.conn.executemany(
         _SET_ADVANCED,
         [(rows[n]["missed"], rows[n]["watermark"], rows[n]["next_due"], n) for n in plan.touched],

@@ -31,6 +31,7 @@ from chronod.store.base import (
     RunRecord,
     RunState,
 )
+from chronod.store.sqlite import outbox
 from chronod.store.sqlite.connection import Tx
 from chronod.store.sqlite.rows import (
     INSERT_HISTORY,
@@ -168,6 +169,7 @@ def claim_oldest(
         "started_at": tx.now,
         "lease_expires_at": expires_at,
     }
+    outbox.append(tx, started, None, started=True)  # a ping's /start, with the claim
     return _claim_of(started)
 
 
@@ -277,7 +279,9 @@ def reap(tx: Tx) -> list[str]:
 def _end_run(tx: Tx, run: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
     """Terminal outcome: history, job outcome fields, leave the live set, release a waiter."""
     outcome = Outcome(entry["outcome"])
+    previous = outbox.previous_outcome(tx, run["job"])
     tx.conn.execute(INSERT_HISTORY, entry)
+    outbox.append(tx, entry, previous)  # with the outcome, in its transaction (the outbox)
     # An upsert: a manual run of a job the leader never loaded still leaves its outcome, in a
     # state with an empty fingerprint (as set_paused creates), which a later load treats as new.
     tx.conn.execute(

@@ -8,7 +8,7 @@ leader's writes are in :mod:`~chronod.store.sqlite.leader`, the workers' in
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -18,6 +18,7 @@ from chronod.instants import from_micros, to_micros
 from chronod.store._common import SEEN_WINDOW, MalformedRecord, micros
 from chronod.store.base import (
     AttemptResult,
+    ChannelDelivery,
     Claim,
     DispatchResult,
     FinishStatus,
@@ -26,6 +27,8 @@ from chronod.store.base import (
     LeaderInfo,
     Lease,
     MissedSlots,
+    OutboxEvent,
+    OutboxStats,
     Overlap,
     Presence,
     Quarantined,
@@ -36,10 +39,11 @@ from chronod.store.base import (
     WorkerInfo,
 )
 from chronod.store.sqlite import leader as lead
+from chronod.store.sqlite import outbox
 from chronod.store.sqlite import queue as work
 from chronod.store.sqlite.connection import DEFAULT_BUSY_TIMEOUT_MS, SQLiteConnection
 from chronod.store.sqlite.rows import JOB, JOB_COLUMNS, READ, RUN_COLUMNS
-from chronod.store.sqlite.schema import PRESENCE_SCHEMA
+from chronod.store.sqlite.schema import OUTBOX_SCHEMA, PRESENCE_SCHEMA
 
 POLL_INTERVAL = 0.005  # seconds between cheap PRAGMA data_version checks in a blocking claim
 SWEEP_EVERY = 60.0  # seconds between two looks (per store instance) for malformed live runs
@@ -308,6 +312,41 @@ class SQLiteStore(SQLiteConnection, Store):
                 )
                 for row in conn.execute(_PRESENCE, (since,))
             ]
+
+    # -- outbox ------------------------------------------------------------------------------------
+
+    def set_event_kinds(self, lease: Lease, kinds: Mapping[str, frozenset[str]]) -> None:
+        with self._write() as tx:
+            lead.fence(tx, lease)
+            outbox.set_kinds(tx, kinds)
+
+    def events_due(self, limit: int) -> list[OutboxEvent]:
+        with self._read() as conn:
+            if self._schema < OUTBOX_SCHEMA:  # opened as found, written by an older chronod
+                return []
+            return outbox.due(conn, self._clock.now(), limit)
+
+    def settle_event(
+        self, event_id: str, attempts: int, done: Sequence[str], retry_at: datetime | None
+    ) -> bool:
+        with self._write() as tx:
+            return outbox.settle(tx, event_id, attempts, done, retry_at)
+
+    def outbox_stats(self) -> OutboxStats:
+        with self._read() as conn:
+            if self._schema < OUTBOX_SCHEMA:
+                return OutboxStats(depth=0, dropped=0)
+            return outbox.stats(conn)
+
+    def note_delivery(self, channel: str, error: str | None) -> None:
+        with self._write() as tx:
+            outbox.note_delivery(tx, channel, error)
+
+    def deliveries(self) -> list[ChannelDelivery]:
+        with self._read() as conn:
+            if self._schema < OUTBOX_SCHEMA:
+                return []
+            return outbox.deliveries(conn)
 
     # -- reading -----------------------------------------------------------------------------------
 
