@@ -247,10 +247,22 @@ def check_command(ctx: Context) -> None:
     from chronod.store import check_store_url
 
     check_store_url(ctx.store_override)  # --store / CHRONOD_STORE: StoreConfigError, exit 2
+    _check_celery(config)
     kinds = Counter(job.kind for job in config.jobs.values())
     noun = "job" if len(config.jobs) == 1 else "jobs"
     detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
     click.echo(f"{config.path}: OK, {len(config.jobs)} {noun} ({detail})")
+
+
+def _check_celery(config: Config) -> None:
+    """Celery jobs need Celery where workers publish them: say so here rather than at run time."""
+    from chronod.celery.publish import INSTALL_HINT, celery_missing
+
+    celery_jobs = [name for name, job in config.jobs.items() if job.celery is not None]
+    if celery_jobs and celery_missing():
+        for name in celery_jobs:
+            click.echo(f"{config.path}: jobs.{name}.celery: {INSTALL_HINT}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 @cli.command("status")

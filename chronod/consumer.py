@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from chronod._forkserver import ForkServer
 from chronod._proc import Waker, reap_strays
+from chronod.celery.publish import Publisher
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig
 from chronod.errors import StoreError, TransientError
@@ -186,6 +187,7 @@ class Consumer:
             sys_path=sys_path,
             notice=lambda text: event(log, logging.WARNING, text, worker=self.worker_id),
         )
+        self.publisher = Publisher(lambda: self.config.config.daemon.celery, sys_path)
         self.stop = StopRequest()
         self.waker = Waker()
         self.orphaned = False
@@ -268,6 +270,7 @@ class Consumer:
 
     def close(self) -> None:
         self.server.close()
+        self.publisher.close()
         self.waker.close()
 
     def _check_parent(self) -> None:
@@ -372,9 +375,8 @@ class Consumer:
             return
         self._running = 1
         try:
-            report = run_attempt(
-                job, self._info(claim), self._supervision(claim, fields), self.server
-            )
+            watch = self._supervision(claim, fields)
+            report = run_attempt(job, self._info(claim), watch, self.server, self.publisher)
         finally:
             self._running = 0
         self._conclude(claim, job, report, fields)

@@ -31,6 +31,9 @@ class Outcome(str, Enum):
     # The store lost the window this slot or run falls in (a rollback): it may or may not have run,
     # and it is never run again.
     UNCERTAIN = "uncertain"
+    # A celery job's message was handed to the broker; what the Celery worker did is recorded by
+    # the hook (chronod.celery.hook), or unknown without it (docs/celery.md).
+    SENT = "sent"
 
 
 class RunState(str, Enum):

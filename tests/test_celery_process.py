@@ -1,0 +1,177 @@
+"""``celery`` jobs end to end (issue 15): real ``chronod run`` and real ``celery worker`` processes.
+
+The broker is the private redis-server of the fixtures (database 1; chronod's own store is SQLite
+beside the config), or RabbitMQ on 127.0.0.1:5672 where one answers (a vhost-free test that uses
+queue names of its own). The Celery worker runs :mod:`tests.celery_app`, whose tasks append one
+JSON line per execution to a file: the tests judge by that file, by ``chronod history`` and by the
+processes' logs, waiting on conditions with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.procs import REPO, ChronodProcess, Processes, wait_until
+from tests.redis_server import RedisServer
+
+pytestmark = [pytest.mark.process, pytest.mark.redis]
+pytest.importorskip("celery", reason="the celery extra is not installed")
+
+STARTUP = 40.0  # a Celery worker on a loaded 2-core machine takes seconds to import and connect
+SETTLE = 30.0
+
+
+@dataclass
+class Project:
+    """One test's Celery side: broker URL, the executions file, the config chronod runs."""
+
+    directory: Path
+    broker: str
+    procs: Processes
+
+    @property
+    def out(self) -> Path:
+        return self.directory / "executions.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "schedules.toml"
+
+    @property
+    def store(self) -> str:
+        return f"sqlite://{self.directory / 'state' / 'chronod.db'}"
+
+    def executions(self) -> list[dict[str, Any]]:
+        if not self.out.exists():
+            return []
+        return [json.loads(line) for line in self.out.read_text().splitlines() if line]
+
+    def write_config(self, jobs: str, *, celery: str | None = None) -> None:
+        table = celery or f"broker = {json.dumps(self.broker)}"
+        self.config.write_text(
+            f'[chronod]\nlease = "2s"\n\n[chronod.celery]\n{table}\n\n'
+            f'[defaults]\ntimezone = "UTC"\n\n{jobs}'
+        )
+
+    def celery_worker(
+        self, *, hook: bool = False, queues: str = "celery,reports"
+    ) -> ChronodProcess:
+        env = {"CHRONOD_TEST_BROKER": self.broker, "CHRONOD_TEST_OUT": str(self.out)}
+        if hook:
+            env["CHRONOD_TEST_HOOK"] = str(self.config)
+        worker = self.procs.command(
+            "celery",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.celery_app",
+                "worker",
+                "-P",
+                "solo",
+                "-Q",
+                queues,
+                "-n",
+                f"w{uuid.uuid4().hex[:8]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "INFO",
+            ],
+            env=env,
+        )
+        worker.wait_for_log(r"ready\.", timeout=STARTUP)
+        return worker
+
+    def chronod(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chronod", "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=False,
+        )
+
+    def history(self, job: str) -> list[dict[str, Any]]:
+        done = self.chronod("--store", self.store, "history", "--job", job, "--json")
+        assert done.returncode == 0, done.stderr
+        runs: list[dict[str, Any]] = json.loads(done.stdout)["runs"]
+        return runs
+
+
+@pytest.fixture
+def project(tmp_path: Path, procs: Processes, redis_server: RedisServer) -> Project:
+    client = redis_server.client()
+    client.flushall()
+    return Project(tmp_path, f"redis://{redis_server.address}/1", procs)
+
+
+def rabbitmq_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+EVERY_SECOND = """
+[jobs.digest]
+every = "1s"
+celery = "reports.tasks.send_digest"
+args = [7]
+kwargs = { format = "html" }
+queue = "reports"
+grace = "5s"
+"""
+
+
+def test_every_second_runs_once_per_slot_on_an_unmodified_worker(project: Project) -> None:
+    project.write_config(EVERY_SECOND)
+    project.celery_worker()
+    daemon = project.procs.run(project.config, project.store, workers=1)
+    wait_until(lambda: len(project.executions()) >= 4, timeout=STARTUP, what="four executions")
+    daemon.term()
+    daemon.wait_exit(SETTLE)
+    done = project.executions()
+    ids = Counter(line["id"] for line in done)
+    assert all(n == 1 for n in ids.values()), ids
+    for line in done:
+        # The task id is the slot's run id; the slot, attempt and epoch travel as headers.
+        assert line["id"] == f"digest@{line['headers']['chronod_slot']}"
+        assert line["headers"]["chronod_job"] == "digest"
+        assert line["headers"]["chronod_attempt"] == 1
+        assert line["headers"]["chronod_epoch"] >= 1
+        assert (line["args"], line["kwargs"], line["queue"]) == ([7], {"format": "html"}, "reports")
+        slot = datetime.fromisoformat(line["headers"]["chronod_slot"].replace("Z", "+00:00"))
+        assert datetime.fromisoformat(line["expires"]) == slot + timedelta(seconds=5)  # grace
+    sent = [run for run in project.history("digest") if run["outcome"] == "sent"]
+    assert {run["run_id"] for run in sent} >= set(ids)
+
+
+@pytest.mark.skipif(not rabbitmq_reachable(), reason="no RabbitMQ on 127.0.0.1:5672")
+def test_rabbitmq_broker_with_publisher_confirms(project: Project) -> None:
+    queue = f"chronod-test-{uuid.uuid4().hex[:8]}"
+    project.broker = "amqp://guest:guest@127.0.0.1:5672//"
+    project.write_config(EVERY_SECOND.replace('queue = "reports"', f'queue = "{queue}"'))
+    project.celery_worker(queues=queue)
+    daemon = project.procs.run(project.config, project.store, workers=1)
+    wait_until(lambda: len(project.executions()) >= 2, timeout=STARTUP, what="two executions")
+    daemon.term()
+    daemon.wait_exit(SETTLE)
+    ids = Counter(line["id"] for line in project.executions())
+    assert all(n == 1 for n in ids.values()), ids
+    assert {line["queue"] for line in project.executions()} == {queue}
