@@ -34,6 +34,8 @@ key (after prefix)     type    holds
 ``workers:seen``       zset    worker ids by last registration
 ``presence``           hash    member (``host:pid``) → JSON (role, stopped): announcements
 ``presence:seen``      zset    members by last announcement
+``external:<id>#<n>``  hash    an execution of run ``<id>`` (try ``n``) by another system:
+                               ``executor``, ``started_at``, ``ended``; expires after a week
 =====================  ======  ===================================================================
 
 Instants are integer microseconds since the Unix epoch, written as decimal strings.
@@ -71,6 +73,7 @@ PATTERNS: tuple[str, ...] = (
     r"workers:seen",
     r"presence",
     r"presence:seen",
+    r"external:.+#\d+",
 )
 
 
@@ -157,6 +160,9 @@ class KeySpace:
 
     def run(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}"
+
+    def external(self, run_id: str, try_no: int) -> str:
+        return f"{self.prefix}external:{run_id}#{try_no}"
 
     def history(self, job: str) -> str:
         return f"{self.prefix}history:{job}"

@@ -197,6 +197,16 @@ local function history_entry(run, state, now, extra)
   return entry
 end
 
+-- The job's last outcome fields (its state created if it has none, as a manual run may need).
+local function record_outcome(job, outcome, now)
+  ensure_job(job)
+  local job_key = P .. 'job:' .. job
+  redis.call('HSET', job_key, 'last_outcome', outcome, 'last_outcome_at', fmt(now))
+  if outcome == 'succeeded' then
+    redis.call('HSET', job_key, 'last_success_at', fmt(now))
+  end
+end
+
 -- The job's oldest waiting run becomes queued (its not_before is already past: ready at once).
 local function release_waiting(job, now)
   local waiting = P .. 'waiting:' .. job
@@ -219,12 +229,7 @@ end
 -- set, and the job's oldest waiting run released.
 local function end_run(run, outcome, now, keep, extra)
   push_history(run.job, history_entry(run, outcome, now, extra), keep)
-  ensure_job(run.job)
-  local job_key = P .. 'job:' .. run.job
-  redis.call('HSET', job_key, 'last_outcome', outcome, 'last_outcome_at', fmt(now))
-  if outcome == 'succeeded' then
-    redis.call('HSET', job_key, 'last_success_at', fmt(now))
-  end
+  record_outcome(run.job, outcome, now)
   redis.call('DEL', P .. 'run:' .. run.run_id)
   redis.call('ZREM', P .. 'live', run.run_id)
   redis.call('ZREM', P .. 'live:' .. run.job, run.run_id)

@@ -53,6 +53,8 @@ SCRIPTS = (
     "mark_seen",
     "seen",
     "publish",
+    "begin_external",
+    "end_external",
 )
 # Scripts that write nothing of their own (the generation prologue may still record a rollback).
 READ_ONLY = frozenset({"leader", "read_jobs", "read_run", "live_runs", "queue_depths", "seen"})

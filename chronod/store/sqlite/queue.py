@@ -276,6 +276,13 @@ def reap(tx: Tx) -> list[str]:
 
 def _end_run(tx: Tx, run: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
     """Terminal outcome: history, job outcome fields, leave the live set, release a waiter."""
+    end_history(tx, run["job"], entry)
+    tx.conn.execute(_DELETE_RUN, (run["seq"],))
+    tx.conn.execute(_PROMOTE_WAITING, (run["job"],))
+
+
+def end_history(tx: Tx, job: str, entry: Mapping[str, Any]) -> None:
+    """A run's end in the job's history and outcome fields (trimmed to ``history`` entries)."""
     outcome = Outcome(entry["outcome"])
     tx.conn.execute(INSERT_HISTORY, entry)
     # An upsert: a manual run of a job the leader never loaded still leaves its outcome, in a
@@ -283,15 +290,13 @@ def _end_run(tx: Tx, run: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
     tx.conn.execute(
         _SET_OUTCOME,
         {
-            "job": run["job"],
+            "job": job,
             "outcome": outcome.value,
             "at": tx.now,
             "success_at": tx.now if outcome is Outcome.SUCCEEDED else None,
         },
     )
-    tx.conn.execute(_DELETE_RUN, (run["seq"],))
-    tx.conn.execute(_PROMOTE_WAITING, (run["job"],))
-    tx.conn.execute(TRIM_HISTORY, {"job": run["job"], "keep": tx.keep})
+    tx.conn.execute(TRIM_HISTORY, {"job": job, "keep": tx.keep})
 
 
 # -- malformed runs --------------------------------------------------------------------------------

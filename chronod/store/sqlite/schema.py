@@ -31,6 +31,9 @@ status)``
 ``presence(member PK, role, seen_at, stopped)`` (schema 2)
     Scheduler announcements and clean stops (:meth:`SQLiteStore.announce`); rows older than a
     minute are deleted on every announcement.
+``external(run_id, try_no) PK, executor, started_at, ended, expires_at`` (schema 4)
+    Executions of runs by another system (:meth:`SQLiteStore.begin_external`, docs/celery.md);
+    expired rows are deleted by every begin.
 
 Opened with ``create=False`` (commands that must not create state), the database file must exist
 and is used at the schema version it has: nothing is created or migrated, and the tables of later
@@ -44,8 +47,9 @@ from pathlib import Path
 
 from chronod.errors import StoreCorrupt, StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PRESENCE_SCHEMA = 2  # the version that added the presence table
+EXTERNAL_SCHEMA = 4  # the version that added the external table
 
 CHRONOD_TABLES = frozenset({"counters", "lease", "jobs", "guards", "runs", "history", "workers"})
 _TABLE_NAMES = r"""SELECT name FROM sqlite_master
@@ -159,6 +163,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX IF EXISTS runs_ready",
         """CREATE INDEX IF NOT EXISTS runs_ready
             ON runs (queue, not_before) WHERE state = 'queued'""",
+    ),
+    (
+        """CREATE TABLE IF NOT EXISTS external (
+            run_id TEXT NOT NULL,
+            try_no INTEGER NOT NULL,
+            executor TEXT NOT NULL,
+            started_at INTEGER NOT NULL,
+            ended INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (run_id, try_no)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS external_expiry ON external (expires_at)",
     ),
 )
 
