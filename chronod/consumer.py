@@ -471,7 +471,7 @@ class Consumer:
         again = recorded.result.retry_at if recorded is not None and retrying else None
         event(
             log,
-            logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING,
+            logging.INFO if outcome in (Outcome.SUCCEEDED, Outcome.SENT) else logging.WARNING,
             "finished",
             outcome=outcome.value if outcome else None,
             duration=duration,

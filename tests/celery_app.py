@@ -4,15 +4,21 @@ Configured by the environment the test gives the worker: ``CHRONOD_TEST_BROKER``
 ``CHRONOD_TEST_OUT`` (a file each task execution appends one JSON line to) and, when set,
 ``CHRONOD_TEST_HOOK`` (a ``schedules.toml``: the chronod hook is installed with it). The tasks are
 named as a project's would be; nothing here knows chronod except the hook line.
+
+chronod workers import this app too (``[chronod.celery] app = "tests.celery_app:app"``). With
+``CHRONOD_TEST_FREEZE`` set to a path, the first process to publish a task writes its pid there
+and stops itself (SIGSTOP) right after the publish: a test then kills it between publishing and
+recording, which nothing else could time.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 
 app = Celery("chronod_tests", broker=os.environ.get("CHRONOD_TEST_BROKER", "memory://"))
 app.conf.update(
@@ -21,6 +27,24 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
+if os.environ.get("CHRONOD_TEST_HOOK"):
+    import chronod.celery
+
+    chronod.celery.install(app, config=os.environ["CHRONOD_TEST_HOOK"])
+
+
+@signals.after_task_publish.connect  # type: ignore[untyped-decorator]
+def _freeze_after_first_publish(**_: Any) -> None:
+    marker = os.environ.get("CHRONOD_TEST_FREEZE")
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # frozen once already: later publishes go on
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _record(task: Any, **fields: Any) -> None:

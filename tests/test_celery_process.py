@@ -10,6 +10,8 @@ processes' logs, waiting on conditions with deadlines.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from chronod.tz import UTC
 from tests.procs import REPO, ChronodProcess, Processes, wait_until
 from tests.redis_server import RedisServer
 
@@ -57,10 +60,12 @@ class Project:
             return []
         return [json.loads(line) for line in self.out.read_text().splitlines() if line]
 
-    def write_config(self, jobs: str, *, celery: str | None = None) -> None:
+    def write_config(self, jobs: str, *, celery: str | None = None, daemon: str = "") -> None:
         table = celery or f"broker = {json.dumps(self.broker)}"
         self.config.write_text(
-            f'[chronod]\nlease = "2s"\n\n[chronod.celery]\n{table}\n\n'
+            # The store in the file: the hook in the Celery worker reads it from there.
+            f'[chronod]\nlease = "2s"\nstore = "{self.store}"\n{daemon}\n\n'
+            f"[chronod.celery]\n{table}\n\n"
             f'[defaults]\ntimezone = "UTC"\n\n{jobs}'
         )
 
@@ -175,3 +180,86 @@ def test_rabbitmq_broker_with_publisher_confirms(project: Project) -> None:
     ids = Counter(line["id"] for line in project.executions())
     assert all(n == 1 for n in ids.values()), ids
     assert {line["queue"] for line in project.executions()} == {queue}
+
+
+def one_slot_job(name: str, task: str, at: datetime, extra: str = "") -> str:
+    """A job whose only slot is ``at`` (a whole second a few seconds ahead: after the load)."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f'[jobs.{name}]\nevery = "1s"\nstart = "{stamp}"\nend = "{stamp}"\n'
+        f'celery = "{task}"\nqueue = "reports"\ngrace = "1m"\n{extra}\n'
+    )
+
+
+def soon(seconds: int = 4) -> datetime:
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
+
+
+def test_hook_records_success_and_failure_in_history(project: Project) -> None:
+    at = soon()
+    project.write_config(
+        one_slot_job("digest", "reports.tasks.send_digest", at, "args = [2]")
+        + one_slot_job("broken", "reports.tasks.explode", at)
+    )
+    project.celery_worker(hook=True)
+    daemon = project.procs.run(project.config, project.store, workers=1)
+
+    def ended(job: str) -> dict[str, Any] | None:
+        found = [r for r in project.history(job) if r["outcome"] not in ("sent", None)]
+        return found[0] if found else None
+
+    done = wait_until(lambda: ended("digest"), timeout=STARTUP, what="the digest's outcome")
+    failed = wait_until(lambda: ended("broken"), timeout=SETTLE, what="the failure's outcome")
+    daemon.term()
+    assert done["outcome"] == "succeeded"
+    assert done["run_id"] == f"digest@{at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    assert done["duration_s"] is not None
+    assert done["worker"].startswith("w")  # the Celery worker's name
+    assert failed["outcome"] == "failed"
+    assert failed["error"] == "ValueError: the digest template is missing"
+    shown = project.chronod("--store", project.store, "history", "--job", "broken")
+    assert shown.returncode == 0, shown.stderr
+    assert "failed" in shown.stdout
+    assert "ValueError: the digest template is missing" in shown.stdout
+    # Each run: 'sent' by the chronod worker, then what the Celery worker did.
+    assert [r["outcome"] for r in project.history("digest")] == ["succeeded", "sent"]
+
+
+def test_chronod_worker_killed_after_publishing_still_runs_the_task_once(
+    project: Project,
+) -> None:
+    """The chronod worker publishes, is SIGKILLed before it records the run, the run is reaped and
+    published again (same task id): the Celery worker receives it twice and runs it once."""
+    at = soon()
+    # The chronod worker publishes with the project's own app (which freezes it after publishing);
+    # a lapsed attempt is reaped within a second.
+    project.write_config(
+        one_slot_job("digest", "reports.tasks.send_digest", at, "args = [3]\nretries = 1"),
+        celery='app = "tests.celery_app:app"',
+        daemon='attempt_lease = "1s"',
+    )
+    marker = project.directory / "frozen.pid"
+    env = {"CHRONOD_TEST_BROKER": project.broker, "CHRONOD_TEST_FREEZE": str(marker)}
+    daemon = project.procs.run(project.config, project.store, workers=1, env=env)
+
+    def frozen() -> str | None:
+        return marker.read_text() if marker.exists() else None  # "" until the pid is written
+
+    pid = int(wait_until(frozen, timeout=STARTUP, what="the publish"))
+    os.kill(pid, signal.SIGKILL)  # stopped right after publishing: nothing recorded
+    republished = wait_until(
+        lambda: [r for r in project.history("digest") if r["outcome"] == "sent"],
+        timeout=SETTLE,
+        what="the reaped run published again",
+    )
+    assert [r["attempt"] for r in republished] == [2]
+    worker = project.celery_worker(hook=True)
+    wait_until(
+        lambda: [r for r in project.history("digest") if r["outcome"] == "succeeded"],
+        timeout=SETTLE,
+        what="the task's outcome",
+    )
+    worker.wait_for_log("was executed before: skipped", timeout=SETTLE)
+    daemon.term()
+    assert len(worker.find(r"Task reports\.tasks\.send_digest\[digest@.*\] received")) == 2
+    assert [line["headers"]["chronod_attempt"] for line in project.executions()] in ([1], [2])

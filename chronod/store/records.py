@@ -34,6 +34,8 @@ class Outcome(str, Enum):
     # A celery job's message was handed to the broker; what the Celery worker did is recorded by
     # the hook (chronod.celery.hook), or unknown without it (docs/celery.md).
     SENT = "sent"
+    # A celery job's task failed and Celery will try it again (Task.retry; docs/celery.md).
+    RETRIED = "retried"
 
 
 class RunState(str, Enum):
