@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from chronod import __version__, ops
+from chronod.celery.commands import import_group
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig, config_path, load_config, parse_instant
 from chronod.durations import format_duration
@@ -247,22 +248,16 @@ def check_command(ctx: Context) -> None:
     from chronod.store import check_store_url
 
     check_store_url(ctx.store_override)  # --store / CHRONOD_STORE: StoreConfigError, exit 2
-    _check_celery(config)
+    from chronod.celery.publish import missing_celery
+
+    missing = missing_celery(config)  # celery jobs on a host without Celery
+    if missing:
+        click.echo("\n".join(missing), err=True)
+        sys.exit(EXIT_USAGE)
     kinds = Counter(job.kind for job in config.jobs.values())
     noun = "job" if len(config.jobs) == 1 else "jobs"
     detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
     click.echo(f"{config.path}: OK, {len(config.jobs)} {noun} ({detail})")
-
-
-def _check_celery(config: Config) -> None:
-    """Celery jobs need Celery where workers publish them: say so here rather than at run time."""
-    from chronod.celery.publish import INSTALL_HINT, celery_missing
-
-    celery_jobs = [name for name, job in config.jobs.items() if job.celery is not None]
-    if celery_jobs and celery_missing():
-        for name in celery_jobs:
-            click.echo(f"{config.path}: jobs.{name}.celery: {INSTALL_HINT}", err=True)
-        sys.exit(EXIT_USAGE)
 
 
 @cli.command("status")
@@ -575,6 +570,9 @@ def _after(text: str, job: JobConfig) -> datetime:
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     click.echo(f"chronod: error: {message}", err=True)
     sys.exit(code)
+
+
+cli.add_command(import_group)
 
 
 def main(argv: list[str] | None = None) -> None:

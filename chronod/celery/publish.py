@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chronod.config.model import CeleryConfig, JobConfig
+from chronod.config.model import CeleryConfig, Config, JobConfig
 from chronod.instants import format_utc
 
 INSTALL_HINT = "Celery is not installed here: pip install 'chronod[celery]'"
@@ -45,6 +45,14 @@ class PublishError(Exception):
 def celery_missing() -> bool:
     """True when Celery cannot be imported in this environment."""
     return importlib.util.find_spec("celery") is None
+
+
+def missing_celery(config: Config) -> list[str]:
+    """What ``chronod check`` says of ``config``'s celery jobs when Celery is not installed."""
+    if not celery_missing():
+        return []
+    names = [name for name, job in config.jobs.items() if job.celery is not None]
+    return [f"{config.path}: jobs.{name}.celery: {INSTALL_HINT}" for name in names]
 
 
 @dataclass(frozen=True, kw_only=True)
