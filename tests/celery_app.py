@@ -75,3 +75,12 @@ def send_digest(self: Task, weeks: int, *, format: str = "text") -> str:
 def explode(self: Task) -> None:
     _record(self)
     raise ValueError("the digest template is missing")
+
+
+@app.task(bind=True, name="reports.tasks.flaky")  # type: ignore[untyped-decorator]
+def flaky(self: Task) -> str:
+    """Fails its first try and asks Celery for another, which succeeds."""
+    _record(self, retries=self.request.retries)
+    if self.request.retries == 0:
+        raise self.retry(exc=ConnectionError("the mail server hung up"), countdown=0, max_retries=1)
+    return "delivered"

@@ -263,3 +263,61 @@ def test_chronod_worker_killed_after_publishing_still_runs_the_task_once(
     daemon.term()
     assert len(worker.find(r"Task reports\.tasks\.send_digest\[digest@.*\] received")) == 2
     assert [line["headers"]["chronod_attempt"] for line in project.executions()] in ([1], [2])
+
+
+def test_a_celery_retry_is_recorded_and_runs_once(project: Project) -> None:
+    at = soon()
+    project.write_config(one_slot_job("flaky", "reports.tasks.flaky", at))
+    project.celery_worker(hook=True)
+    daemon = project.procs.run(project.config, project.store, workers=1)
+    wait_until(
+        lambda: [r for r in project.history("flaky") if r["outcome"] == "succeeded"],
+        timeout=STARTUP,
+        what="the retried task's success",
+    )
+    daemon.term()
+    outcomes = [(r["outcome"], r["error"]) for r in project.history("flaky")]
+    assert outcomes[0] == ("succeeded", None)
+    assert outcomes[1][0] == "retried"
+    assert outcomes[1][1] == "Retry: Retry in 0s: ConnectionError('the mail server hung up')"
+    assert outcomes[2][0] == "sent"
+    assert [line["retries"] for line in project.executions()] == [0, 1]
+
+
+def test_a_message_that_waited_past_grace_is_not_run(project: Project) -> None:
+    at = soon(3)
+    project.write_config(
+        one_slot_job("digest", "reports.tasks.send_digest", at, "args = [1]").replace(
+            'grace = "1m"', 'grace = "2s"'
+        )
+    )
+    daemon = project.procs.run(project.config, project.store, workers=1)
+    wait_until(lambda: project.history("digest"), timeout=STARTUP, what="the run sent")
+    # No Celery worker until the message has expired (slot + grace): the point of the test.
+    wait_until(
+        lambda: datetime.now(UTC) > at + timedelta(seconds=2.5), timeout=SETTLE, what="expiry"
+    )
+    worker = project.celery_worker(hook=True)
+    worker.wait_for_log(
+        r"Discarding revoked task: reports\.tasks\.send_digest\[digest@", timeout=SETTLE
+    )
+    daemon.term()
+    assert project.executions() == []
+    assert [r["outcome"] for r in project.history("digest")] == ["sent"]
+
+
+def test_two_daemons_and_a_leader_sigkill_still_run_each_slot_once(project: Project) -> None:
+    project.write_config(EVERY_SECOND)
+    project.celery_worker(hook=True)
+    first = project.procs.run(project.config, project.store, workers=1, name="run-a")
+    first.wait_for_log("became leader", timeout=STARTUP)
+    second = project.procs.run(project.config, project.store, workers=1, name="run-b")
+    second.wait_for_log("worker started", timeout=STARTUP)
+    wait_until(lambda: len(project.executions()) >= 3, timeout=STARTUP, what="three executions")
+    first.kill()
+    second.wait_for_log("became leader", timeout=SETTLE)
+    before = len(project.executions())
+    wait_until(lambda: len(project.executions()) >= before + 3, timeout=SETTLE, what="three more")
+    second.term()
+    ids = Counter(line["id"] for line in project.executions())
+    assert all(n == 1 for n in ids.values()), ids
