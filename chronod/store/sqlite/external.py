@@ -7,11 +7,11 @@ read-check-write is atomic against every other process on the file.
 from __future__ import annotations
 
 from chronod.instants import to_micros
-from chronod.store._common import micros, output_tail
+from chronod.store._common import micros
 from chronod.store.base import EXTERNAL_TTL, AttemptResult, ExternalRun
 from chronod.store.sqlite.connection import Tx
 from chronod.store.sqlite.queue import end_history
-from chronod.store.sqlite.rows import history_entry
+from chronod.store.sqlite.rows import result_entry
 
 _FIND = "SELECT executor, started_at, ended FROM external WHERE run_id = ? AND try_no = ?"
 _INSERT = """INSERT INTO external (run_id, try_no, executor, started_at, ended, expires_at)
@@ -52,13 +52,5 @@ def end(tx: Tx, run: ExternalRun, result: AttemptResult) -> bool:
         "started_at": started,
         "worker": run.executor,
     }
-    entry = history_entry(
-        record,
-        result.outcome,
-        tx.now,
-        exit_code=result.exit_code,
-        output=output_tail(result.output),
-        error=result.error,
-    )
-    end_history(tx, run.job, entry)
+    end_history(tx, run.job, result_entry(record, result, tx.now))
     return True

@@ -39,6 +39,7 @@ from chronod.store.sqlite.rows import (
     TRIM_HISTORY,
     Row,
     history_entry,
+    result_entry,
 )
 
 _INSERT_RUN = """INSERT INTO runs (run_id, job, slot, manual, state, queue, digest, epoch, attempt,
@@ -220,16 +221,7 @@ def finish(tx: Tx, run_id: str, token: str, result: AttemptResult) -> FinishStat
     attempts_left = run["attempt"] < run["max_attempts"]
     retry_at = result.retry_at if retryable and attempts_left else None
     status = FinishStatus.ACCEPTED if retry_at is None else FinishStatus.RETRY
-    entry = history_entry(
-        run,
-        result.outcome,
-        tx.now,
-        exit_code=result.exit_code,
-        output=output_tail(result.output),
-        error=result.error,
-        token=token,
-        status=status.value,
-    )
+    entry = result_entry(run, result, tx.now, token=token, status=status.value)
     if retry_at is None:
         _end_run(tx, run, entry)
     else:
