@@ -207,5 +207,10 @@ class ConfigWatcher:
 
 def daemon_changes(old: DaemonConfig, new: DaemonConfig) -> list[str]:
     """Names of the ``[chronod]`` keys whose values differ (never the values: a URL or a token
-    may hold a secret)."""
-    return [f.name for f in fields(DaemonConfig) if getattr(old, f.name) != getattr(new, f.name)]
+    may hold a secret). ``[chronod.celery]`` is not one of them: workers publish with the config
+    they reloaded, at once."""
+    return [
+        f.name
+        for f in fields(DaemonConfig)
+        if f.name != "celery" and getattr(old, f.name) != getattr(new, f.name)
+    ]

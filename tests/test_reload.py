@@ -127,3 +127,17 @@ def test_a_quiet_watcher_counts_the_problems_without_quoting_them(
     )
     assert "hunter2" not in caplog.text
     assert watcher.stale
+
+
+def test_a_changed_celery_table_needs_no_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Workers publish with the config they reloaded: no "at the next restart" note for it.
+    path = write(tmp_path / "s.toml", '[chronod.celery]\nbroker = "redis://h1/0"')
+    running = load_config(path)
+    write(path, '[chronod.celery]\nbroker = "redis://h2/0"')
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        config = reload_config(path, running, LOG)
+    assert config is not None
+    assert config.daemon.celery != running.daemon.celery
+    assert caplog.records == []
