@@ -19,7 +19,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from chronod import __version__, ops
-from chronod.celery.commands import import_group
+from chronod.celery.commands import import_group, require_celery
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig, config_path, load_config, parse_instant
 from chronod.durations import format_duration
@@ -248,12 +248,7 @@ def check_command(ctx: Context) -> None:
     from chronod.store import check_store_url
 
     check_store_url(ctx.store_override)  # --store / CHRONOD_STORE: StoreConfigError, exit 2
-    from chronod.celery.publish import missing_celery
-
-    missing = missing_celery(config)  # celery jobs on a host without Celery
-    if missing:
-        click.echo("\n".join(missing), err=True)
-        sys.exit(EXIT_USAGE)
+    require_celery(config)  # celery jobs on a host without Celery: exit 2, saying so
     kinds = Counter(job.kind for job in config.jobs.values())
     noun = "job" if len(config.jobs) == 1 else "jobs"
     detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
@@ -473,8 +468,14 @@ def _job_row(job: ops.JobStatus, now: datetime) -> list[str]:
         str(state.missed if state else 0),
         last,
         last_ok,
-        "-" if job.next_fire is None else _when(job.next_fire, now),
+        _next_text(job, now),
     ]
+
+
+def _next_text(job: ops.JobStatus, now: datetime) -> str:
+    if job.next_fire is not None:
+        return _when(job.next_fire, now)
+    return "finished" if job.finished else "-"
 
 
 def _job_notes(jobs: tuple[ops.JobStatus, ...]) -> list[str]:

@@ -376,7 +376,7 @@ class Consumer:
         self._running = 1
         try:
             watch = self._supervision(claim, fields)
-            report = run_attempt(job, self._info(claim), watch, self.server, self.publisher)
+            report = run_attempt(job, self._info(claim, job), watch, self.server, self.publisher)
         finally:
             self._running = 0
         self._conclude(claim, job, report, fields)
@@ -404,10 +404,12 @@ class Consumer:
         recorded = self._finish(claim, lambda: result, fields)
         self._report_finished(claim, result.outcome, recorded)
 
-    def _info(self, claim: Claim) -> RunInfo:
+    def _info(self, claim: Claim, job: JobConfig) -> RunInfo:
         run = claim.run
+        # A jittered fire runs after its slot's nominal instant, which is what the job sees.
+        slot = run.slot if run.manual else job.schedule.nominal(run.slot)
         return RunInfo(
-            job=run.job, run_id=run.run_id, slot=run.slot, attempt=claim.attempt, epoch=run.epoch
+            job=run.job, run_id=run.run_id, slot=slot, attempt=claim.attempt, epoch=run.epoch
         )
 
     def _supervision(self, claim: Claim, fields: dict[str, object]) -> Supervision:
@@ -449,7 +451,7 @@ class Consumer:
         self, claim: Claim, job: JobConfig, report: Report, fields: dict[str, object]
     ) -> None:
         """After the attempt: discard it (lease lost), hand it back (interrupted) or record it."""
-        duration = _secs(report.duration)
+        duration = round(report.duration, 3)
         if report.ending is Ending.LEASE_LOST:
             event(
                 log,
@@ -594,7 +596,3 @@ def _backoff(delays: tuple[float, ...]) -> Iterator[float]:
     yield from delays
     while True:
         yield delays[-1]
-
-
-def _secs(value: float) -> float:
-    return round(value, 3)

@@ -141,3 +141,25 @@ def test_a_changed_celery_table_needs_no_restart(
     assert config is not None
     assert config.daemon.celery != running.daemon.celery
     assert caplog.records == []
+
+
+def test_the_watcher_reloads_when_an_exclude_file_changes(tmp_path: Path) -> None:
+    """A holiday file is part of the config: editing it alone is an edit (workers and the web
+    page follow it as they follow schedules.toml)."""
+    holidays = tmp_path / "holidays.txt"
+    holidays.write_text("2026-12-25\n")
+    path = tmp_path / "s.toml"
+    path.write_text(
+        JOBS.replace('command = "true"', 'command = "true"\nexclude_file = "holidays.txt"')
+    )
+    watcher = ConfigWatcher.load(path, LOG)
+    assert watcher.config.extra_files == (holidays,)
+    first = watcher.config.jobs["a"].fingerprint
+    assert watcher.reload() is None
+    edit(holidays, "2026-12-25\n2026-12-26\n")
+    changed = watcher.reload()
+    assert changed is not None
+    assert changed.jobs["a"].fingerprint != first
+    assert watcher.reload() is None
+    holidays.unlink()  # a file gone is a change too, and an invalid config: the running one stays
+    assert watcher.current() == (changed, True)

@@ -10,7 +10,18 @@ import sys
 
 import click
 
+from chronod.config import Config
 from chronod.errors import EXIT_USAGE
+
+
+def require_celery(config: Config) -> None:
+    """``chronod check``: exit 2 naming each celery job, if Celery is not installed here."""
+    from chronod.celery.publish import missing_celery
+
+    missing = missing_celery(config)
+    if missing:
+        click.echo("\n".join(missing), err=True)
+        sys.exit(EXIT_USAGE)
 
 
 @click.group("import")

@@ -71,7 +71,7 @@ class DigestMemo:
         self._known: dict[tuple[Any, ...], str] = {}
 
     def digest(self, job: JobConfig) -> str:
-        if job.args or job.kwargs or job.env or job.celery_queue:
+        if job.args or job.kwargs or job.env or job.celery_queue or job.schedule.delays_fires:
             return job.computed_digest()
         key = (job.command, job.call, job.celery, job.cwd, job.timeout, job.kill_grace)
         found = self._known.get(key)
@@ -136,7 +136,12 @@ class JobConfig:
         # Only celery jobs carry the celery keys, so the digests of the others stay what they were
         # (a worker of the previous release would otherwise refuse every run as config-mismatch).
         celery = {"celery": self.celery, "celery_queue": self.celery_queue} if self.celery else {}
-        return celery | {
+        # A jittered job's CHRONOD_SLOT is computed by the worker from the fire and its own
+        # schedule (Schedule.nominal): a worker whose schedule differs would compute another.
+        delayed = {"nominal_from": self.fingerprint} if self.schedule.delays_fires else {}
+        return {
+            **celery,
+            **delayed,
             "command": command,
             "call": self.call,
             "args": list(self.args),
@@ -162,6 +167,8 @@ class Config:
     path: Path
     daemon: DaemonConfig
     jobs: Mapping[str, JobConfig]
+    # Other files the load read (``exclude_file``): an edit of one is an edit of the config.
+    extra_files: tuple[Path, ...] = ()
 
     @property
     def directory(self) -> Path:

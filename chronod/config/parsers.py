@@ -215,6 +215,7 @@ def _depth(value: Any) -> int:
 
 
 EVERY = duration_at_least(timedelta(seconds=1))
+JITTER = duration_at_least(timedelta(seconds=1))
 
 # Keys read the same way on every job (after [defaults]), with their parsers.
 SIMPLE_JOB_KEYS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(

@@ -14,19 +14,21 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from chronod.config import parsers
+from chronod.config import dates, parsers
 from chronod.config.model import CeleryConfig, Config, DaemonConfig, JobConfig
 from chronod.config.parsers import MAX_TEXT, clip, show
 from chronod.config.shared import Shared
 from chronod.errors import ConfigIssue, ScheduleError, StoreConfigError
 from chronod.schedules import IntervalSchedule, Schedule, WindowedSchedule
 from chronod.schedules.cron import CronSchedule
+from chronod.schedules.exclude import ExcludedSchedule
 from chronod.schedules.interval import EPOCH
+from chronod.schedules.jitter import JitteredSchedule
 from chronod.schedules.solar import DEPRESSIONS, SolarSchedule
 from chronod.schedules.solar import EVENTS as SOLAR_EVENTS
 from chronod.store import check_store_url
@@ -35,7 +37,7 @@ from chronod.tz import UnknownZone, Zone, get_zone, zone_names
 _T = TypeVar("_T")
 _MISSING: Any = object()
 
-SCHEDULE_KINDS = ("every", "cron", "solar")
+SCHEDULE_KINDS = ("every", "cron", "solar", "at")
 DAEMON_KEYS = (*parsers.DAEMON_PARSERS, "celery")
 CELERY_KEYS = ("broker", "app")
 TARGETS = ("command", "call", "celery")
@@ -57,6 +59,9 @@ DEFAULTABLE_KEYS = (
     "longitude",
     "elevation",
     "depression",
+    "exclude",
+    "exclude_file",
+    "jitter",
 )
 JOB_ONLY_KEYS = (
     "description",
@@ -64,6 +69,7 @@ JOB_ONLY_KEYS = (
     "anchor",
     "cron",
     "solar",
+    "at",
     "offset",
     "start",
     "end",
@@ -105,6 +111,7 @@ class Reader:
         self.file = file
         self.issues: list[ConfigIssue] = []
         self.shared = Shared()
+        self.files: dict[Path, None] = {}  # exclude files named, in order (Config.extra_files)
 
     # -- reporting ---------------------------------------------------------------------------------
 
@@ -183,7 +190,9 @@ class Reader:
                 f"required by celery jobs ({', '.join(celery_jobs[:3])}): add a [chronod.celery] "
                 "table with broker = URL or app = 'package.module:app'",
             )
-        return Config(path=file, daemon=daemon, jobs=MappingProxyType(jobs))
+        return Config(
+            path=file, daemon=daemon, jobs=MappingProxyType(jobs), extra_files=tuple(self.files)
+        )
 
     def defaults(self, defaults: dict[str, Any]) -> None:
         """Each ``[defaults]`` value checked once, whether or not a job inherits it.
@@ -198,6 +207,12 @@ class Reader:
                 self.parsed(where, value, parsers.SIMPLE_JOB_KEYS[key], key)
             elif key in parsers.SOLAR_PARSERS:
                 self.get(where, value, parsers.SOLAR_PARSERS[key])
+            elif key == "exclude":
+                self.get(where, value, dates.exclude_list)
+            elif key == "exclude_file":
+                self.exclude_file(where, value)
+            elif key == "jitter":
+                self.get(where, value, parsers.JITTER)
 
     def daemon(self, table: dict[str, Any]) -> DaemonConfig:
         self.unknown_keys(table, "chronod.", DAEMON_KEYS)
@@ -288,17 +303,64 @@ class Reader:
         # A bad zone hides no other mistake: the values are read in UTC, only to be checked.
         checking = zone or get_zone("UTC")
         start, end = self.window(job, zone, checking)
+        excluded = self.excluded(job)
+        jitter = self.optional(job, "jitter", parsers.JITTER, None)
         kind = self.kind(job)
         if kind is None:
             return None
         built = self.build(kind, job, checking)
-        if built is None or zone is None:
+        if built is None or zone is None or excluded is None:
             return None
-        if start is None and end is None:
-            return built
-        return self.shared.schedule(
-            ("window", built, start, end), lambda: WindowedSchedule(built, start, end)
-        )
+        key, sources = excluded
+        if sources:
+            inner = built
+            # Keyed by the values as written: a holiday file in [defaults] is one key for all
+            # jobs, and the dates are merged once (list labels win over the file's).
+            built = self.shared.schedule(
+                ("exclude", inner, key),
+                lambda: ExcludedSchedule(inner, _merged(sources)),
+            )
+        if start is not None or end is not None:
+            unbounded = built
+            built = self.shared.schedule(
+                ("window", unbounded, start, end), lambda: WindowedSchedule(unbounded, start, end)
+            )
+        # Outermost, and never shared: the delays depend on the job's name.
+        return built if jitter is None else JitteredSchedule(built, job.name, jitter)
+
+    def excluded(self, job: _Table) -> tuple[tuple[Any, ...], list[Mapping[date, str]]] | None:
+        """The job's excluded dates from ``exclude`` and ``exclude_file`` (each labelled with where
+        it was given), ``exclude`` first, with the values as written (a key for sharing); None
+        after reporting a bad one."""
+        key: list[Any] = []
+        sources: list[Mapping[date, str]] = []
+        ok = True
+        for name in ("exclude", "exclude_file"):
+            value = job.pick(name)
+            if value is _MISSING:
+                key.append(None)
+                continue
+            if name == "exclude":
+                listed = self.get(job.where(name), value, dates.exclude_list)
+                key.append(tuple(value) if listed is not None else None)  # dates and strings
+            else:
+                listed = self.exclude_file(job.where(name), value)
+                key.append(value)
+            if listed is None:
+                ok = False
+            elif listed:
+                sources.append(listed)
+        if sum(len(each) for each in sources) > dates.MAX_DATES:
+            self.error(job.path, f"excludes more than {dates.MAX_DATES} dates in all")
+            return None
+        return (tuple(key), sources) if ok else None
+
+    def exclude_file(self, where: str, value: Any) -> Mapping[date, str] | None:
+        # Read once per load: a holiday file in [defaults] serves every job.
+        directory = Path(self.file).parent
+        if isinstance(value, str) and value.strip():
+            self.files[directory / value] = None  # watched even while missing or bad
+        return self.parsed(where, value, lambda v: dates.exclude_file(v, directory), "exclude_file")
 
     def window(
         self, job: _Table, zone: Zone | None, checking: Zone
@@ -317,7 +379,8 @@ class Reader:
         if len(kinds) != 1:
             found = " and ".join(kinds) if kinds else "none"
             self.error(
-                job.path, f"needs exactly one schedule: 'every', 'cron' or 'solar' (found {found})"
+                job.path,
+                f"needs exactly one schedule: 'every', 'cron', 'solar' or 'at' (found {found})",
             )
             for kind in kinds:
                 self.schedule_value(job.path, kind, job.body[kind])
@@ -343,6 +406,8 @@ class Reader:
                 job.body["cron"],
                 lambda v: CronSchedule.cached(parsers.string(v), zone, crons),
             )
+        if kind == "at":
+            return self.get(job.key("at"), job.body["at"], lambda v: dates.at_schedule(v, zone))
         return self.solar(job, zone)
 
     def schedule_value(self, prefix: str, kind: str, value: Any) -> None:
@@ -351,6 +416,8 @@ class Reader:
             self.parsed(f"{prefix}.every", value, parsers.EVERY, "every")
         elif kind == "cron":
             self.get(f"{prefix}.cron", value, lambda v: self.shared.crons.tables(parsers.string(v)))
+        elif kind == "at":
+            self.get(f"{prefix}.at", value, lambda v: dates.at_schedule(v, get_zone("UTC")))
         else:
             self.get(f"{prefix}.solar", value, parsers.choice(SOLAR_EVENTS))
 
@@ -470,3 +537,11 @@ class Reader:
             if key in job.body:
                 # The task runs in the Celery worker's environment, not in a process of chronod's.
                 self.error(job.key(key), "only applies to 'command' and 'call' jobs")
+
+
+def _merged(sources: list[Mapping[date, str]]) -> dict[date, str]:
+    """One mapping of dates; where a date is in several, the first source's label wins."""
+    merged: dict[date, str] = {}
+    for each in reversed(sources):
+        merged.update(each)
+    return merged

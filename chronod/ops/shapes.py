@@ -15,7 +15,7 @@ shape is :mod:`chronod.web.timeline`'s.
     (``stopped``: it stopped cleanly; ``seen_at`` is then the instant it said so); ``queues`` maps
     a queue name to the number of runs queued on it; ``jobs`` is a list (config order, then retired
     jobs by name) of ``{"job", "kind", "schedule", "timezone", "queue", "retired", "loaded",
-    "paused", "last_outcome", "last_outcome_at", "last_success_at", "next_fire",
+    "paused", "finished", "last_outcome", "last_outcome_at", "last_success_at", "next_fire",
     "next_fire_local", "next_fire_note", "watermark", "active", "missed"}``. ``kind``,
     ``schedule``, ``timezone``, ``queue`` and the next fire are null for retired jobs (in the store
     but no longer in the config); ``loaded`` is false while the leader has not yet loaded the
@@ -78,6 +78,7 @@ def job_json(job: JobStatus) -> dict[str, Any]:
         "retired": job.retired,
         "loaded": job.loaded,
         "paused": job.paused,
+        "finished": job.finished,
         "last_outcome": _enum(state.last_outcome) if state else None,
         "last_outcome_at": _utc(state.last_outcome_at) if state else None,
         "last_success_at": _utc(state.last_success_at) if state else None,

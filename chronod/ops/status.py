@@ -84,6 +84,16 @@ class JobStatus:
     def paused(self) -> bool:
         return self.state is not None and self.state.paused
 
+    @property
+    def finished(self) -> bool:
+        """Whether the loaded schedule has ended and its last slot was decided, with no run of
+        it still live (an ``at`` job after its last instant, a window after its ``end``)."""
+        if not self.loaded or self.state is None or self.state.active:
+            return False
+        assert self.config is not None
+        watermark = self.state.watermark
+        return watermark is not None and self.config.schedule.next_fire(watermark) is None
+
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterStatus:
