@@ -21,6 +21,7 @@ import click
 from chronod import __version__, ops
 from chronod.alerts.command import notify_group
 from chronod.alerts.shown import channel_lines
+from chronod.celery.commands import import_group, require_celery
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig, config_path, load_config, parse_instant
 from chronod.durations import format_duration
@@ -249,6 +250,7 @@ def check_command(ctx: Context) -> None:
     from chronod.store import check_store_url
 
     check_store_url(ctx.store_override)  # --store / CHRONOD_STORE: StoreConfigError, exit 2
+    require_celery(config)  # celery jobs on a host without Celery: exit 2, saying so
     kinds = Counter(job.kind for job in config.jobs.values())
     noun = "job" if len(config.jobs) == 1 else "jobs"
     detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
@@ -569,6 +571,7 @@ def _after(text: str, job: JobConfig) -> datetime:
 
 
 cli.add_command(notify_group)  # `chronod notify test` (chronod.alerts)
+cli.add_command(import_group)  # `chronod import celery APP` (chronod.celery)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:

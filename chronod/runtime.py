@@ -215,8 +215,9 @@ class ConfigWatcher:
         return config
 
 
-# [chronod] keys a reload applies at once: the notification courier reads the running config.
-APPLIED_AT_RELOAD = frozenset(("smtp", "mail_from"))
+# [chronod] keys a reload applies at once: the notification courier reads the running config,
+# and workers publish Celery tasks with the config they reloaded.
+APPLIED_AT_RELOAD = frozenset(("smtp", "mail_from", "celery"))
 
 
 def daemon_changes(old: DaemonConfig, new: DaemonConfig) -> list[str]:

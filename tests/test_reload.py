@@ -129,6 +129,20 @@ def test_a_quiet_watcher_counts_the_problems_without_quoting_them(
     assert watcher.stale
 
 
+def test_a_changed_celery_table_needs_no_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Workers publish with the config they reloaded: no "at the next restart" note for it.
+    path = write(tmp_path / "s.toml", '[chronod.celery]\nbroker = "redis://h1/0"')
+    running = load_config(path)
+    write(path, '[chronod.celery]\nbroker = "redis://h2/0"')
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        config = reload_config(path, running, LOG)
+    assert config is not None
+    assert config.daemon.celery != running.daemon.celery
+    assert caplog.records == []
+
+
 def test_the_watcher_reloads_when_an_exclude_file_changes(tmp_path: Path) -> None:
     """A holiday file is part of the config: editing it alone is an edit (workers and the web
     page follow it as they follow schedules.toml)."""

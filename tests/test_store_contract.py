@@ -37,6 +37,7 @@ from chronod.store.base import (
     Claim,
     DispatchResult,
     DispatchStatus,
+    ExternalRun,
     Fenced,
     FinishStatus,
     JobState,
@@ -53,6 +54,7 @@ from chronod.store.base import (
     Store,
     WorkerInfo,
 )
+from chronod.tz import UTC
 from tests.conftest import make_store
 from tests.redis_server import RedisServer
 
@@ -1931,3 +1933,67 @@ def test_outbox_event_for_a_missed_slot(store: Store, leader: Lease, base: datet
         (f"{slot_id('alpha', slot)}#0:missed", "missed", "alpha") for slot in slots
     ]
     assert [(e.run.state, e.run.slot) for e in events] == [(Outcome.MISSED, s) for s in slots]
+
+
+# -- runs executed by another system (Celery) -----------------------------------------------------
+
+
+def external(executor: str, *, try_no: int = 0, job_name: str = "alpha") -> ExternalRun:
+    slot = datetime(2026, 11, 27, 16, 30, tzinfo=UTC)
+    return ExternalRun(
+        run_id=slot_id(job_name, slot),
+        job=job_name,
+        slot=slot,
+        attempt=2,
+        epoch=7,
+        queue="reports",
+        try_no=try_no,
+        executor=executor,
+    )
+
+
+def test_begin_external_lets_one_executor_execute_each_try(peers: Peers) -> None:
+    first, second = peers(), peers()
+    assert first.begin_external(external("celery@a:1"))
+    assert first.begin_external(external("celery@a:1"))  # a client retry: the same answer
+    # A redelivered or republished message, from any process: not executed again.
+    assert not second.begin_external(external("celery@b:2"))
+    # The other system's own retry is a new try: executed once too.
+    assert second.begin_external(external("celery@b:2", try_no=1))
+    assert not first.begin_external(external("celery@a:1", try_no=1))
+    assert first.history("alpha", 10) == []  # beginning records no history
+
+
+def test_end_external_records_one_history_entry_by_its_executor(store: Store) -> None:
+    run = external("celery@a:1")
+    failed = AttemptResult(outcome=Outcome.FAILED, error="ValueError: no template")
+    assert not store.end_external(run, failed)  # never begun
+    before = store.now()
+    assert store.begin_external(run)
+    assert not store.end_external(replace(run, executor="celery@b:2"), failed)
+    assert store.end_external(run, failed)
+    assert store.end_external(run, failed)  # a repeat: recorded once
+    [entry] = store.history("alpha", 10)
+    assert (entry.run_id, entry.job, entry.slot, entry.state) == (
+        run.run_id,
+        "alpha",
+        run.slot,
+        Outcome.FAILED,
+    )
+    assert (entry.attempt, entry.epoch, entry.queue, entry.worker) == (
+        2,
+        7,
+        "reports",
+        run.executor,
+    )
+    assert (entry.error, entry.manual) == ("ValueError: no template", False)
+    assert entry.started_at is not None
+    assert entry.finished_at is not None
+    assert before <= entry.started_at <= entry.finished_at <= store.now()
+    state = store.job_states()["alpha"]  # a job the store never loaded gets a state
+    assert (state.last_outcome, state.fingerprint) == (Outcome.FAILED, "")
+    retried = replace(run, try_no=1)
+    assert store.begin_external(retried)
+    assert store.end_external(retried, SUCCESS)
+    assert [e.state for e in store.history("alpha", 10)] == [Outcome.SUCCEEDED, Outcome.FAILED]
+    assert store.job_states()["alpha"].last_success_at is not None

@@ -186,7 +186,7 @@ def test_schema_2_is_migrated_to_claim_ready_runs_in_creation_order(tmp_path: Pa
     finally:
         again.close()
     with raw(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         columns = [row[2] for row in conn.execute("PRAGMA index_info(runs_ready)")]
         assert columns == ["queue", "not_before"]
 
@@ -216,7 +216,7 @@ def test_schema_3_gets_the_outbox_and_is_read_as_found_without_one(tmp_path: Pat
     finally:
         again.close()
     with raw(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT value FROM counters WHERE name = 'outbox_dropped'").fetchone()
 
 

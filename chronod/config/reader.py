@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from chronod.alerts.model import Channel, JobAlerts
 from chronod.alerts.settings import check_smtp, read_channels, read_job_alerts
 from chronod.config import dates, parsers
-from chronod.config.model import Config, DaemonConfig, JobConfig
+from chronod.config.model import CeleryConfig, Config, DaemonConfig, JobConfig
 from chronod.config.parsers import MAX_TEXT, clip, show
 from chronod.config.shared import Shared
 from chronod.errors import ConfigIssue, ScheduleError, StoreConfigError
@@ -40,7 +40,9 @@ _T = TypeVar("_T")
 _MISSING: Any = object()
 
 SCHEDULE_KINDS = ("every", "cron", "solar", "at")
-DAEMON_KEYS = (*parsers.DAEMON_PARSERS, "smtp", "from")  # the last two: chronod.alerts
+DAEMON_KEYS = (*parsers.DAEMON_PARSERS, "smtp", "from", "celery")  # smtp, from: chronod.alerts
+CELERY_KEYS = ("broker", "app")
+TARGETS = ("command", "call", "celery")
 # Keys that may be given once in [defaults] for every job.
 DEFAULTABLE_KEYS = (
     "timezone",
@@ -79,6 +81,7 @@ JOB_ONLY_KEYS = (
     "end",
     "command",
     "call",
+    "celery",
     "args",
     "kwargs",
     "ping",
@@ -183,6 +186,20 @@ class Reader:
             job = self.job(_Table(shown, self.table(body, where), defaults))
             if job is not None and valid_name:
                 jobs[name] = job
+        # From the tables, so that a celery job with another mistake still needs the table.
+        celery_jobs = [
+            clip(name)
+            for name, body in jobs_table.items()
+            if isinstance(body, dict) and "celery" in body
+        ]
+        daemon_table = data.get("chronod")
+        given = isinstance(daemon_table, dict) and "celery" in daemon_table  # bad: reported there
+        if celery_jobs and not given:
+            self.error(
+                "chronod.celery",
+                f"required by celery jobs ({', '.join(celery_jobs[:3])}): add a [chronod.celery] "
+                "table with broker = URL or app = 'package.module:app'",
+            )
         return Config(
             path=file,
             daemon=daemon,
@@ -255,7 +272,28 @@ class Reader:
                 parsed = self.get(f"chronod.{key}", table[key], parse)
                 if parsed is not None:
                     values[key] = parsed
+        if "celery" in table:
+            values["celery"] = self.celery(self.table(table["celery"], "chronod.celery"))
         return DaemonConfig(**values)
+
+    def celery(self, table: dict[str, Any]) -> CeleryConfig | None:
+        """``[chronod.celery]``: exactly one of ``broker`` and ``app``."""
+        self.unknown_keys(table, "chronod.celery.", CELERY_KEYS)
+        given = [key for key in CELERY_KEYS if key in table]
+        if len(given) != 1:
+            found = " and ".join(given) if given else "neither"
+            self.error("chronod.celery", f"needs exactly one of 'broker' or 'app' (found {found})")
+            return None
+        if "broker" in table:
+            # Never "got <value>": a broker URL may hold a password.
+            value = table["broker"]
+            if not isinstance(value, str) or parsers.BROKER_URL.match(value) is None:
+                self.error("chronod.celery.broker", "expected a broker URL like 'redis://HOST/0'")
+                return None
+            return CeleryConfig(broker=value)
+        target = parsers.matching(parsers.CALL_TARGET, "'package.module:app'")
+        app = self.get("chronod.celery.app", table["app"], target)
+        return None if app is None else CeleryConfig(app=app)
 
     def job(self, job: _Table) -> JobConfig | None:
         self.unknown_keys(job.body, f"{job.path}.", JOB_KEYS)
@@ -501,10 +539,14 @@ class Reader:
 
     def execution(self, job: _Table, values: dict[str, Any]) -> None:
         body = job.body
-        targets = [key for key in ("command", "call") if key in body]
+        targets = [key for key in TARGETS if key in body]
         if len(targets) != 1:
-            found = " and ".join(targets) if targets else "neither"
-            self.error(job.path, f"needs exactly one of 'command' or 'call' (found {found})")
+            found = " and ".join(targets) if targets else "none"
+            self.error(
+                job.path, f"needs exactly one of 'command', 'call' or 'celery' (found {found})"
+            )
+        if "celery" in body:
+            self.celery_target(job, values)
         if "command" in body:
             command = self.get(job.key("command"), body["command"], parsers.command)
             if command is not None:
@@ -515,8 +557,8 @@ class Reader:
             if call is not None:
                 values["call"] = call
         for key in ("args", "kwargs"):
-            if key in body and "call" not in body:
-                self.error(job.key(key), "only applies to 'call' jobs")
+            if key in body and "call" not in body and "celery" not in body:
+                self.error(job.key(key), "only applies to 'call' and 'celery' jobs")
         if "args" in body:
             args = self.get(job.key("args"), body["args"], parsers.json_list)
             if args is not None:
@@ -525,6 +567,22 @@ class Reader:
             kwargs = self.get(job.key("kwargs"), body["kwargs"], parsers.json_table)
             if kwargs is not None:
                 values["kwargs"] = kwargs
+
+    def celery_target(self, job: _Table, values: dict[str, Any]) -> None:
+        """A ``celery`` job: the task name; its own ``queue`` is also the Celery queue."""
+        name = self.get(
+            job.key("celery"),
+            job.body["celery"],
+            parsers.matching(parsers.CELERY_TASK, "a Celery task name like 'proj.tasks.digest'"),
+        )
+        if name is not None:
+            values["celery"] = name
+        if "queue" in job.body:
+            values["celery_queue"] = job.body["queue"]  # checked with the other simple keys
+        for key in ("env", "cwd"):
+            if key in job.body:
+                # The task runs in the Celery worker's environment, not in a process of chronod's.
+                self.error(job.key(key), "only applies to 'command' and 'call' jobs")
 
 
 def _merged(sources: list[Mapping[date, str]]) -> dict[date, str]:

@@ -114,6 +114,7 @@ from typing import Any
 from chronod.errors import NotLeader, StoreError, StoreUnavailable
 from chronod.store.records import (
     EVENT_OUTPUT,
+    EXTERNAL_TTL,
     MAX_OUTBOX,
     OUTPUT_TAIL,
     UNSUCCESSFUL,
@@ -122,6 +123,7 @@ from chronod.store.records import (
     Claim,
     DispatchResult,
     DispatchStatus,
+    ExternalRun,
     FinishStatus,
     JobState,
     JobSync,
@@ -143,6 +145,7 @@ from chronod.store.records import (
 
 __all__ = [
     "EVENT_OUTPUT",
+    "EXTERNAL_TTL",
     "MAX_OUTBOX",
     "OUTPUT_TAIL",
     "UNSUCCESSFUL",
@@ -151,6 +154,7 @@ __all__ = [
     "Claim",
     "DispatchResult",
     "DispatchStatus",
+    "ExternalRun",
     "Fenced",
     "FinishStatus",
     "JobState",
@@ -400,6 +404,33 @@ class Store(ABC):
         entry with the outcome, the job's last outcome fields updated (``last_success_at`` on
         success), the run leaves the live set, and the job's oldest ``waiting`` run (if any)
         becomes ``queued`` → ``ACCEPTED``.
+        """
+
+    # -- runs executed elsewhere (docs/celery.md) -----------------------------------------------
+
+    @abstractmethod
+    def begin_external(self, run: ExternalRun) -> bool:
+        """Claim the one execution of ``(run.run_id, run.try_no)`` by a system outside chronod.
+
+        No record for the pair → one is written (``run``'s fields, ``executor``, ``started_at`` =
+        store time), kept at least :data:`EXTERNAL_TTL` → True: execute. A record of the same
+        ``executor`` → True again, nothing written (a client retry). A record of another executor
+        (a redelivered or republished message, whether or not the first execution ended) → False:
+        do not execute. Neither the run nor the job need exist in the store; nothing is fenced.
+        """
+
+    @abstractmethod
+    def end_external(self, run: ExternalRun, result: AttemptResult) -> bool:
+        """Record how the execution begun by :meth:`begin_external` ended.
+
+        Only the record's own ``executor``, and only once: a history entry for ``run.job`` with
+        ``run``'s identity (``manual`` false, ``digest`` empty, ``max_attempts`` = ``attempt``,
+        ``worker`` = ``executor``, ``created_at`` and ``started_at`` = the begin's store time),
+        ``finished_at`` = store time and ``result``'s outcome, exit code, output tail and error;
+        the job's last outcome fields as in :meth:`finish` (an unknown job gets a state with an
+        empty fingerprint, as :meth:`set_paused` creates) → True. A repeat by the same executor
+        → True, nothing written. No record, or another executor's → False, nothing written.
+        ``result.retry_at`` is ignored: the other system retries by itself (a new ``try_no``).
         """
 
     @abstractmethod

@@ -40,6 +40,8 @@ key (after prefix)     type    holds
 ``outbox:events``      hash    event id → JSON (kind, history entry, created, attempts, done)
 ``outbox:info``        hash    ``seq`` (append counter), ``dropped`` (events a full outbox dropped)
 ``deliveries``         hash    channel → JSON (ok_at, error, error_at): the last delivery of each
+``external:<id>#<n>``  hash    an execution of run ``<id>`` (try ``n``) by another system:
+                               ``executor``, ``started_at``, ``ended``; expires after a week
 =====================  ======  ===================================================================
 
 Instants are integer microseconds since the Unix epoch, written as decimal strings.
@@ -83,6 +85,7 @@ PATTERNS: tuple[str, ...] = (
     r"outbox:events",
     r"outbox:info",
     r"deliveries",
+    r"external:.+#\d+",
 )
 
 
@@ -193,6 +196,9 @@ class KeySpace:
 
     def run(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}"
+
+    def external(self, run_id: str, try_no: int) -> str:
+        return f"{self.prefix}external:{run_id}#{try_no}"
 
     def history(self, job: str) -> str:
         return f"{self.prefix}history:{job}"

@@ -35,6 +35,11 @@ class Outcome(str, Enum):
     # The store lost the window this slot or run falls in (a rollback): it may or may not have run,
     # and it is never run again.
     UNCERTAIN = "uncertain"
+    # A celery job's message was handed to the broker; what the Celery worker did is recorded by
+    # the hook (chronod.celery.hook), or unknown without it (docs/celery.md).
+    SENT = "sent"
+    # A celery job's task failed and Celery will try it again (Task.retry; docs/celery.md).
+    RETRIED = "retried"
 
 
 class RunState(str, Enum):
@@ -191,6 +196,30 @@ class AttemptResult:
     output: str = ""  # tail, at most OUTPUT_TAIL bytes of UTF-8
     error: str | None = None
     retry_at: datetime | None = None  # for FAILED/TIMED_OUT with attempts left: when to try again
+
+
+# How long a run's external execution record is kept (Store.begin_external): longer than any
+# broker keeps a message (Celery's Redis visibility timeout is an hour; expires is the grace).
+EXTERNAL_TTL = timedelta(days=7)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExternalRun:
+    """One execution of a run by a system outside chronod (a Celery worker; docs/celery.md).
+
+    The run's identity as its message carried it, plus ``try_no`` (the other system's own retry
+    count: Celery's ``request.retries``, 0 for the message chronod published) and ``executor``,
+    which names this one execution (unique per delivery, e.g. ``host:pid:random``).
+    """
+
+    run_id: str
+    job: str
+    slot: datetime
+    attempt: int
+    epoch: int
+    queue: str
+    try_no: int
+    executor: str
 
 
 @dataclass(frozen=True, kw_only=True)

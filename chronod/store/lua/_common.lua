@@ -293,18 +293,25 @@ local function append_event(job, entry, previous, now, started)
   end
 end
 
+-- A job's outcome fields after an attempt ended with history `entry` (a run's end, or the end of
+-- an execution by another system: end_external.lua), and the event it causes (append_event
+-- compares with the job's previous outcome, so this reads it before overwriting it).
+local function record_outcome(job, entry, now)
+  ensure_job(job)
+  local job_key = P .. 'job:' .. job
+  append_event(job, entry, redis.call('HGET', job_key, 'last_outcome'), now)
+  redis.call('HSET', job_key, 'last_outcome', entry.state, 'last_outcome_at', fmt(now))
+  if entry.state == 'succeeded' then
+    redis.call('HSET', job_key, 'last_success_at', fmt(now))
+  end
+end
+
 -- A run ends with a terminal `outcome`: history entry, the job's outcome fields, out of the live
 -- set, the job's oldest waiting run released, and its event appended (append_event).
 local function end_run(run, outcome, now, keep, extra)
   local entry = history_entry(run, outcome, now, extra)
   push_history(run.job, entry, keep)
-  ensure_job(run.job)
-  local job_key = P .. 'job:' .. run.job
-  append_event(run.job, entry, redis.call('HGET', job_key, 'last_outcome'), now)
-  redis.call('HSET', job_key, 'last_outcome', outcome, 'last_outcome_at', fmt(now))
-  if outcome == 'succeeded' then
-    redis.call('HSET', job_key, 'last_success_at', fmt(now))
-  end
+  record_outcome(run.job, entry, now)
   redis.call('DEL', P .. 'run:' .. run.run_id)
   redis.call('ZREM', P .. 'live', run.run_id)
   redis.call('ZREM', P .. 'live:' .. run.job, run.run_id)

@@ -58,6 +58,8 @@ SCRIPTS = (
     "settle_event",
     "outbox_stats",
     "note_delivery",
+    "begin_external",
+    "end_external",
 )
 # Scripts that write nothing of their own (the generation prologue may still record a rollback).
 READ_ONLY = frozenset(

@@ -40,6 +40,7 @@ from chronod.store.sqlite.rows import (
     TRIM_HISTORY,
     Row,
     history_entry,
+    result_entry,
 )
 
 _INSERT_RUN = """INSERT INTO runs (run_id, job, slot, manual, state, queue, digest, epoch, attempt,
@@ -222,16 +223,7 @@ def finish(tx: Tx, run_id: str, token: str, result: AttemptResult) -> FinishStat
     attempts_left = run["attempt"] < run["max_attempts"]
     retry_at = result.retry_at if retryable and attempts_left else None
     status = FinishStatus.ACCEPTED if retry_at is None else FinishStatus.RETRY
-    entry = history_entry(
-        run,
-        result.outcome,
-        tx.now,
-        exit_code=result.exit_code,
-        output=output_tail(result.output),
-        error=result.error,
-        token=token,
-        status=status.value,
-    )
+    entry = result_entry(run, result, tx.now, token=token, status=status.value)
     if retry_at is None:
         _end_run(tx, run, entry)
     else:
@@ -278,8 +270,15 @@ def reap(tx: Tx) -> list[str]:
 
 def _end_run(tx: Tx, run: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
     """Terminal outcome: history, job outcome fields, leave the live set, release a waiter."""
+    end_history(tx, run["job"], entry)
+    tx.conn.execute(_DELETE_RUN, (run["seq"],))
+    tx.conn.execute(_PROMOTE_WAITING, (run["job"],))
+
+
+def end_history(tx: Tx, job: str, entry: Mapping[str, Any]) -> None:
+    """A run's end in the job's history and outcome fields (trimmed to ``history`` entries)."""
     outcome = Outcome(entry["outcome"])
-    previous = outbox.previous_outcome(tx, run["job"])
+    previous = outbox.previous_outcome(tx, job)
     tx.conn.execute(INSERT_HISTORY, entry)
     outbox.append(tx, entry, previous)  # with the outcome, in its transaction (the outbox)
     # An upsert: a manual run of a job the leader never loaded still leaves its outcome, in a
@@ -287,15 +286,13 @@ def _end_run(tx: Tx, run: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
     tx.conn.execute(
         _SET_OUTCOME,
         {
-            "job": run["job"],
+            "job": job,
             "outcome": outcome.value,
             "at": tx.now,
             "success_at": tx.now if outcome is Outcome.SUCCEEDED else None,
         },
     )
-    tx.conn.execute(_DELETE_RUN, (run["seq"],))
-    tx.conn.execute(_PROMOTE_WAITING, (run["job"],))
-    tx.conn.execute(TRIM_HISTORY, {"job": run["job"], "keep": tx.keep})
+    tx.conn.execute(TRIM_HISTORY, {"job": job, "keep": tx.keep})
 
 
 # -- malformed runs --------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ created_at, not_before, attempts, done)`` (schema 4)
     Notification events written with the run end that caused them (``sqlite/outbox.py``);
     ``counters.outbox_dropped`` counts the events a full outbox dropped. ``deliveries(channel PK,
     last_ok_at, last_error, last_error_at)``: the last delivery per channel (schema 4 too).
+``external(run_id, try_no) PK, executor, started_at, ended, expires_at`` (schema 5)
+    Executions of runs by another system (:meth:`SQLiteStore.begin_external`, docs/celery.md);
+    expired rows are deleted by every begin.
 
 Opened with ``create=False`` (commands that must not create state), the database file must exist
 and is used at the schema version it has: nothing is created or migrated, and the tables of later
@@ -49,9 +52,10 @@ from pathlib import Path
 
 from chronod.errors import StoreCorrupt, StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 PRESENCE_SCHEMA = 2  # the version that added the presence table
 OUTBOX_SCHEMA = 4  # the version that added event_kinds and outbox (sqlite/outbox.py)
+EXTERNAL_SCHEMA = 5  # the version that added the external table
 
 CHRONOD_TABLES = frozenset({"counters", "lease", "jobs", "guards", "runs", "history", "workers"})
 _TABLE_NAMES = r"""SELECT name FROM sqlite_master
@@ -189,6 +193,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_error TEXT,
             last_error_at INTEGER
         ) WITHOUT ROWID""",
+    ),
+    (
+        """CREATE TABLE IF NOT EXISTS external (
+            run_id TEXT NOT NULL,
+            try_no INTEGER NOT NULL,
+            executor TEXT NOT NULL,
+            started_at INTEGER NOT NULL,
+            ended INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (run_id, try_no)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS external_expiry ON external (expires_at)",
     ),
 )
 

@@ -21,6 +21,7 @@ from chronod.store.base import (
     ChannelDelivery,
     Claim,
     DispatchResult,
+    ExternalRun,
     FinishStatus,
     JobState,
     JobSync,
@@ -38,8 +39,8 @@ from chronod.store.base import (
     Store,
     WorkerInfo,
 )
+from chronod.store.sqlite import external, outbox
 from chronod.store.sqlite import leader as lead
-from chronod.store.sqlite import outbox
 from chronod.store.sqlite import queue as work
 from chronod.store.sqlite.connection import DEFAULT_BUSY_TIMEOUT_MS, SQLiteConnection
 from chronod.store.sqlite.rows import JOB, JOB_COLUMNS, READ, RUN_COLUMNS
@@ -253,6 +254,14 @@ class SQLiteStore(SQLiteConnection, Store):
     def finish(self, run_id: str, token: str, result: AttemptResult) -> FinishStatus:
         with self._write() as tx:
             return work.finish(tx, run_id, token, result)
+
+    def begin_external(self, run: ExternalRun) -> bool:
+        with self._write() as tx:
+            return external.begin(tx, run)
+
+    def end_external(self, run: ExternalRun, result: AttemptResult) -> bool:
+        with self._write() as tx:
+            return external.end(tx, run, result)
 
     def hand_back(self, run_id: str, token: str) -> bool:
         with self._write() as tx:
