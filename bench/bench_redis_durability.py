@@ -159,7 +159,7 @@ def gap(
 
 
 def sentinel_gap(directory: Path, replicas: int) -> float:
-    sentinel = SentinelSet(directory / "sentinel", replicas=replicas)
+    sentinel = SentinelSet(directory / "sentinel", replicas=replicas, down_after_ms=1000)
     sentinel.start()
     try:
 

@@ -19,6 +19,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from chronod import __version__, ops
+from chronod.alerts.command import notify_group
+from chronod.alerts.shown import channel_lines
+from chronod.celery.commands import import_group, require_celery
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig, config_path, load_config, parse_instant
 from chronod.durations import format_duration
@@ -247,6 +250,7 @@ def check_command(ctx: Context) -> None:
     from chronod.store import check_store_url
 
     check_store_url(ctx.store_override)  # --store / CHRONOD_STORE: StoreConfigError, exit 2
+    require_celery(config)  # celery jobs on a host without Celery: exit 2, saying so
     kinds = Counter(job.kind for job in config.jobs.values())
     noun = "job" if len(config.jobs) == 1 else "jobs"
     detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
@@ -418,7 +422,7 @@ def status_lines(status: ops.ClusterStatus) -> list[str]:
     head = ["JOB", "KIND", "SCHEDULE", "ZONE", "PAUSED", "ACTIVE", "MISSED", "LAST", "LAST OK"]
     lines += table([[*head, "NEXT"], *(_job_row(job, status.now) for job in status.jobs)])
     lines += _job_notes(status.jobs)
-    return lines
+    return lines + channel_lines(status, _ago)
 
 
 def history_lines(history: ops.JobHistory, now: datetime) -> list[str]:
@@ -466,8 +470,14 @@ def _job_row(job: ops.JobStatus, now: datetime) -> list[str]:
         str(state.missed if state else 0),
         last,
         last_ok,
-        "-" if job.next_fire is None else _when(job.next_fire, now),
+        _next_text(job, now),
     ]
+
+
+def _next_text(job: ops.JobStatus, now: datetime) -> str:
+    if job.next_fire is not None:
+        return _when(job.next_fire, now)
+    return "finished" if job.finished else "-"
 
 
 def _job_notes(jobs: tuple[ops.JobStatus, ...]) -> list[str]:
@@ -558,6 +568,10 @@ def _after(text: str, job: JobConfig) -> datetime:
         return parse_instant(text, job.schedule.zone)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--after: {exc}, got {text!r}") from None
+
+
+cli.add_command(notify_group)  # `chronod notify test` (chronod.alerts)
+cli.add_command(import_group)  # `chronod import celery APP` (chronod.celery)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:

@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from chronod._forkserver import ForkServer
 from chronod._proc import Waker, reap_strays
+from chronod.celery.publish import Publisher
 from chronod.clock import Clock, SystemClock
 from chronod.config import Config, JobConfig
 from chronod.errors import StoreError, TransientError
@@ -186,6 +187,7 @@ class Consumer:
             sys_path=sys_path,
             notice=lambda text: event(log, logging.WARNING, text, worker=self.worker_id),
         )
+        self.publisher = Publisher(lambda: self.config.config.daemon.celery, sys_path)
         self.stop = StopRequest()
         self.waker = Waker()
         self.orphaned = False
@@ -268,6 +270,7 @@ class Consumer:
 
     def close(self) -> None:
         self.server.close()
+        self.publisher.close()
         self.waker.close()
 
     def _check_parent(self) -> None:
@@ -372,9 +375,8 @@ class Consumer:
             return
         self._running = 1
         try:
-            report = run_attempt(
-                job, self._info(claim), self._supervision(claim, fields), self.server
-            )
+            watch = self._supervision(claim, fields)
+            report = run_attempt(job, self._info(claim, job), watch, self.server, self.publisher)
         finally:
             self._running = 0
         self._conclude(claim, job, report, fields)
@@ -402,10 +404,12 @@ class Consumer:
         recorded = self._finish(claim, lambda: result, fields)
         self._report_finished(claim, result.outcome, recorded)
 
-    def _info(self, claim: Claim) -> RunInfo:
+    def _info(self, claim: Claim, job: JobConfig) -> RunInfo:
         run = claim.run
+        # A jittered fire runs after its slot's nominal instant, which is what the job sees.
+        slot = run.slot if run.manual else job.schedule.nominal(run.slot)
         return RunInfo(
-            job=run.job, run_id=run.run_id, slot=run.slot, attempt=claim.attempt, epoch=run.epoch
+            job=run.job, run_id=run.run_id, slot=slot, attempt=claim.attempt, epoch=run.epoch
         )
 
     def _supervision(self, claim: Claim, fields: dict[str, object]) -> Supervision:
@@ -447,7 +451,7 @@ class Consumer:
         self, claim: Claim, job: JobConfig, report: Report, fields: dict[str, object]
     ) -> None:
         """After the attempt: discard it (lease lost), hand it back (interrupted) or record it."""
-        duration = _secs(report.duration)
+        duration = round(report.duration, 3)
         if report.ending is Ending.LEASE_LOST:
             event(
                 log,
@@ -469,7 +473,7 @@ class Consumer:
         again = recorded.result.retry_at if recorded is not None and retrying else None
         event(
             log,
-            logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING,
+            logging.INFO if outcome in (Outcome.SUCCEEDED, Outcome.SENT) else logging.WARNING,
             "finished",
             outcome=outcome.value if outcome else None,
             duration=duration,
@@ -592,7 +596,3 @@ def _backoff(delays: tuple[float, ...]) -> Iterator[float]:
     yield from delays
     while True:
         yield delays[-1]
-
-
-def _secs(value: float) -> float:
-    return round(value, 3)

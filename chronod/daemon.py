@@ -37,6 +37,7 @@ from datetime import datetime
 from types import FrameType
 
 from chronod._proc import Waker, only_caught
+from chronod.alerts.courier import Courier
 from chronod.clock import Clock
 from chronod.config import Config
 from chronod.dispatch import Scheduler
@@ -100,11 +101,12 @@ class DaemonStores:
     main: Store  # the scheduler loop: dispatch, the stop announcement
     keeper: Store  # the lease keeper thread
     sampler: Store  # the telemetry sampler thread
+    courier: Store  # the notification courier thread (chronod.alerts.courier)
 
     @classmethod
     def open(cls, settings: StoreSettings, clock: Clock) -> DaemonStores:
-        """Open the three (stores connect lazily: a bad URL raises here, an outage later)."""
-        return cls(*(open_store(settings, clock) for _ in range(3)))
+        """Open the four (stores connect lazily: a bad URL raises here, an outage later)."""
+        return cls(*(open_store(settings, clock) for _ in range(4)))
 
 
 class Daemon:
@@ -138,6 +140,8 @@ class Daemon:
             on_store=self._keeper_store,
         )
         self.scheduler = Scheduler(self.store)
+        # Delivers the outbox while this process leads, on a thread and connection of its own.
+        self.courier = Courier(stores.courier, lambda: self.config, clock=clock, metrics=metrics)
         self.pool = pool_factory(config, self.telemetry.hooks)
         self._loaded_epoch: int | None = None
         self._failures = 0
@@ -181,6 +185,7 @@ class Daemon:
         )
         self.telemetry.start(wake=self.flags.wake)
         self.keeper.start()
+        self.courier.start(leading=lambda: self.keeper.current() is not None)
         if self.pool is not None:
             self.pool.start()
         code = EXIT_OK
@@ -375,6 +380,7 @@ class Daemon:
         self.notifier.stopping()
         event(log, logging.INFO, "stopping: releasing the lease")
         self.keeper.stop(release=True)
+        self.courier.stop()
         if self.pool is not None:
             self.pool.stop()
         self.telemetry.stop()  # no announcement as alive after the goodbye below

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from chronod.alerts.model import event_kinds
 from chronod.config import JobConfig
 from chronod.instants import format_utc, slot_id
 from chronod.logs import event
@@ -303,6 +304,7 @@ class Scheduler:
         ]
         states = self.store.sync_jobs(lease, syncs, loaded_at)
         retired = self.store.retire_jobs(lease, list(jobs))
+        self.store.set_event_kinds(lease, event_kinds(jobs))  # the outbox (chronod.alerts)
         for name in retired:
             log.info("job %s is no longer configured: retired", name)
         self.jobs = jobs

@@ -45,6 +45,13 @@ Metrics
 ``chronod_quarantined_runs_total{job}`` (counter)
     Malformed runs this process's workers found in the store and quarantined (outcome
     ``quarantined``; ``chronod history`` says what was wrong).
+``chronod_notifications_total{channel,result}`` (counter)
+    Notifications the leader's courier handled (docs/notifications.md), per channel (a
+    ``[notify.NAME]``, or ``ping``) and result: ``ok``, ``error`` (retried), ``folded`` (flood
+    control), ``given-up``.
+``chronod_outbox_depth`` (gauge), ``chronod_outbox_dropped`` (gauge)
+    Events waiting in the store's outbox, and those a full outbox dropped (since the store was
+    created), as the leader last read them.
 
 Every process samples the store (queue depths, the leader, job states) every few seconds, never per
 scrape. So the per-job gauges come from the store: they survive restarts and read the same on every
@@ -273,6 +280,19 @@ class ChronodMetrics:
             ("job",),
             registry=r,
         )
+        self.notifications = Counter(
+            "chronod_notifications_total",
+            "Notifications by channel ([notify.NAME], or ping) and result: ok, error, folded, "
+            "given-up.",
+            ("channel", "result"),
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "chronod_outbox_depth", "Events waiting in the store's outbox.", registry=r
+        )
+        self.outbox_dropped = Gauge(
+            "chronod_outbox_dropped", "Events a full outbox dropped (since created).", registry=r
+        )
         # The daemon loop and the store sampler both report epochs; the gauge keeps the newest.
         self._epoch_lock = threading.Lock()
         self._epoch_seen = 0
@@ -343,6 +363,13 @@ class ChronodMetrics:
 
     def store_writable(self, writable: bool) -> None:
         self.writable.set(1 if writable else 0)
+
+    def notified(self, channel: str, result: str) -> None:
+        self.notifications.labels(channel, result).inc()
+
+    def outbox(self, depth: int, dropped: int) -> None:
+        self.outbox_depth.set(depth)
+        self.outbox_dropped.set(dropped)
 
     def sampled(
         self,

@@ -71,6 +71,7 @@ from chronod._proc import (
     signal_name,
     wait_readable,
 )
+from chronod.celery.publish import Message, Publisher
 from chronod.config import JobConfig
 from chronod.instants import format_utc
 from chronod.logs import event
@@ -96,6 +97,7 @@ class Ending(str, Enum):
     LEASE_LOST = "lease-lost"  # terminated because the attempt lease was lost: discard the result
     INTERRUPTED = "interrupted"  # terminated because the worker is stopping: hand the run back
     NOT_STARTED = "not-started"  # could not be started (no such program, bad cwd, fork failed)
+    SENT = "sent"  # a celery job's message is with the broker (chronod.celery.publish)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +160,8 @@ class Report:
             return Outcome.TIMED_OUT
         if self.ending is Ending.NOT_STARTED:
             return Outcome.FAILED
+        if self.ending is Ending.SENT:
+            return Outcome.SENT
         return None
 
     def result(self, retry_at: datetime | None = None) -> AttemptResult:
@@ -178,11 +182,16 @@ def run_attempt(
     info: RunInfo,
     watch: Supervision | None = None,
     server: ForkServer | None = None,
+    publisher: Publisher | None = None,
 ) -> Report:
     """Run ``job`` once for ``info`` and return how it went (see the module docstring).
 
     ``server`` is the worker's fork server; without one, a server is started for this attempt
-    alone (tests, one-off runs)."""
+    alone (tests, one-off runs). A ``celery`` job is published with ``publisher`` instead."""
+    if job.celery is not None:
+        if publisher is None:
+            raise ValueError(f"job {job.name!r} is a celery job: publishing needs a Publisher")
+        return publish_run(job, info, publisher)
     if server is None:
         own = ForkServer()
         try:
@@ -217,6 +226,22 @@ def run_attempt(
         job, info, watch, leader=leader, server=server, out_fd=out_r, report_fd=report_fd
     )
     return attempt.supervise(began)
+
+
+def publish_run(job: JobConfig, info: RunInfo, publisher: Publisher) -> Report:
+    """A celery job's attempt: its message handed to the broker (docs/celery.md)."""
+    message = Message.of(
+        job, run_id=info.run_id, slot=info.slot, attempt=info.attempt, epoch=info.epoch
+    )
+    error, took = publisher.attempt(message)
+    return Report(
+        ending=Ending.NOT_STARTED if error else Ending.SENT,
+        exit_code=None,
+        output="" if error else message.describe(),
+        error=error,
+        pid=None,
+        duration=took,
+    )
 
 
 def run_environment(

@@ -119,6 +119,11 @@ def file_stamp(path: Path) -> Stamp | None:
     return info.st_mtime_ns, info.st_size, info.st_ino
 
 
+def config_stamp(path: Path, extra: tuple[Path, ...]) -> tuple[Stamp | None, ...]:
+    """:func:`file_stamp` of the config file and of the other files its last load read."""
+    return tuple(file_stamp(each) for each in (path, *extra))
+
+
 _UNREAD = object()  # the running config came from elsewhere than a read of its file seen here
 
 
@@ -126,10 +131,11 @@ class ConfigWatcher:
     """The running config and the file it came from: the one reload of ``run``, ``worker`` (the
     supervisor and each child) and ``web``.
 
-    :meth:`reload` loads the file again when it changed since it was last read (its
-    :func:`file_stamp`), or whenever asked (``force``: SIGHUP). An invalid file never replaces
-    the running config: it is reported and :attr:`stale` is set until a valid one is loaded.
-    Thread-safe (the web server's threads share one).
+    :meth:`reload` loads the file again when it, or a file its last load read (an
+    ``exclude_file``), changed since it was last read (:func:`config_stamp`), or whenever asked
+    (``force``: SIGHUP). An invalid file never replaces the running config: it is reported and
+    :attr:`stale` is set until a valid one is loaded. Thread-safe (the web server's threads
+    share one).
 
     Reporting, by who is listening:
         ``explain`` (the default): each located problem at ERROR, as ``chronod check`` would
@@ -164,7 +170,9 @@ class ConfigWatcher:
         # Stamp first: an edit landing during the load is then seen (and loaded) next time.
         stamp = file_stamp(path)
         watcher = cls(load_config(path), log, **how)
-        watcher._stamp = stamp
+        # The other files are stamped after the load (it names them): an edit of one during the
+        # load is missed until the next edit or SIGHUP.
+        watcher._stamp = (stamp, *config_stamp(path, watcher._config.extra_files)[1:])
         return watcher
 
     @property
@@ -191,7 +199,7 @@ class ConfigWatcher:
 
     def _reload(self, *, force: bool) -> Config | None:
         path = self._config.path
-        stamp = file_stamp(path)
+        stamp = config_stamp(path, self._config.extra_files)
         if stamp == self._stamp and not force:
             return None
         self._stamp = stamp
@@ -201,11 +209,22 @@ class ConfigWatcher:
         if config is None:
             self._stale = True
             return None
+        if config.extra_files != self._config.extra_files:  # stamp what the new config reads
+            self._stamp = (stamp[0], *config_stamp(path, config.extra_files)[1:])
         self._config, self._stale = config, False
         return config
 
 
+# [chronod] keys a reload applies at once: the notification courier reads the running config,
+# and workers publish Celery tasks with the config they reloaded.
+APPLIED_AT_RELOAD = frozenset(("smtp", "mail_from", "celery"))
+
+
 def daemon_changes(old: DaemonConfig, new: DaemonConfig) -> list[str]:
-    """Names of the ``[chronod]`` keys whose values differ (never the values: a URL or a token
-    may hold a secret)."""
-    return [f.name for f in fields(DaemonConfig) if getattr(old, f.name) != getattr(new, f.name)]
+    """Names of the ``[chronod]`` keys whose values differ and need a restart (never the values:
+    a URL or a token may hold a secret)."""
+    return [
+        f.name
+        for f in fields(DaemonConfig)
+        if f.name not in APPLIED_AT_RELOAD and getattr(old, f.name) != getattr(new, f.name)
+    ]

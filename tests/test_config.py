@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -109,25 +110,25 @@ def test_unknown_section(tmp_path: Path) -> None:
 def test_zero_schedule_kinds(tmp_path: Path) -> None:
     found = errors(tmp_path, '[jobs.a]\ncommand = "true"\n')
     assert found == [
-        "FILE: jobs.a: needs exactly one schedule: 'every', 'cron' or 'solar' (found none)"
+        "FILE: jobs.a: needs exactly one schedule: 'every', 'cron', 'solar' or 'at' (found none)"
     ]
 
 
 def test_two_schedule_kinds(tmp_path: Path) -> None:
     found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncron = "* * * * *"\ncommand = "true"\n')
     assert found == [
-        "FILE: jobs.a: needs exactly one schedule: 'every', 'cron' or 'solar' "
+        "FILE: jobs.a: needs exactly one schedule: 'every', 'cron', 'solar' or 'at' "
         "(found every and cron)"
     ]
 
 
 def test_command_and_call_exclusive(tmp_path: Path) -> None:
     assert errors(tmp_path, '[jobs.a]\nevery = "1m"\n') == [
-        "FILE: jobs.a: needs exactly one of 'command' or 'call' (found neither)"
+        "FILE: jobs.a: needs exactly one of 'command', 'call' or 'celery' (found none)"
     ]
     both = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "x"\ncall = "m:f"\n')
     assert both == [
-        "FILE: jobs.a: needs exactly one of 'command' or 'call' (found command and call)"
+        "FILE: jobs.a: needs exactly one of 'command', 'call' or 'celery' (found command and call)"
     ]
 
 
@@ -221,7 +222,7 @@ def test_non_json_args(tmp_path: Path) -> None:
 
 def test_args_without_call(tmp_path: Path) -> None:
     found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncommand = "x"\nargs = [1]\n')
-    assert "FILE: jobs.a.args: only applies to 'call' jobs" in found
+    assert "FILE: jobs.a.args: only applies to 'call' and 'celery' jobs" in found
 
 
 def test_bad_call_target(tmp_path: Path) -> None:
@@ -602,3 +603,71 @@ def test_a_long_valid_job_name_is_kept_whole(tmp_path: Path) -> None:
     assert load_config(path).jobs[name].name == name
     found = errors(tmp_path, f'[jobs.{name}]\nevery = "1h"\ncommand = "x"\nretries = -1\n')
     assert found[0].startswith(f"FILE: jobs.{name}.retries: ")
+
+
+CELERY = """
+[chronod.celery]
+broker = "redis://:secret@127.0.0.1:6379/0"
+
+[defaults]
+timezone = "UTC"
+
+[jobs.digest]
+cron = "30 17 * * 5"
+celery = "reports.tasks.send_digest"
+args = [7]
+kwargs = { format = "html" }
+queue = "reports"
+"""
+
+
+def test_celery_job(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, CELERY, header=""))
+    job = config.jobs["digest"]
+    assert (job.celery, job.args, dict(job.kwargs)) == (
+        "reports.tasks.send_digest",
+        (7,),
+        {"format": "html"},
+    )
+    assert (job.queue, job.celery_queue) == ("reports", "reports")
+    assert config.daemon.celery is not None
+    assert "secret" not in repr(config.daemon)
+    # Without its own queue the Celery app routes the task; chronod's queue is the default one.
+    plain = load_config(write(tmp_path, CELERY.replace('queue = "reports"\n', ""), header=""))
+    assert (plain.jobs["digest"].queue, plain.jobs["digest"].celery_queue) == ("default", None)
+    assert plain.jobs["digest"].digest != job.digest
+
+
+def test_celery_job_mistakes(tmp_path: Path) -> None:
+    no_table = CELERY.replace('[chronod.celery]\nbroker = "redis://:secret@127.0.0.1:6379/0"\n', "")
+    assert errors(tmp_path, no_table + 'env = { A = "1" }\n', header="") == [
+        "FILE: jobs.digest.env: only applies to 'command' and 'call' jobs",
+        "FILE: chronod.celery: required by celery jobs (digest): add a [chronod.celery] table "
+        "with broker = URL or app = 'package.module:app'",
+    ]
+    both = CELERY.replace('broker = "redis', 'app = "proj.celery:app"\nbroker = "redis')
+    assert errors(tmp_path, both, header="") == [
+        "FILE: chronod.celery: needs exactly one of 'broker' or 'app' (found broker and app)"
+    ]
+    bad = CELERY.replace('"redis://:secret@', '"secret@').replace("send_digest", "send digest")
+    assert errors(tmp_path, bad, header="") == [
+        "FILE: chronod.celery.broker: expected a broker URL like 'redis://HOST/0'",
+        "FILE: jobs.digest.celery: expected a Celery task name like 'proj.tasks.digest' "
+        '(got "reports.tasks.send digest")',
+    ]
+
+
+def test_check_says_celery_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from chronod.cli import cli
+
+    path = write(tmp_path, CELERY, header="")
+    assert CliRunner().invoke(cli, ["--config", str(path), "check"]).exit_code == 0
+    monkeypatch.setitem(sys.modules, "celery", None)  # what find_spec answers when it is absent
+    result = CliRunner().invoke(cli, ["--config", str(path), "check"])
+    assert result.exit_code == 2
+    assert (
+        f"{path}: jobs.digest.celery: Celery is not installed here: pip install 'chronod[celery]'"
+        in result.output
+    )

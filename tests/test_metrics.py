@@ -636,6 +636,9 @@ FAMILIES = [
     ("chronod_store_writable", "gauge", ()),
     ("chronod_store_write_failures_total", "counter", ()),
     ("chronod_quarantined_runs_total", "counter", ("job",)),
+    ("chronod_notifications_total", "counter", ("channel", "result")),
+    ("chronod_outbox_depth", "gauge", ()),
+    ("chronod_outbox_dropped", "gauge", ()),
 ]
 
 
@@ -663,6 +666,8 @@ def busy_metrics(tmp_path: Path) -> ChronodMetrics:
     for body in events:
         metrics.run_event(body)
     metrics.store_write_failed()
+    metrics.notified("ops", "ok")
+    metrics.outbox(2, 1)
     config = parse_config(
         b'[defaults]\ntimezone = "UTC"\n[jobs.a]\nevery = "90s"\ncommand = "true"\n',
         tmp_path / "s.toml",

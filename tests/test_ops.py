@@ -252,6 +252,7 @@ def expected_job(
         "retired": False,
         "loaded": True,
         "paused": state.paused,
+        "finished": False,
         "last_outcome": None if state.last_outcome is None else state.last_outcome.value,
         "last_outcome_at": None
         if state.last_outcome_at is None
@@ -332,6 +333,7 @@ def test_status_json(capsys: pytest.CaptureFixture[str], env: Env, store: Store)
                 "retired": True,
                 "loaded": False,
                 "paused": False,
+                "finished": False,
                 "last_outcome": "succeeded",
                 "last_outcome_at": format_utc(legacy.last_outcome_at or now),
                 "last_success_at": format_utc(legacy.last_success_at or now),
@@ -343,6 +345,7 @@ def test_status_json(capsys: pytest.CaptureFixture[str], env: Env, store: Store)
                 "missed": 0,
             },
         ],
+        "notifications": {"outbox": {"depth": 0, "dropped": 0}, "channels": []},
     }
     assert 0 < status["leader"]["lease_left_s"] <= 60
     # The seeded facts, stated independently of the expectation builder above:
@@ -369,6 +372,40 @@ def test_status_next_fire_follows_a_watermark_ahead_of_now(
     status = chronod_json(capsys, env, "status")
     (row,) = (j for j in status["jobs"] if j["job"] == "report")
     assert row["next_fire"] == format_utc(report.schedule.next_after(ahead) or ahead)
+
+
+def test_status_shows_an_at_job_finished_once_its_last_instant_was_decided(
+    capsys: pytest.CaptureFixture[str], env: Env, store: Store
+) -> None:
+    text = env.config_file.read_text()
+    start = store.now().replace(microsecond=0) - timedelta(hours=2)
+    first, last = start + timedelta(minutes=30), start + timedelta(hours=1)
+    text += f'[jobs.once]\nat = ["{format_utc(first)}", "{format_utc(last)}"]\ncommand = "true"\n'
+    env.config_file.write_text(text)
+    once = load_config(env.config_file).jobs["once"]
+    lease = store.acquire_lease("node-a", uuid.uuid4().hex, LEASE_TTL)
+    assert lease is not None
+    store.sync_jobs(lease, [job_sync(once, start)], start)
+
+    def row() -> dict[str, Any]:
+        status = chronod_json(capsys, env, "status")
+        found: dict[str, Any] = next(j for j in status["jobs"] if j["job"] == "once")
+        return found
+
+    assert row()["finished"] is False  # both instants still undecided (the leader will miss them)
+    done = AttemptResult(outcome=Outcome.SUCCEEDED, exit_code=0)
+    run_slot(store, lease, slot_item(once, first), done)
+    assert row()["finished"] is False
+    store.dispatch(lease, [slot_item(once, last)])
+    assert row()["finished"] is False  # its last run is still queued
+    claim = store.claim(WORKER, ["default"], uuid.uuid4().hex, LEASE_TTL, wait=0)
+    assert claim is not None
+    store.finish(claim.run.run_id, claim.token, done)
+    found = row()
+    assert found["finished"] is True
+    assert found["next_fire"] is None
+    human = chronod(capsys, env, "status").out
+    assert re.search(r"^once .* finished$", human, re.M), human
 
 
 def test_status_human(capsys: pytest.CaptureFixture[str], env: Env, store: Store) -> None:

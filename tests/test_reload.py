@@ -127,3 +127,39 @@ def test_a_quiet_watcher_counts_the_problems_without_quoting_them(
     )
     assert "hunter2" not in caplog.text
     assert watcher.stale
+
+
+def test_a_changed_celery_table_needs_no_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Workers publish with the config they reloaded: no "at the next restart" note for it.
+    path = write(tmp_path / "s.toml", '[chronod.celery]\nbroker = "redis://h1/0"')
+    running = load_config(path)
+    write(path, '[chronod.celery]\nbroker = "redis://h2/0"')
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        config = reload_config(path, running, LOG)
+    assert config is not None
+    assert config.daemon.celery != running.daemon.celery
+    assert caplog.records == []
+
+
+def test_the_watcher_reloads_when_an_exclude_file_changes(tmp_path: Path) -> None:
+    """A holiday file is part of the config: editing it alone is an edit (workers and the web
+    page follow it as they follow schedules.toml)."""
+    holidays = tmp_path / "holidays.txt"
+    holidays.write_text("2026-12-25\n")
+    path = tmp_path / "s.toml"
+    path.write_text(
+        JOBS.replace('command = "true"', 'command = "true"\nexclude_file = "holidays.txt"')
+    )
+    watcher = ConfigWatcher.load(path, LOG)
+    assert watcher.config.extra_files == (holidays,)
+    first = watcher.config.jobs["a"].fingerprint
+    assert watcher.reload() is None
+    edit(holidays, "2026-12-25\n2026-12-26\n")
+    changed = watcher.reload()
+    assert changed is not None
+    assert changed.jobs["a"].fingerprint != first
+    assert watcher.reload() is None
+    holidays.unlink()  # a file gone is a change too, and an invalid config: the running one stays
+    assert watcher.current() == (changed, True)

@@ -32,10 +32,12 @@ import pytest
 
 from chronod.instants import slot_id, to_micros
 from chronod.store.base import (
+    EVENT_OUTPUT,
     AttemptResult,
     Claim,
     DispatchResult,
     DispatchStatus,
+    ExternalRun,
     Fenced,
     FinishStatus,
     JobState,
@@ -43,6 +45,7 @@ from chronod.store.base import (
     LeaderInfo,
     Lease,
     MissedSlots,
+    OutboxStats,
     Outcome,
     Overlap,
     RunRecord,
@@ -51,6 +54,7 @@ from chronod.store.base import (
     Store,
     WorkerInfo,
 )
+from chronod.tz import UTC
 from tests.conftest import ALL_STORE_KINDS, make_store
 from tests.redis_server import RedisServer
 
@@ -1775,3 +1779,244 @@ def test_repeating_each_call_gives_the_documented_answer(store: Store, base: dat
     assert store.finish(second.run.run_id, second.token, SUCCESS) is FinishStatus.ACCEPTED
     assert store.finish(second.run.run_id, second.token, SUCCESS) is FinishStatus.ACCEPTED
     assert [e.attempt for e in store.history(second.run.job, 10)] == [2]
+
+
+# -- outbox ("Outbox" in the contract) -------------------------------------------------------------
+
+FAILURE = AttemptResult(outcome=Outcome.FAILED, exit_code=3, output="disk full\n", error="exit 3")
+
+
+def run_to_end(
+    store: Store, lease: Lease, at: datetime, result: AttemptResult, name: str = "alpha"
+) -> str:
+    run_id = queued(store, lease, item(name, at))
+    claim = claim_one(store)
+    assert store.finish(run_id, claim.token, result) is FinishStatus.ACCEPTED
+    return run_id
+
+
+def test_outbox_event_is_written_with_the_outcome(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"failed", "recovered"})})
+    assert store.events_due(10) == []
+    run_id = run_to_end(store, leader, base + MINUTE, FAILURE)
+    run_to_end(store, leader, base + MINUTE, FAILURE, name="beta")  # beta has no kinds
+    [event] = store.events_due(10)
+    assert (event.event_id, event.kind, event.job) == (f"{run_id}#1:failed", "failed", "alpha")
+    assert (event.run.run_id, event.run.state, event.run.attempt) == (run_id, Outcome.FAILED, 1)
+    assert (event.run.exit_code, event.run.output, event.run.error) == (3, "disk full\n", "exit 3")
+    assert (event.attempts, event.done) == (0, ())
+    assert store.outbox_stats() == OutboxStats(depth=1, dropped=0)
+    # A client retrying the finish writes no second event.
+    assert store.events_due(10) == [event]
+
+
+def test_outbox_recovered_once_after_a_failure(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"failed", "recovered"})})
+    run_to_end(store, leader, base + MINUTE, SUCCESS)  # a success after nothing: no news
+    failed = run_to_end(store, leader, base + 2 * MINUTE, FAILURE)
+    recovered = run_to_end(store, leader, base + 3 * MINUTE, SUCCESS)
+    run_to_end(store, leader, base + 4 * MINUTE, SUCCESS)  # a success after a success
+    kinds = [(event.kind, event.run.run_id) for event in store.events_due(10)]
+    assert kinds == [("failed", failed), ("recovered", recovered)]
+
+
+def test_outbox_no_event_for_an_attempt_that_will_be_retried(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"failed"})})
+    run_id = queued(store, leader, item("alpha", base + MINUTE, max_attempts=2))
+    claim = claim_one(store)
+    retry = replace(FAILURE, retry_at=store.now())
+    assert store.finish(run_id, claim.token, retry) is FinishStatus.RETRY
+    assert store.events_due(10) == []
+    second = claim_one(store)
+    assert store.finish(run_id, second.token, retry) is FinishStatus.ACCEPTED
+    assert [event.event_id for event in store.events_due(10)] == [f"{run_id}#2:failed"]
+
+
+def test_outbox_event_for_a_lost_run(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"lost"})})
+    run_id = queued(store, leader, item("alpha", base + MINUTE))
+    claim = claim_one(store, ttl=SHORT_TTL)
+    wait_past(store, claim.lease_expires_at)
+    assert store.reap() == [run_id]
+    assert store.reap() == []
+    [event] = store.events_due(10)
+    assert (event.kind, event.run.state, event.run.worker) == ("lost", Outcome.LOST, "worker-1")
+
+
+def test_outbox_settle_retries_and_removes(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"failed"})})
+    first = run_to_end(store, leader, base + MINUTE, FAILURE)
+    second = run_to_end(store, leader, base + 2 * MINUTE, FAILURE)
+    one, two = store.events_due(10)
+    retry_at = store.now() + timedelta(milliseconds=300)
+    for _ in range(2):  # absolute values: a repeat changes nothing more
+        assert store.settle_event(one.event_id, 1, ["ops"], retry_at) is True
+    [due] = store.events_due(10)
+    assert due.run.run_id == second
+    wait_past(store, retry_at)
+    again, later = store.events_due(10)  # earliest due first
+    assert (again.run.run_id, later.event_id) == (second, one.event_id)
+    assert (later.attempts, later.done) == (1, ("ops",))
+    assert store.settle_event(two.event_id, 1, ["ops", "mail"], None) is True
+    assert store.settle_event(two.event_id, 1, ["ops", "mail"], None) is False
+    assert [event.run.run_id for event in store.events_due(10)] == [first]
+    assert store.events_due(0) == []
+    assert store.outbox_stats() == OutboxStats(depth=1, dropped=0)
+
+
+def test_outbox_is_bounded_and_counts_what_it_drops(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    store.outbox_limit = 2
+    store.set_event_kinds(leader, {"alpha": frozenset({"failed"})})
+    runs = [run_to_end(store, leader, base + n * MINUTE, FAILURE) for n in range(1, 5)]
+    assert [event.run.run_id for event in store.events_due(10)] == runs[2:]
+    assert store.outbox_stats() == OutboxStats(depth=2, dropped=2)
+
+
+def test_outbox_event_carries_a_bounded_output_tail(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"failed"})})
+    output = "é" * EVENT_OUTPUT + "the end\n"  # two bytes each: a cut may fall inside one
+    run_to_end(store, leader, base + MINUTE, replace(FAILURE, output=output))
+    [event] = store.events_due(10)
+    assert event.run.output.endswith("the end\n")
+    assert len(event.run.output.encode()) <= EVENT_OUTPUT
+    assert output.endswith(event.run.output)
+
+
+def test_set_event_kinds_is_fenced_and_replaces(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"failed"})})
+    stale = replace(leader, token=new_token())
+    with pytest.raises(Fenced):
+        store.set_event_kinds(stale, {"beta": frozenset({"failed"})})
+    store.set_event_kinds(leader, {"beta": frozenset({"failed"})})  # alpha has none now
+    run_to_end(store, leader, base + MINUTE, FAILURE)
+    beta = run_to_end(store, leader, base + MINUTE, FAILURE, name="beta")
+    assert [event.run.run_id for event in store.events_due(10)] == [beta]
+
+
+def test_outbox_started_event_with_the_claim(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"started", "failed"})})
+    run_id = queued(store, leader, item("alpha", base + MINUTE))
+    claim = claim_one(store)
+    [started] = store.events_due(10)
+    assert (started.event_id, started.kind) == (f"{run_id}#1:started", "started")
+    assert (started.run.state, started.run.attempt, started.run.worker) == (
+        RunState.RUNNING,
+        1,
+        "worker-1",
+    )
+    assert started.run.started_at == claim.run.started_at
+    assert store.finish(run_id, claim.token, FAILURE) is FinishStatus.ACCEPTED
+    assert [event.kind for event in store.events_due(10)] == ["started", "failed"]
+
+
+def test_note_delivery_keeps_the_last_success_and_the_last_error(store: Store) -> None:
+    assert store.deliveries() == []
+    before = store.now()
+    store.note_delivery("ops", None)
+    store.note_delivery("mail", "smtp://mail.example:587 refused the login")
+    store.note_delivery("ops", "x" * 600)
+    mail, ops = store.deliveries()
+    assert (mail.channel, mail.last_ok_at, mail.last_error) == (
+        "mail",
+        None,
+        "smtp://mail.example:587 refused the login",
+    )
+    assert mail.last_error_at is not None
+    assert mail.last_error_at >= before
+    assert ops.channel == "ops"
+    assert ops.last_ok_at is not None
+    assert ops.last_error_at is not None
+    assert before <= ops.last_ok_at <= ops.last_error_at
+    assert ops.last_error == "x" * 500
+    store.note_delivery("ops", None)
+    again = {d.channel: d for d in store.deliveries()}["ops"]
+    assert again.last_error == "x" * 500  # kept: the last error, and when
+    assert again.last_ok_at is not None
+    assert again.last_ok_at >= ops.last_error_at
+
+
+def test_outbox_event_for_a_missed_slot(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_event_kinds(leader, {"alpha": frozenset({"missed"})})
+    slots = [base + MINUTE, base + 2 * MINUTE]
+    for _ in range(2):  # a repeat records nothing twice
+        store.advance(leader, "alpha", FP, slots, 2, base + 3 * MINUTE)
+    store.advance(leader, "beta", FP, slots, 2, base + 3 * MINUTE)  # beta has no kinds
+    events = store.events_due(10)
+    assert [(e.event_id, e.kind, e.job) for e in events] == [
+        (f"{slot_id('alpha', slot)}#0:missed", "missed", "alpha") for slot in slots
+    ]
+    assert [(e.run.state, e.run.slot) for e in events] == [(Outcome.MISSED, s) for s in slots]
+
+
+# -- runs executed by another system (Celery) -----------------------------------------------------
+
+
+def external(executor: str, *, try_no: int = 0, job_name: str = "alpha") -> ExternalRun:
+    slot = datetime(2026, 11, 27, 16, 30, tzinfo=UTC)
+    return ExternalRun(
+        run_id=slot_id(job_name, slot),
+        job=job_name,
+        slot=slot,
+        attempt=2,
+        epoch=7,
+        queue="reports",
+        try_no=try_no,
+        executor=executor,
+    )
+
+
+def test_begin_external_lets_one_executor_execute_each_try(peers: Peers) -> None:
+    first, second = peers(), peers()
+    assert first.begin_external(external("celery@a:1"))
+    assert first.begin_external(external("celery@a:1"))  # a client retry: the same answer
+    # A redelivered or republished message, from any process: not executed again.
+    assert not second.begin_external(external("celery@b:2"))
+    # The other system's own retry is a new try: executed once too.
+    assert second.begin_external(external("celery@b:2", try_no=1))
+    assert not first.begin_external(external("celery@a:1", try_no=1))
+    assert first.history("alpha", 10) == []  # beginning records no history
+
+
+def test_end_external_records_one_history_entry_by_its_executor(store: Store) -> None:
+    run = external("celery@a:1")
+    failed = AttemptResult(outcome=Outcome.FAILED, error="ValueError: no template")
+    assert not store.end_external(run, failed)  # never begun
+    before = store.now()
+    assert store.begin_external(run)
+    assert not store.end_external(replace(run, executor="celery@b:2"), failed)
+    assert store.end_external(run, failed)
+    assert store.end_external(run, failed)  # a repeat: recorded once
+    [entry] = store.history("alpha", 10)
+    assert (entry.run_id, entry.job, entry.slot, entry.state) == (
+        run.run_id,
+        "alpha",
+        run.slot,
+        Outcome.FAILED,
+    )
+    assert (entry.attempt, entry.epoch, entry.queue, entry.worker) == (
+        2,
+        7,
+        "reports",
+        run.executor,
+    )
+    assert (entry.error, entry.manual) == ("ValueError: no template", False)
+    assert entry.started_at is not None
+    assert entry.finished_at is not None
+    assert before <= entry.started_at <= entry.finished_at <= store.now()
+    state = store.job_states()["alpha"]  # a job the store never loaded gets a state
+    assert (state.last_outcome, state.fingerprint) == (Outcome.FAILED, "")
+    retried = replace(run, try_no=1)
+    assert store.begin_external(retried)
+    assert store.end_external(retried, SUCCESS)
+    assert [e.state for e in store.history("alpha", 10)] == [Outcome.SUCCEEDED, Outcome.FAILED]
+    assert store.job_states()["alpha"].last_success_at is not None

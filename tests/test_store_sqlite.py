@@ -186,9 +186,38 @@ def test_schema_2_is_migrated_to_claim_ready_runs_in_creation_order(tmp_path: Pa
     finally:
         again.close()
     with raw(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         columns = [row[2] for row in conn.execute("PRAGMA index_info(runs_ready)")]
         assert columns == ["queue", "not_before"]
+
+
+def test_schema_3_gets_the_outbox_and_is_read_as_found_without_one(tmp_path: Path) -> None:
+    """Schema 4 adds the outbox (sqlite/outbox.py): opening a schema 3 database migrates it; a
+    read-only open of one leaves it as it is and reads an empty outbox."""
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    store.job_states()
+    store.close()
+    with raw(path) as conn:
+        conn.execute("DROP TABLE outbox")
+        conn.execute("DROP TABLE event_kinds")
+        conn.execute("PRAGMA user_version = 3")
+    reader = SQLiteStore(path, create=False)
+    try:
+        assert reader.events_due(10) == []
+        assert (reader.outbox_stats().depth, reader.outbox_stats().dropped) == (0, 0)
+    finally:
+        reader.close()
+    with raw(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    again = SQLiteStore(path)
+    try:
+        assert again.outbox_stats().depth == 0
+    finally:
+        again.close()
+    with raw(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT value FROM counters WHERE name = 'outbox_dropped'").fetchone()
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -73,12 +73,17 @@ CONFIG = """\
 [chronod]
 workers = 1
 
+[notify.log]
+command = ["true"]
+
 [defaults]
 timezone = "America/New_York"
 
 [jobs.tick]
 every = "2s"
 command = "echo tick $CHRONOD_SLOT"
+notify = ["log"]
+notify_on = ["succeeded"]
 
 [jobs.half-hourly]
 cron = "*/30 * * * *"
@@ -288,6 +293,11 @@ def wait_row(
     return found
 
 
+def channel_row(driver: Chrome) -> str:
+    rows = driver.find_elements(By.CSS_SELECTOR, 'tr[data-channel="log"]')
+    return str(rows[0].text) if rows else ""
+
+
 def test_page_in_a_real_browser(cluster: Cluster, browser: Chrome) -> None:
     browser.get(cluster.base + "/")
     try:
@@ -324,6 +334,13 @@ def check_overview(browser: Chrome, cluster: Cluster) -> None:
     assert on_hold["paused"] is True
     leader = browser.find_element(By.ID, "leader").text
     assert leader == cluster.api("/api/v1/status")["leader"]["node"]
+
+    # Notifications: the channel's last delivery (tick's successes go to it).
+    channel = wait(browser).until(
+        lambda d: "ok never" not in (text := channel_row(d)) and text,
+        "the notification channel's last delivery",
+    )
+    assert re.fullmatch(r"log\s+ok \S+( \S+)? ago\s+no error", channel), channel
 
     # The every-2s job has more fires than pixels: drawn as one band, with its runs on the axis.
     tick = wait_row(browser, "tick", "tick's runs on the timeline", lambda r: r["runs"] > 0)

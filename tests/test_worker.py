@@ -641,4 +641,4 @@ def test_chronod_worker_with_a_bad_config_exits_2(tmp_path: Path, procs: Process
     path = write_config(tmp_path, '[jobs.a]\nevery = "1m"\n')
     process = procs.spawn("worker", ["--config", str(path), "worker"])
     assert process.wait_exit(timeout=20) == 2
-    assert "needs exactly one of 'command' or 'call'" in process.log_path.read_text()
+    assert "needs exactly one of 'command', 'call' or 'celery'" in process.log_path.read_text()

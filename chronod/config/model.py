@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from chronod.alerts.model import Channel, JobAlerts
 from chronod.schedules import Schedule
 from chronod.store.base import Overlap
 
@@ -27,6 +28,18 @@ DEFAULT_CONFIG = "schedules.toml"
 
 # The one empty read-only mapping every job without kwargs or env shares (nothing can write it).
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, kw_only=True)
+class CeleryConfig:
+    """``[chronod.celery]``: where ``celery`` jobs are published (docs/celery.md).
+
+    Exactly one of ``broker`` (a Celery broker URL: chronod builds a bare app with JSON and
+    protocol 2) or ``app`` (``"package.module:attr"``: the project's own app, its routing and
+    broker settings)."""
+
+    broker: str | None = field(default=None, repr=False)  # may hold a password
+    app: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +55,9 @@ class DaemonConfig:
     history: int = 100
     web_token: str | None = field(default=None, repr=False)
     replica_acks: int | None = None  # Redis WAIT; None: by the store URL's kind (docs/redis.md)
+    smtp: str | None = field(default=None, repr=False)  # email channels (docs/notifications.md)
+    mail_from: str | None = None  # the key 'from'
+    celery: CeleryConfig | None = None  # ``[chronod.celery]``; required by ``celery`` jobs
 
 
 class DigestMemo:
@@ -58,9 +74,9 @@ class DigestMemo:
         self._known: dict[tuple[Any, ...], str] = {}
 
     def digest(self, job: JobConfig) -> str:
-        if job.args or job.kwargs or job.env:
+        if job.args or job.kwargs or job.env or job.celery_queue or job.schedule.delays_fires:
             return job.computed_digest()
-        key = (job.command, job.call, job.cwd, job.timeout, job.kill_grace)
+        key = (job.command, job.call, job.celery, job.cwd, job.timeout, job.kill_grace)
         found = self._known.get(key)
         if found is None:
             found = self._known[key] = job.computed_digest()
@@ -77,6 +93,8 @@ class JobConfig:
     description: str = ""
     command: str | tuple[str, ...] | None = None
     call: str | None = None
+    celery: str | None = None  # a Celery task name: the run publishes it (docs/celery.md)
+    celery_queue: str | None = None  # the job's own ``queue`` on a celery job; None: app routing
     args: tuple[JSONValue, ...] = ()
     kwargs: Mapping[str, JSONValue] = field(default_factory=lambda: _EMPTY)
     env: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
@@ -90,6 +108,7 @@ class JobConfig:
     catchup: Catchup = "none"
     catchup_limit: int = 100
     overlap: Overlap = "skip"
+    alerts: JobAlerts = field(default_factory=JobAlerts)  # notify, notify_on, notify_every, ping
     # The load's shared digests (the reader passes one memo to every job it builds); None: the
     # digest is computed from this job alone. Not part of the job's value.
     digests: DigestMemo | None = field(default=None, compare=False, repr=False)
@@ -118,7 +137,15 @@ class JobConfig:
     def execution(self) -> dict[str, JSONValue]:
         """The fields that decide what a run executes and how; the source of :attr:`digest`."""
         command = list(self.command) if isinstance(self.command, tuple) else self.command
+        # Only celery jobs carry the celery keys, so the digests of the others stay what they were
+        # (a worker of the previous release would otherwise refuse every run as config-mismatch).
+        celery = {"celery": self.celery, "celery_queue": self.celery_queue} if self.celery else {}
+        # A jittered job's CHRONOD_SLOT is computed by the worker from the fire and its own
+        # schedule (Schedule.nominal): a worker whose schedule differs would compute another.
+        delayed = {"nominal_from": self.fingerprint} if self.schedule.delays_fires else {}
         return {
+            **celery,
+            **delayed,
             "command": command,
             "call": self.call,
             "args": list(self.args),
@@ -144,6 +171,9 @@ class Config:
     path: Path
     daemon: DaemonConfig
     jobs: Mapping[str, JobConfig]
+    channels: Mapping[str, Channel] = field(default_factory=lambda: MappingProxyType({}))
+    # Other files the load read (``exclude_file``): an edit of one is an edit of the config.
+    extra_files: tuple[Path, ...] = ()
 
     @property
     def directory(self) -> Path:

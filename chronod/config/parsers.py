@@ -24,6 +24,8 @@ JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 CALL_TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+CELERY_TASK = re.compile(r"^[A-Za-z_][\w.:\-]{0,199}$")
+BROKER_URL = re.compile(r"^[a-z][a-z0-9+.\-]*://")
 # Bounds on what a file may hold, so that every value `chronod check` accepts also works in
 # `next`, the daemon, a reload and the web page (durations: chronod.durations.MAX_DURATION;
 # instants: chronod.instants.check_range).
@@ -213,6 +215,7 @@ def _depth(value: Any) -> int:
 
 
 EVERY = duration_at_least(timedelta(seconds=1))
+JITTER = duration_at_least(timedelta(seconds=1))
 
 # Keys read the same way on every job (after [defaults]), with their parsers.
 SIMPLE_JOB_KEYS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(

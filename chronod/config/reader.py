@@ -14,19 +14,23 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from chronod.config import parsers
-from chronod.config.model import Config, DaemonConfig, JobConfig
+from chronod.alerts.model import Channel, JobAlerts
+from chronod.alerts.settings import check_smtp, read_channels, read_job_alerts
+from chronod.config import dates, parsers
+from chronod.config.model import CeleryConfig, Config, DaemonConfig, JobConfig
 from chronod.config.parsers import MAX_TEXT, clip, show
 from chronod.config.shared import Shared
 from chronod.errors import ConfigIssue, ScheduleError, StoreConfigError
 from chronod.schedules import IntervalSchedule, Schedule, WindowedSchedule
 from chronod.schedules.cron import CronSchedule
+from chronod.schedules.exclude import ExcludedSchedule
 from chronod.schedules.interval import EPOCH
+from chronod.schedules.jitter import JitteredSchedule
 from chronod.schedules.solar import DEPRESSIONS, SolarSchedule
 from chronod.schedules.solar import EVENTS as SOLAR_EVENTS
 from chronod.store import check_store_url
@@ -35,8 +39,10 @@ from chronod.tz import UnknownZone, Zone, get_zone, zone_names
 _T = TypeVar("_T")
 _MISSING: Any = object()
 
-SCHEDULE_KINDS = ("every", "cron", "solar")
-DAEMON_KEYS = tuple(parsers.DAEMON_PARSERS)
+SCHEDULE_KINDS = ("every", "cron", "solar", "at")
+DAEMON_KEYS = (*parsers.DAEMON_PARSERS, "smtp", "from", "celery")  # smtp, from: chronod.alerts
+CELERY_KEYS = ("broker", "app")
+TARGETS = ("command", "call", "celery")
 # Keys that may be given once in [defaults] for every job.
 DEFAULTABLE_KEYS = (
     "timezone",
@@ -55,20 +61,30 @@ DEFAULTABLE_KEYS = (
     "longitude",
     "elevation",
     "depression",
+    "exclude",
+    "exclude_file",
+    "jitter",
+    "notify",
+    "notify_on",
+    "notify_every",
 )
+ALERT_KEYS = ("notify", "notify_on", "notify_every", "ping")
 JOB_ONLY_KEYS = (
     "description",
     "every",
     "anchor",
     "cron",
     "solar",
+    "at",
     "offset",
     "start",
     "end",
     "command",
     "call",
+    "celery",
     "args",
     "kwargs",
+    "ping",
 )
 JOB_KEYS = JOB_ONLY_KEYS + DEFAULTABLE_KEYS
 SOLAR_KEYS = ("latitude", "longitude", "elevation", "depression", "offset")
@@ -102,6 +118,9 @@ class Reader:
         self.file = file
         self.issues: list[ConfigIssue] = []
         self.shared = Shared()
+        self.channels: Mapping[str, Channel] = MappingProxyType({})
+        self.declared: frozenset[str] = frozenset()
+        self.files: dict[Path, None] = {}  # exclude files named, in order (Config.extra_files)
 
     # -- reporting ---------------------------------------------------------------------------------
 
@@ -145,8 +164,9 @@ class Reader:
     # -- sections ----------------------------------------------------------------------------------
 
     def config(self, data: dict[str, Any], file: Path) -> Config:
-        self.unknown_keys(data, "", ("chronod", "defaults", "jobs"))
+        self.unknown_keys(data, "", ("chronod", "defaults", "jobs", "notify"))
         daemon = self.daemon(self.table(data.get("chronod", _MISSING), "chronod"))
+        self.notify(self.table(data.get("notify", _MISSING), "notify"), daemon)
         defaults = self.table(data.get("defaults", _MISSING), "defaults")
         self.unknown_keys(defaults, "defaults.", DEFAULTABLE_KEYS)
         self.defaults(defaults)
@@ -166,7 +186,46 @@ class Reader:
             job = self.job(_Table(shown, self.table(body, where), defaults))
             if job is not None and valid_name:
                 jobs[name] = job
-        return Config(path=file, daemon=daemon, jobs=MappingProxyType(jobs))
+        # From the tables, so that a celery job with another mistake still needs the table.
+        celery_jobs = [
+            clip(name)
+            for name, body in jobs_table.items()
+            if isinstance(body, dict) and "celery" in body
+        ]
+        daemon_table = data.get("chronod")
+        given = isinstance(daemon_table, dict) and "celery" in daemon_table  # bad: reported there
+        if celery_jobs and not given:
+            self.error(
+                "chronod.celery",
+                f"required by celery jobs ({', '.join(celery_jobs[:3])}): add a [chronod.celery] "
+                "table with broker = URL or app = 'package.module:app'",
+            )
+        return Config(
+            path=file,
+            daemon=daemon,
+            jobs=MappingProxyType(jobs),
+            channels=self.channels,
+            extra_files=tuple(self.files),
+        )
+
+    def notify(self, table: dict[str, Any], daemon: DaemonConfig) -> None:
+        """The ``[notify.NAME]`` channels (chronod.alerts), kept for the jobs that name them."""
+        self.declared = frozenset(table)
+        self.channels = MappingProxyType(
+            read_channels(table, self.error, smtp=daemon.smtp, sender=daemon.mail_from)
+        )
+
+    def alerts(self, job: _Table) -> JobAlerts | None:
+        """The job's notification settings; None after reporting a bad one."""
+        if not any(key in job.body or key in job.defaults for key in ALERT_KEYS):
+            return JobAlerts()
+        return read_job_alerts(
+            lambda key: None if job.pick(key) is _MISSING else job.pick(key),
+            job.where,
+            self.channels,
+            self.error,
+            declared=self.declared.__contains__,
+        )
 
     def defaults(self, defaults: dict[str, Any]) -> None:
         """Each ``[defaults]`` value checked once, whether or not a job inherits it.
@@ -181,10 +240,26 @@ class Reader:
                 self.parsed(where, value, parsers.SIMPLE_JOB_KEYS[key], key)
             elif key in parsers.SOLAR_PARSERS:
                 self.get(where, value, parsers.SOLAR_PARSERS[key])
+            elif key == "exclude":
+                self.get(where, value, dates.exclude_list)
+            elif key == "exclude_file":
+                self.exclude_file(where, value)
+            elif key == "jitter":
+                self.get(where, value, parsers.JITTER)
+        if any(key in defaults for key in ALERT_KEYS):
+            read_job_alerts(
+                defaults.get,
+                lambda key: f"defaults.{key}",
+                self.channels,
+                self.error,
+                declared=self.declared.__contains__,
+            )
 
     def daemon(self, table: dict[str, Any]) -> DaemonConfig:
         self.unknown_keys(table, "chronod.", DAEMON_KEYS)
         values: dict[str, Any] = {}
+        smtp, sender = check_smtp(table, self.error)
+        values.update(smtp=smtp, mail_from=sender)
         if "store" in table:
             # Checked here so that 'chronod check' refuses what 'run' would; the message quotes
             # the URL redacted (never "got <value>": it may hold a password).
@@ -197,7 +272,28 @@ class Reader:
                 parsed = self.get(f"chronod.{key}", table[key], parse)
                 if parsed is not None:
                     values[key] = parsed
+        if "celery" in table:
+            values["celery"] = self.celery(self.table(table["celery"], "chronod.celery"))
         return DaemonConfig(**values)
+
+    def celery(self, table: dict[str, Any]) -> CeleryConfig | None:
+        """``[chronod.celery]``: exactly one of ``broker`` and ``app``."""
+        self.unknown_keys(table, "chronod.celery.", CELERY_KEYS)
+        given = [key for key in CELERY_KEYS if key in table]
+        if len(given) != 1:
+            found = " and ".join(given) if given else "neither"
+            self.error("chronod.celery", f"needs exactly one of 'broker' or 'app' (found {found})")
+            return None
+        if "broker" in table:
+            # Never "got <value>": a broker URL may hold a password.
+            value = table["broker"]
+            if not isinstance(value, str) or parsers.BROKER_URL.match(value) is None:
+                self.error("chronod.celery.broker", "expected a broker URL like 'redis://HOST/0'")
+                return None
+            return CeleryConfig(broker=value)
+        target = parsers.matching(parsers.CALL_TARGET, "'package.module:app'")
+        app = self.get("chronod.celery.app", table["app"], target)
+        return None if app is None else CeleryConfig(app=app)
 
     def job(self, job: _Table) -> JobConfig | None:
         self.unknown_keys(job.body, f"{job.path}.", JOB_KEYS)
@@ -215,6 +311,9 @@ class Reader:
                 parsed = self.parsed(job.where(key), value, parse, key)
                 if parsed is not None:
                     values[key] = parsed
+        alerts = self.alerts(job)
+        if alerts is not None:
+            values["alerts"] = alerts
         if len(self.issues) > before or schedule is None or zone is None:
             return None
         return JobConfig(
@@ -250,17 +349,64 @@ class Reader:
         # A bad zone hides no other mistake: the values are read in UTC, only to be checked.
         checking = zone or get_zone("UTC")
         start, end = self.window(job, zone, checking)
+        excluded = self.excluded(job)
+        jitter = self.optional(job, "jitter", parsers.JITTER, None)
         kind = self.kind(job)
         if kind is None:
             return None
         built = self.build(kind, job, checking)
-        if built is None or zone is None:
+        if built is None or zone is None or excluded is None:
             return None
-        if start is None and end is None:
-            return built
-        return self.shared.schedule(
-            ("window", built, start, end), lambda: WindowedSchedule(built, start, end)
-        )
+        key, sources = excluded
+        if sources:
+            inner = built
+            # Keyed by the values as written: a holiday file in [defaults] is one key for all
+            # jobs, and the dates are merged once (list labels win over the file's).
+            built = self.shared.schedule(
+                ("exclude", inner, key),
+                lambda: ExcludedSchedule(inner, _merged(sources)),
+            )
+        if start is not None or end is not None:
+            unbounded = built
+            built = self.shared.schedule(
+                ("window", unbounded, start, end), lambda: WindowedSchedule(unbounded, start, end)
+            )
+        # Outermost, and never shared: the delays depend on the job's name.
+        return built if jitter is None else JitteredSchedule(built, job.name, jitter)
+
+    def excluded(self, job: _Table) -> tuple[tuple[Any, ...], list[Mapping[date, str]]] | None:
+        """The job's excluded dates from ``exclude`` and ``exclude_file`` (each labelled with where
+        it was given), ``exclude`` first, with the values as written (a key for sharing); None
+        after reporting a bad one."""
+        key: list[Any] = []
+        sources: list[Mapping[date, str]] = []
+        ok = True
+        for name in ("exclude", "exclude_file"):
+            value = job.pick(name)
+            if value is _MISSING:
+                key.append(None)
+                continue
+            if name == "exclude":
+                listed = self.get(job.where(name), value, dates.exclude_list)
+                key.append(tuple(value) if listed is not None else None)  # dates and strings
+            else:
+                listed = self.exclude_file(job.where(name), value)
+                key.append(value)
+            if listed is None:
+                ok = False
+            elif listed:
+                sources.append(listed)
+        if sum(len(each) for each in sources) > dates.MAX_DATES:
+            self.error(job.path, f"excludes more than {dates.MAX_DATES} dates in all")
+            return None
+        return (tuple(key), sources) if ok else None
+
+    def exclude_file(self, where: str, value: Any) -> Mapping[date, str] | None:
+        # Read once per load: a holiday file in [defaults] serves every job.
+        directory = Path(self.file).parent
+        if isinstance(value, str) and value.strip():
+            self.files[directory / value] = None  # watched even while missing or bad
+        return self.parsed(where, value, lambda v: dates.exclude_file(v, directory), "exclude_file")
 
     def window(
         self, job: _Table, zone: Zone | None, checking: Zone
@@ -279,7 +425,8 @@ class Reader:
         if len(kinds) != 1:
             found = " and ".join(kinds) if kinds else "none"
             self.error(
-                job.path, f"needs exactly one schedule: 'every', 'cron' or 'solar' (found {found})"
+                job.path,
+                f"needs exactly one schedule: 'every', 'cron', 'solar' or 'at' (found {found})",
             )
             for kind in kinds:
                 self.schedule_value(job.path, kind, job.body[kind])
@@ -305,6 +452,8 @@ class Reader:
                 job.body["cron"],
                 lambda v: CronSchedule.cached(parsers.string(v), zone, crons),
             )
+        if kind == "at":
+            return self.get(job.key("at"), job.body["at"], lambda v: dates.at_schedule(v, zone))
         return self.solar(job, zone)
 
     def schedule_value(self, prefix: str, kind: str, value: Any) -> None:
@@ -313,6 +462,8 @@ class Reader:
             self.parsed(f"{prefix}.every", value, parsers.EVERY, "every")
         elif kind == "cron":
             self.get(f"{prefix}.cron", value, lambda v: self.shared.crons.tables(parsers.string(v)))
+        elif kind == "at":
+            self.get(f"{prefix}.at", value, lambda v: dates.at_schedule(v, get_zone("UTC")))
         else:
             self.get(f"{prefix}.solar", value, parsers.choice(SOLAR_EVENTS))
 
@@ -388,10 +539,14 @@ class Reader:
 
     def execution(self, job: _Table, values: dict[str, Any]) -> None:
         body = job.body
-        targets = [key for key in ("command", "call") if key in body]
+        targets = [key for key in TARGETS if key in body]
         if len(targets) != 1:
-            found = " and ".join(targets) if targets else "neither"
-            self.error(job.path, f"needs exactly one of 'command' or 'call' (found {found})")
+            found = " and ".join(targets) if targets else "none"
+            self.error(
+                job.path, f"needs exactly one of 'command', 'call' or 'celery' (found {found})"
+            )
+        if "celery" in body:
+            self.celery_target(job, values)
         if "command" in body:
             command = self.get(job.key("command"), body["command"], parsers.command)
             if command is not None:
@@ -402,8 +557,8 @@ class Reader:
             if call is not None:
                 values["call"] = call
         for key in ("args", "kwargs"):
-            if key in body and "call" not in body:
-                self.error(job.key(key), "only applies to 'call' jobs")
+            if key in body and "call" not in body and "celery" not in body:
+                self.error(job.key(key), "only applies to 'call' and 'celery' jobs")
         if "args" in body:
             args = self.get(job.key("args"), body["args"], parsers.json_list)
             if args is not None:
@@ -412,3 +567,27 @@ class Reader:
             kwargs = self.get(job.key("kwargs"), body["kwargs"], parsers.json_table)
             if kwargs is not None:
                 values["kwargs"] = kwargs
+
+    def celery_target(self, job: _Table, values: dict[str, Any]) -> None:
+        """A ``celery`` job: the task name; its own ``queue`` is also the Celery queue."""
+        name = self.get(
+            job.key("celery"),
+            job.body["celery"],
+            parsers.matching(parsers.CELERY_TASK, "a Celery task name like 'proj.tasks.digest'"),
+        )
+        if name is not None:
+            values["celery"] = name
+        if "queue" in job.body:
+            values["celery_queue"] = job.body["queue"]  # checked with the other simple keys
+        for key in ("env", "cwd"):
+            if key in job.body:
+                # The task runs in the Celery worker's environment, not in a process of chronod's.
+                self.error(job.key(key), "only applies to 'command' and 'call' jobs")
+
+
+def _merged(sources: list[Mapping[date, str]]) -> dict[date, str]:
+    """One mapping of dates; where a date is in several, the first source's label wins."""
+    merged: dict[date, str] = {}
+    for each in reversed(sources):
+        merged.update(each)
+    return merged

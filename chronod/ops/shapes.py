@@ -4,7 +4,8 @@ Keys are stable; instants are ISO 8601 UTC ``...Z`` strings, absent values null.
 shape is :mod:`chronod.web.timeline`'s.
 
 ``status``
-    ``{"now", "store", "warnings", "leader", "schedulers", "workers", "queues", "jobs"}`` where
+    ``{"now", "store", "warnings", "leader", "schedulers", "workers", "queues", "jobs",
+    "notifications"}`` where
     ``warnings`` is a list of lines, each a reason to distrust this store: no daemon can be using
     it (it does not exist, or no scheduler ever loaded a job of the config on it: the daemon uses
     another store), or its storage makes writes fail (disk full, read-only);
@@ -15,11 +16,13 @@ shape is :mod:`chronod.web.timeline`'s.
     (``stopped``: it stopped cleanly; ``seen_at`` is then the instant it said so); ``queues`` maps
     a queue name to the number of runs queued on it; ``jobs`` is a list (config order, then retired
     jobs by name) of ``{"job", "kind", "schedule", "timezone", "queue", "retired", "loaded",
-    "paused", "last_outcome", "last_outcome_at", "last_success_at", "next_fire",
+    "paused", "finished", "last_outcome", "last_outcome_at", "last_success_at", "next_fire",
     "next_fire_local", "next_fire_note", "watermark", "active", "missed"}``. ``kind``,
     ``schedule``, ``timezone``, ``queue`` and the next fire are null for retired jobs (in the store
     but no longer in the config); ``loaded`` is false while the leader has not yet loaded the
     job's current definition; ``next_fire_local`` is in the job's zone, with its offset.
+    ``notifications`` is ``{"outbox": {"depth", "dropped"} or null, "channels": [{"channel",
+    "last_ok_at", "last_error", "last_error_at"}]}`` (docs/notifications.md).
 ``history``
     ``{"job", "live", "runs"}``: ``live`` are the job's queued/waiting/running runs (oldest first),
     ``runs`` its finished attempts by slot, newest slot first, the attempts of one run together
@@ -64,6 +67,23 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
         "workers": [_worker_json(w) for w in status.workers],
         "queues": dict(status.queues),
         "jobs": [job_json(j) for j in status.jobs],
+        "notifications": notifications_json(status),
+    }
+
+
+def notifications_json(status: ClusterStatus) -> dict[str, Any]:
+    outbox = status.outbox
+    return {
+        "outbox": None if outbox is None else {"depth": outbox.depth, "dropped": outbox.dropped},
+        "channels": [
+            {
+                "channel": c.channel,
+                "last_ok_at": _utc(c.last_ok_at),
+                "last_error": c.last_error,
+                "last_error_at": _utc(c.last_error_at),
+            }
+            for c in status.channels
+        ],
     }
 
 
@@ -78,6 +98,7 @@ def job_json(job: JobStatus) -> dict[str, Any]:
         "retired": job.retired,
         "loaded": job.loaded,
         "paused": job.paused,
+        "finished": job.finished,
         "last_outcome": _enum(state.last_outcome) if state else None,
         "last_outcome_at": _utc(state.last_outcome_at) if state else None,
         "last_success_at": _utc(state.last_success_at) if state else None,

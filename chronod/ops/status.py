@@ -15,8 +15,10 @@ from typing import Literal
 from chronod.config import Config, JobConfig
 from chronod.preview import Upcoming, upcoming
 from chronod.store.base import (
+    ChannelDelivery,
     JobState,
     LeaderInfo,
+    OutboxStats,
     Outcome,
     Presence,
     RunRecord,
@@ -84,6 +86,16 @@ class JobStatus:
     def paused(self) -> bool:
         return self.state is not None and self.state.paused
 
+    @property
+    def finished(self) -> bool:
+        """Whether the loaded schedule has ended and its last slot was decided, with no run of
+        it still live (an ``at`` job after its last instant, a window after its ``end``)."""
+        if not self.loaded or self.state is None or self.state.active:
+            return False
+        assert self.config is not None
+        watermark = self.state.watermark
+        return watermark is not None and self.config.schedule.next_fire(watermark) is None
+
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterStatus:
@@ -94,6 +106,10 @@ class ClusterStatus:
     queues: Mapping[str, int]
     jobs: tuple[JobStatus, ...]
     schedulers: tuple[SchedulerStatus, ...] = ()
+    # Notifications (chronod.alerts): every configured channel (and any other the courier
+    # reported, such as 'ping') with its last delivery; the outbox. Nothing secret.
+    channels: tuple[ChannelDelivery, ...] = ()
+    outbox: OutboxStats | None = None
     # Why this store may not be the one to trust: unused by any daemon (see the module docs), or
     # its storage makes writes fail (Store.storage_problems).
     warnings: tuple[str, ...] = ()
@@ -126,11 +142,22 @@ def cluster_status(store: Store, config: Config, now: datetime) -> ClusterStatus
         workers=workers,
         queues=_queue_depths(store.queue_depths(), config, workers),
         jobs=_job_statuses(config, states, now),
+        channels=channel_deliveries(config, store.deliveries()),
+        outbox=store.outbox_stats(),
         warnings=(
             *filter(None, [_unused_store_warning(config, states)]),
             *store.storage_problems(),
         ),
     )
+
+
+def channel_deliveries(
+    config: Config, noted: Sequence[ChannelDelivery]
+) -> tuple[ChannelDelivery, ...]:
+    """The configured channels in config order (never used: empty), then the others noted."""
+    found = {delivery.channel: delivery for delivery in noted}
+    named = [found.pop(name, ChannelDelivery(channel=name)) for name in config.channels]
+    return (*named, *sorted(found.values(), key=lambda d: d.channel))
 
 
 def missing_store_status(store: Store, config: Config, now: datetime) -> ClusterStatus:

@@ -43,6 +43,9 @@ class Schedule(ABC):
     """
 
     zone: Zone
+    # Whether fires lie after their nominal instants (jitter): a run's CHRONOD_SLOT is then
+    # computed from the fire by :meth:`nominal`, which needs the whole definition.
+    delays_fires: bool = False
 
     def next_fire(self, after: datetime) -> Fire | None:
         """First fire strictly after ``after`` (aware), or None when the schedule has ended.
@@ -71,6 +74,10 @@ class Schedule(ABC):
     @abstractmethod
     def describe(self) -> str:
         """The schedule in words, e.g. ``at 17:30 every Friday``."""
+
+    def nominal(self, fire_at: datetime) -> datetime:
+        """The nominal instant of the fire at ``fire_at`` (itself, unless fires are delayed)."""
+        return fire_at
 
     def next_after(self, after: datetime) -> datetime | None:
         fire = self.next_fire(after)

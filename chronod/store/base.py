@@ -60,6 +60,24 @@ of the wrong type, or out of range). No method ever fails because of one, and no
   empty, an unreadable slot as the Unix epoch) and ``error`` naming the problem, so history and
   status keep answering.
 
+Outbox
+------
+A job's *event kinds* (:meth:`Store.set_event_kinds`) say which of its runs' ends are news. When a
+run ends with a terminal outcome (:meth:`Store.finish` accepted, :meth:`Store.reap` lost, a run
+quarantined or ended ``uncertain`` by a claim or reap) and its job's kinds name that outcome, an
+event is appended to the outbox *in the same atomic step*, so it survives the process that recorded
+the outcome; a ``succeeded`` run whose job's previous last outcome was unsuccessful
+(:data:`UNSUCCESSFUL`) makes a ``recovered`` event instead when the kinds name ``recovered``. At
+most one event per run end: the id ``<run id>#<attempt>:<kind>`` is stable, so a receiver can drop
+repeats. A slot :meth:`Store.advance` records (``missed``, or ``uncertain``) makes an event the same
+way, in its atomic step (its ``run`` is the history entry, attempt 0); slots that
+:meth:`Store.dispatch` records (``skipped``, ``uncertain``) make none. An attempt's start
+(:meth:`Store.claim`) makes a ``started`` event, in the claim's atomic step, when the kinds name
+``started`` (its ``run`` is then the running run). The outbox holds at most
+:attr:`Store.outbox_limit` events: appending beyond it drops the oldest and counts them
+(:meth:`Store.outbox_stats`). A delivering process reads :meth:`Store.events_due` and settles each
+(:meth:`Store.settle_event`); nothing about delivery ever changes a run or an outcome.
+
 Atomicity and retries
 ---------------------
 Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE``
@@ -99,17 +117,25 @@ from typing import Any
 
 from chronod.errors import NotLeader, StoreError, StoreUnavailable
 from chronod.store.records import (
+    EVENT_OUTPUT,
+    EXTERNAL_TTL,
+    MAX_OUTBOX,
     OUTPUT_TAIL,
+    UNSUCCESSFUL,
     AttemptResult,
+    ChannelDelivery,
     Claim,
     DispatchResult,
     DispatchStatus,
+    ExternalRun,
     FinishStatus,
     JobState,
     JobSync,
     LeaderInfo,
     Lease,
     MissedSlots,
+    OutboxEvent,
+    OutboxStats,
     Outcome,
     Overlap,
     Presence,
@@ -122,11 +148,17 @@ from chronod.store.records import (
 )
 
 __all__ = [
+    "EVENT_OUTPUT",
+    "EXTERNAL_TTL",
+    "MAX_OUTBOX",
     "OUTPUT_TAIL",
+    "UNSUCCESSFUL",
     "AttemptResult",
+    "ChannelDelivery",
     "Claim",
     "DispatchResult",
     "DispatchStatus",
+    "ExternalRun",
     "Fenced",
     "FinishStatus",
     "JobState",
@@ -135,6 +167,8 @@ __all__ = [
     "Lease",
     "MissedSlots",
     "NotAcknowledged",
+    "OutboxEvent",
+    "OutboxStats",
     "Outcome",
     "Overlap",
     "Presence",
@@ -178,6 +212,9 @@ def overlap_reason(run_id: str, state: str) -> str:
 
 class Store(ABC):
     """Durable state and coordination for chronod. One instance per process (open it after fork)."""
+
+    # The most events the outbox holds ("Outbox" above); an instance attribute may lower it.
+    outbox_limit: int = MAX_OUTBOX
 
     # -- clock -------------------------------------------------------------------------------------
 
@@ -295,12 +332,13 @@ class Store(ABC):
         """Record slots the leader will not run (late beyond ``grace`` under ``catchup``).
 
         Atomically: each slot in ``missed`` that is after the watermark gets a history entry with
-        outcome ``missed``; the job's missed counter grows by ``missed_count`` (which may exceed
-        ``len(missed)`` when the leader summarised a long outage), unless ``missed`` named slots
-        and none of them was after the watermark (a repeat counts nothing twice); watermark =
-        max(watermark, newest of ``missed``); ``next_due`` replaced. Fenced and
-        fingerprint-checked like dispatch (a fingerprint mismatch, or a job without state,
-        changes nothing and returns the stored state, ``active`` counting its runs).
+        outcome ``missed`` (and an outbox event when the job's event kinds name ``missed``); the
+        job's missed counter grows by ``missed_count`` (which may exceed ``len(missed)`` when the
+        leader summarised a long outage), unless ``missed`` named slots and none of them was after
+        the watermark (a repeat counts nothing twice); watermark = max(watermark, newest of
+        ``missed``); ``next_due`` replaced. Fenced and fingerprint-checked like dispatch (a
+        fingerprint mismatch, or a job without state, changes nothing and returns the stored state,
+        ``active`` counting its runs).
         """
         item = MissedSlots(
             job=job,
@@ -373,6 +411,33 @@ class Store(ABC):
         becomes ``queued`` → ``ACCEPTED``.
         """
 
+    # -- runs executed elsewhere (docs/celery.md) -----------------------------------------------
+
+    @abstractmethod
+    def begin_external(self, run: ExternalRun) -> bool:
+        """Claim the one execution of ``(run.run_id, run.try_no)`` by a system outside chronod.
+
+        No record for the pair → one is written (``run``'s fields, ``executor``, ``started_at`` =
+        store time), kept at least :data:`EXTERNAL_TTL` → True: execute. A record of the same
+        ``executor`` → True again, nothing written (a client retry). A record of another executor
+        (a redelivered or republished message, whether or not the first execution ended) → False:
+        do not execute. Neither the run nor the job need exist in the store; nothing is fenced.
+        """
+
+    @abstractmethod
+    def end_external(self, run: ExternalRun, result: AttemptResult) -> bool:
+        """Record how the execution begun by :meth:`begin_external` ended.
+
+        Only the record's own ``executor``, and only once: a history entry for ``run.job`` with
+        ``run``'s identity (``manual`` false, ``digest`` empty, ``max_attempts`` = ``attempt``,
+        ``worker`` = ``executor``, ``created_at`` and ``started_at`` = the begin's store time),
+        ``finished_at`` = store time and ``result``'s outcome, exit code, output tail and error;
+        the job's last outcome fields as in :meth:`finish` (an unknown job gets a state with an
+        empty fingerprint, as :meth:`set_paused` creates) → True. A repeat by the same executor
+        → True, nothing written. No record, or another executor's → False, nothing written.
+        ``result.retry_at`` is ignored: the other system retries by itself (a new ``try_no``).
+        """
+
     @abstractmethod
     def hand_back(self, run_id: str, token: str) -> bool:
         """Return a claimed run to its queue without spending an attempt (graceful shutdown).
@@ -415,6 +480,47 @@ class Store(ABC):
     @abstractmethod
     def presences(self) -> list[Presence]:
         """Members announced within the last minute, newest first."""
+
+    # -- outbox ("Outbox" above) -------------------------------------------------------------------
+
+    @abstractmethod
+    def set_event_kinds(self, lease: Lease, kinds: Mapping[str, frozenset[str]]) -> None:
+        """Replace every job's event kinds: outcome values, ``recovered`` and ``started``, per
+        job (a job not named has none, and its runs make no event). Events already in the outbox
+        stay.
+        Raises :class:`Fenced` (writing nothing) if ``lease`` is not current; a repeat changes
+        nothing.
+        """
+
+    @abstractmethod
+    def events_due(self, limit: int) -> list[OutboxEvent]:
+        """At most ``limit`` outbox events whose next delivery is due (at or before now): the
+        earliest due first, then in the order they were appended (an event is due when it is
+        appended). Reading changes nothing."""
+
+    @abstractmethod
+    def settle_event(
+        self, event_id: str, attempts: int, done: Sequence[str], retry_at: datetime | None
+    ) -> bool:
+        """After a delivery attempt: with ``retry_at`` None the event leaves the outbox
+        (delivered everywhere, or given up); otherwise its ``attempts`` and ``done`` are replaced
+        and it is due again at ``retry_at``. False if the event is not in the outbox (settled
+        before, or dropped). The values are absolute, so a repeat changes nothing more."""
+
+    @abstractmethod
+    def outbox_stats(self) -> OutboxStats:
+        """How many events wait, and how many were dropped because the outbox was full."""
+
+    @abstractmethod
+    def note_delivery(self, channel: str, error: str | None) -> None:
+        """Record a delivery attempt over ``channel`` at store time: with ``error`` None it
+        succeeded (``last_ok_at`` = now), else ``last_error`` = ``error`` (at most 500
+        characters kept) and ``last_error_at`` = now; the other fields are kept. Not fenced; a
+        repeat only moves the instant."""
+
+    @abstractmethod
+    def deliveries(self) -> list[ChannelDelivery]:
+        """The last delivery of every channel :meth:`note_delivery` heard of, by name."""
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -34,6 +34,14 @@ key (after prefix)     type    holds
 ``workers:seen``       zset    worker ids by last registration
 ``presence``           hash    member (``host:pid``) → JSON (role, stopped): announcements
 ``presence:seen``      zset    members by last announcement
+``event_kinds``        hash    job name → JSON array of its event kinds (Store.set_event_kinds)
+``outbox``             zset    outbox event ids by append seq (trimmed to the outbox limit)
+``outbox:due``         zset    ``<seq:016d> <event id>`` by next delivery instant
+``outbox:events``      hash    event id → JSON (kind, history entry, created, attempts, done)
+``outbox:info``        hash    ``seq`` (append counter), ``dropped`` (events a full outbox dropped)
+``deliveries``         hash    channel → JSON (ok_at, error, error_at): the last delivery of each
+``external:<id>#<n>``  hash    an execution of run ``<id>`` (try ``n``) by another system:
+                               ``executor``, ``started_at``, ``ended``; expires after a week
 =====================  ======  ===================================================================
 
 Instants are integer microseconds since the Unix epoch, written as decimal strings.
@@ -71,6 +79,13 @@ PATTERNS: tuple[str, ...] = (
     r"workers:seen",
     r"presence",
     r"presence:seen",
+    r"event_kinds",
+    r"outbox",
+    r"outbox:due",
+    r"outbox:events",
+    r"outbox:info",
+    r"deliveries",
+    r"external:.+#\d+",
 )
 
 
@@ -140,6 +155,30 @@ class KeySpace:
     def presence_seen(self) -> str:
         return self.prefix + "presence:seen"
 
+    @property
+    def event_kinds(self) -> str:
+        return self.prefix + "event_kinds"
+
+    @property
+    def outbox(self) -> str:
+        return self.prefix + "outbox"
+
+    @property
+    def outbox_due(self) -> str:
+        return self.prefix + "outbox:due"
+
+    @property
+    def outbox_events(self) -> str:
+        return self.prefix + "outbox:events"
+
+    @property
+    def outbox_info(self) -> str:
+        return self.prefix + "outbox:info"
+
+    @property
+    def deliveries(self) -> str:
+        return self.prefix + "deliveries"
+
     def job(self, name: str) -> str:
         return f"{self.prefix}job:{name}"
 
@@ -157,6 +196,9 @@ class KeySpace:
 
     def run(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}"
+
+    def external(self, run_id: str, try_no: int) -> str:
+        return f"{self.prefix}external:{run_id}#{try_no}"
 
     def history(self, job: str) -> str:
         return f"{self.prefix}history:{job}"

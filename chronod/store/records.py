@@ -15,6 +15,10 @@ Role = Literal["scheduler", "worker"]
 
 # The most of a run's output a store keeps: the tail, in bytes of UTF-8.
 OUTPUT_TAIL = 64 * 1024
+# The most events the outbox holds (beyond it the oldest are dropped, and counted), and the most
+# of a run's output an event carries: 10,000 events of at most ~5 KB each.
+MAX_OUTBOX = 10_000
+EVENT_OUTPUT = 4 * 1024
 
 
 class Outcome(str, Enum):
@@ -31,6 +35,11 @@ class Outcome(str, Enum):
     # The store lost the window this slot or run falls in (a rollback): it may or may not have run,
     # and it is never run again.
     UNCERTAIN = "uncertain"
+    # A celery job's message was handed to the broker; what the Celery worker did is recorded by
+    # the hook (chronod.celery.hook), or unknown without it (docs/celery.md).
+    SENT = "sent"
+    # A celery job's task failed and Celery will try it again (Task.retry; docs/celery.md).
+    RETRIED = "retried"
 
 
 class RunState(str, Enum):
@@ -189,6 +198,30 @@ class AttemptResult:
     retry_at: datetime | None = None  # for FAILED/TIMED_OUT with attempts left: when to try again
 
 
+# How long a run's external execution record is kept (Store.begin_external): longer than any
+# broker keeps a message (Celery's Redis visibility timeout is an hour; expires is the grace).
+EXTERNAL_TTL = timedelta(days=7)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExternalRun:
+    """One execution of a run by a system outside chronod (a Celery worker; docs/celery.md).
+
+    The run's identity as its message carried it, plus ``try_no`` (the other system's own retry
+    count: Celery's ``request.retries``, 0 for the message chronod published) and ``executor``,
+    which names this one execution (unique per delivery, e.g. ``host:pid:random``).
+    """
+
+    run_id: str
+    job: str
+    slot: datetime
+    attempt: int
+    epoch: int
+    queue: str
+    try_no: int
+    executor: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerInfo:
     worker: str  # "host:pid"
@@ -215,3 +248,41 @@ class Quarantined:
     run_id: str
     job: str
     problem: str  # what was wrong, one line
+
+
+# Outcomes after which a success is ``recovered`` (Store.set_event_kinds).
+UNSUCCESSFUL = frozenset(
+    ("failed", "timed-out", "lost", "config-mismatch", "quarantined", "uncertain")
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxEvent:
+    """A notification waiting in the outbox: see :meth:`Store.events_due`."""
+
+    event_id: str  # "<run id>#<attempt>:<kind>": stable, the receivers' idempotency key
+    kind: str  # an Outcome value, "recovered", or "started" (run: the running run)
+    run: RunRecord  # the history entry that caused it (output: at most EVENT_OUTPUT bytes)
+    created_at: datetime
+    attempts: int = 0  # delivery attempts so far
+    done: tuple[str, ...] = ()  # targets it was delivered to already
+
+    @property
+    def job(self) -> str:
+        return self.run.job
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxStats:
+    depth: int  # events waiting
+    dropped: int  # events dropped because the outbox was full (a counter, since creation)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelDelivery:
+    """The last delivery over a notification channel (Store.note_delivery); never a secret."""
+
+    channel: str
+    last_ok_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None

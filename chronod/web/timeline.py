@@ -27,6 +27,8 @@ from chronod.instants import format_utc
 from chronod.ops import run_json
 from chronod.preview import Upcoming
 from chronod.schedules import Schedule, WindowedSchedule
+from chronod.schedules.exclude import ExcludedSchedule
+from chronod.schedules.jitter import JitteredSchedule
 from chronod.schedules.solar import SolarSchedule
 from chronod.store.base import RunRecord, Store
 from chronod.tz import Zone, get_zone
@@ -182,7 +184,7 @@ def offset_spans(zone: Zone, start: datetime, end: datetime) -> tuple[OffsetSpan
 
 
 def _solar(schedule: Schedule) -> SolarSchedule | None:
-    while isinstance(schedule, WindowedSchedule):
+    while isinstance(schedule, WindowedSchedule | ExcludedSchedule | JitteredSchedule):
         schedule = schedule.inner
     return schedule if isinstance(schedule, SolarSchedule) else None
 

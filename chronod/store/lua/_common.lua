@@ -23,6 +23,16 @@ local RB = '0'
 -- Store time (µs) of the latest rollback detection, -1 for none: a slot at or before it and after
 -- its job's watermark falls in the window the store lost, and is recorded 'uncertain'.
 local ROLLBACK_AT = -1
+-- The most events the outbox holds (Store.outbox_limit): the generation prologue sets it from the
+-- caller's trailing argument; beyond it append_event drops the oldest and counts them.
+local OUTBOX_LIMIT = 10000
+-- The most of a run's output an event carries (records.EVENT_OUTPUT), in bytes.
+local EVENT_OUTPUT = 4096
+-- Outcomes after which a success is 'recovered' (records.UNSUCCESSFUL).
+local UNSUCCESSFUL = {
+  ['failed'] = true, ['timed-out'] = true, ['lost'] = true, ['config-mismatch'] = true,
+  ['quarantined'] = true, ['uncertain'] = true,
+}
 
 -- The fields of a run copied into its history entries.
 local RUN_FIELDS = {
@@ -215,16 +225,93 @@ local function release_waiting(job, now)
   end
 end
 
--- A run ends with a terminal `outcome`: history entry, the job's outcome fields, out of the live
--- set, and the job's oldest waiting run released.
-local function end_run(run, outcome, now, keep, extra)
-  push_history(run.job, history_entry(run, outcome, now, extra), keep)
-  ensure_job(run.job)
-  local job_key = P .. 'job:' .. run.job
-  redis.call('HSET', job_key, 'last_outcome', outcome, 'last_outcome_at', fmt(now))
-  if outcome == 'succeeded' then
+-- At most the last EVENT_OUTPUT bytes of `text`, not starting inside a UTF-8 character.
+local function event_tail(text)
+  if #text <= EVENT_OUTPUT then
+    return text
+  end
+  local start = #text - EVENT_OUTPUT + 1
+  while start <= #text do
+    local byte = string.byte(text, start)
+    if byte < 128 or byte >= 192 then
+      break
+    end
+    start = start + 1
+  end
+  return string.sub(text, start)
+end
+
+-- The event (the outbox: "Outbox" in chronod/store/base.py) that the history `entry` of a run end
+-- makes, appended when the job's event kinds want one; `previous` is the job's last outcome
+-- before this one. `started` (an attempt's start: `entry` is then the running run, state
+-- 'running') names the kind outright. The oldest events beyond OUTBOX_LIMIT are dropped and
+-- counted.
+local function append_event(job, entry, previous, now, started)
+  local wanted = redis.call('HGET', P .. 'event_kinds', job)
+  if not wanted then
+    return
+  end
+  local kinds = {}
+  for _, kind in ipairs(cjson.decode(wanted)) do
+    kinds[kind] = true
+  end
+  local kind = nil
+  if started then
+    kind = kinds['started'] and 'started' or nil
+  elseif entry.state == 'succeeded' and UNSUCCESSFUL[previous or ''] and kinds['recovered'] then
+    kind = 'recovered'
+  elseif kinds[entry.state] then
+    kind = entry.state
+  end
+  if not kind then
+    return
+  end
+  local id = tostring(entry.run_id) .. '#' .. tostring(entry.attempt or '0') .. ':' .. kind
+  if redis.call('ZSCORE', P .. 'outbox', id) then
+    return
+  end
+  local carried = {}
+  for field, value in pairs(entry) do
+    carried[field] = value
+  end
+  carried.output = event_tail(entry.output or '')
+  local seq = redis.call('HINCRBY', P .. 'outbox:info', 'seq', 1)
+  redis.call('HSET', P .. 'outbox:events', id, cjson.encode(
+    {kind = kind, entry = carried, created = fmt(now), attempts = 0, done = '[]'}))
+  redis.call('ZADD', P .. 'outbox', seq, id)
+  redis.call('ZADD', P .. 'outbox:due', now, string.format('%016d %s', seq, id))
+  local excess = redis.call('ZCARD', P .. 'outbox') - math.max(OUTBOX_LIMIT, 0)
+  if excess > 0 then
+    local oldest = redis.call('ZRANGE', P .. 'outbox', 0, excess - 1, 'WITHSCORES')
+    for i = 1, #oldest, 2 do
+      redis.call('HDEL', P .. 'outbox:events', oldest[i])
+      redis.call('ZREM', P .. 'outbox', oldest[i])
+      redis.call('ZREM', P .. 'outbox:due',
+                 string.format('%016d %s', tonumber(oldest[i + 1]), oldest[i]))
+    end
+    redis.call('HINCRBY', P .. 'outbox:info', 'dropped', excess)
+  end
+end
+
+-- A job's outcome fields after an attempt ended with history `entry` (a run's end, or the end of
+-- an execution by another system: end_external.lua), and the event it causes (append_event
+-- compares with the job's previous outcome, so this reads it before overwriting it).
+local function record_outcome(job, entry, now)
+  ensure_job(job)
+  local job_key = P .. 'job:' .. job
+  append_event(job, entry, redis.call('HGET', job_key, 'last_outcome'), now)
+  redis.call('HSET', job_key, 'last_outcome', entry.state, 'last_outcome_at', fmt(now))
+  if entry.state == 'succeeded' then
     redis.call('HSET', job_key, 'last_success_at', fmt(now))
   end
+end
+
+-- A run ends with a terminal `outcome`: history entry, the job's outcome fields, out of the live
+-- set, the job's oldest waiting run released, and its event appended (append_event).
+local function end_run(run, outcome, now, keep, extra)
+  local entry = history_entry(run, outcome, now, extra)
+  push_history(run.job, entry, keep)
+  record_outcome(run.job, entry, now)
   redis.call('DEL', P .. 'run:' .. run.run_id)
   redis.call('ZREM', P .. 'live', run.run_id)
   redis.call('ZREM', P .. 'live:' .. run.job, run.run_id)

@@ -24,7 +24,8 @@
 -- Trailing KEYS (removed here): the gen hash, then the canary key. The canary is never written;
 -- declaring it makes Redis Cluster refuse every script with TRYAGAIN while the namespace's slot
 -- is being migrated (a declared key is missing), so no script runs against half-moved data.
--- Trailing ARGV (removed here): the caller's durable generation, its store time (µs), the
+-- Trailing ARGV (removed here): the outbox limit (OUTBOX_LIMIT in _common.lua), the caller's
+-- durable generation, its store time (µs), the
 -- rollback count the caller last saw ('' for none), strict ('1': a leader write that must be
 -- refused when a rollback happened since the caller last looked), write ('1': bump the counter).
 -- The script's reply comes back as {{n, rb, rb_at, rb_restored, rb_lost, at}, reply}, at = store
@@ -38,6 +39,7 @@ local G_STRICT = table.remove(ARGV) == '1'
 local G_RB = table.remove(ARGV)
 local G_SEEN_AT = tonumber(table.remove(ARGV)) or 0
 local G_SEEN = tonumber(table.remove(ARGV)) or 0
+OUTBOX_LIMIT = tonumber(table.remove(ARGV)) or OUTBOX_LIMIT
 -- Far above any generation a process can have seen of the lost history (2^32 writes).
 local G_JUMP = 4294967296
 -- After a rollback the epoch counter moves past every epoch the lost window can have handed out:

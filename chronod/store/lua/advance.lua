@@ -5,7 +5,8 @@
 -- ARGV[1]  key prefix; ARGV[2] lease token; ARGV[3] lease epoch; ARGV[4] job; ARGV[5] fingerprint;
 -- ARGV[6]  missed_count; ARGV[7] next_due (µs, '' for none); ARGV[8] history;
 -- ARGV[9+2i], ARGV[10+2i]  slot (µs) and slot id of each missed slot, oldest first
--- Also     history:<job>, live:<job>
+-- Also     history:<job>, live:<job>; event_kinds and outbox* (an event per recorded slot whose
+--          outcome the job's event kinds name, as end_run appends one)
 -- Returns  fenced_reply (nothing written) or {'ok', job_reply}; a fingerprint mismatch changes
 --          nothing and returns the stored state.
 -- After a rollback, a slot at or before the rollback instant (or the job's uncertain_until) is
@@ -35,12 +36,15 @@ for i = 9, #ARGV, 2 do
       epoch = ARGV[3], attempt = '0', max_attempts = '0', created_at = fmt(now),
       not_before = ARGV[i],
     }
+    local recorded_entry
     if slot <= lost_until then
-      push_history(job, history_entry(entry, 'uncertain', now, {error = UNCERTAIN_WHY}), keep)
+      recorded_entry = history_entry(entry, 'uncertain', now, {error = UNCERTAIN_WHY})
       uncertain = uncertain + 1
     else
-      push_history(job, history_entry(entry, 'missed', now), keep)
+      recorded_entry = history_entry(entry, 'missed', now)
     end
+    push_history(job, recorded_entry, keep)
+    append_event(job, recorded_entry, nil, now)
     watermark = slot
     recorded = recorded + 1
   end

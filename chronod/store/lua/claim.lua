@@ -13,7 +13,7 @@
 -- ARGV[4]  attempt ttl (µs); ARGV[5] n = number of queues; ARGV[6 .. 5+n] queue names;
 -- ARGV[6+n .. 5+2n]  the ticket ids read from each queue's stream (space-separated, may be '');
 -- ARGV[6+2n]  history (entries kept per job)
--- Also     run:<id>, token:<token>, leases
+-- Also     run:<id>, token:<token>, leases; event_kinds and outbox* (a 'started' event)
 -- Returns  {'claim', HGETALL of the running run, ended} | {'none', ended}: ended = ids of the
 --          suspect runs this call ended 'uncertain' instead of claiming (created before the
 --          store's latest rollback, see _generation.lua).
@@ -96,6 +96,10 @@ while true do
     redis.call('HDEL', key, 'ticketed')
     redis.call('ZADD', P .. 'leases', expires, run_id)
     redis.call('HSET', token_key, 'run', run_id)
+    run.attempt, run.worker, run.started_at = fmt(tonumber(run.attempt) + 1), worker, fmt(now)
+    local entry = history_entry(run, 'running', now)
+    entry.finished_at = nil
+    append_event(run.job, entry, nil, now, true)
     local spent = 0
     if run.ticketed == '1' then
       if #held[best_i] > 0 then

@@ -52,7 +52,7 @@ from psycopg.rows import dict_row
 from chronod.errors import StoreDiskError, StoreError, StoreMissing, StoreUnavailable
 from chronod.store.postgres.schema import SCHEMA_VERSION, existing_version, found_version, migrate
 from chronod.store.postgres.url import PostgresTarget
-from chronod.store.records import Quarantined
+from chronod.store.records import MAX_OUTBOX, Quarantined
 
 T = TypeVar("T")
 
@@ -73,6 +73,7 @@ class Tx:
     conn: Conn
     now: int  # store time, microseconds, read by the transaction's first statement
     keep: int  # history entries kept per job
+    outbox_limit: int = MAX_OUTBOX  # events the outbox holds (Store.outbox_limit)
     quarantined: list[Quarantined] = field(default_factory=list)
     # False: a claim's READ COMMITTED transaction (see PostgresStore.claim).
     serializable: bool = True
@@ -95,6 +96,8 @@ class _DeadAtStart(Exception):
 class PostgresConnection:
     """Connections and transactions of a :class:`~chronod.store.postgres.PostgresStore` (its
     base class): see the module docstring."""
+
+    outbox_limit: int = MAX_OUTBOX  # Store.outbox_limit, which the transactions carry
 
     def __init__(self, target: PostgresTarget, *, history: int, create: bool) -> None:
         self._target = target
@@ -232,7 +235,7 @@ class PostgresConnection:
             with conn.transaction() if atomic else nullcontext():
                 now = self._store_time(conn)
                 started = True
-                tx = Tx(conn, now, self._history, serializable=serializable)
+                tx = Tx(conn, now, self._history, self.outbox_limit, serializable=serializable)
                 result = body(tx)
                 if notify:
                     conn.execute("SELECT pg_notify(%s, '')", (self._channel,))

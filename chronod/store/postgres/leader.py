@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from chronod.store.postgres.rows import INSERT_HISTORY, JOB, JOB_COLUMNS, TRIM_HISTORY
 from chronod.store.sqlite.leader import Leader, LeaderSQL
+from chronod.store.sqlite.outbox import POSTGRES_OUTBOX
 
 _NAMES_IN = "(SELECT jsonb_array_elements_text(%s::jsonb))"
 
@@ -83,5 +84,6 @@ POSTGRES_LEADER = Leader(
         insert_dispatched_run=_INSERT_DISPATCHED_RUN,
         insert_history=INSERT_HISTORY,
         trim_history=TRIM_HISTORY,
-    )
+    ),
+    POSTGRES_OUTBOX,
 )

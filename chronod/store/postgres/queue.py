@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from chronod.store._common import MalformedRecord
 from chronod.store.postgres.connection import Tx
 from chronod.store.postgres.rows import INSERT_HISTORY, RUN_COLUMNS, TRIM_HISTORY
+from chronod.store.sqlite.outbox import POSTGRES_OUTBOX
 from chronod.store.sqlite.queue import Queue, QueueSQL, QueueTx
 from chronod.store.sqlite.rows import READ, Row
 
@@ -121,5 +122,6 @@ POSTGRES_QUEUE = PostgresQueue(
         finished_with_token=_FINISHED_WITH_TOKEN,
         insert_history=INSERT_HISTORY,
         trim_history=TRIM_HISTORY,
-    )
+    ),
+    POSTGRES_OUTBOX,
 )

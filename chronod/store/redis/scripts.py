@@ -22,7 +22,7 @@ from redis.exceptions import NoScriptError
 
 from chronod.errors import StoreDiskError, StoreError, StoreUnavailable
 from chronod.instants import format_utc, from_micros
-from chronod.store.base import NotAcknowledged, RolledBack
+from chronod.store.base import MAX_OUTBOX, NotAcknowledged, RolledBack
 from chronod.store.keys import KeySpace
 from chronod.store.redis.codec import as_int
 from chronod.store.redis.connection import Executor, Op
@@ -53,9 +53,19 @@ SCRIPTS = (
     "mark_seen",
     "seen",
     "publish",
+    "set_event_kinds",
+    "events_due",
+    "settle_event",
+    "outbox_stats",
+    "note_delivery",
+    "begin_external",
+    "end_external",
 )
 # Scripts that write nothing of their own (the generation prologue may still record a rollback).
-READ_ONLY = frozenset({"leader", "read_jobs", "read_run", "live_runs", "queue_depths", "seen"})
+READ_ONLY = frozenset(
+    {"leader", "read_jobs", "read_run", "live_runs", "queue_depths", "seen", "events_due"}
+    | {"outbox_stats"}
+)
 
 # How long a write waits for its replica acknowledgements (WAIT) before it is treated as not
 # durable: well below the lease (the leader stops dispatching) and the attempt lease.
@@ -150,6 +160,9 @@ class _Generation:
 class ScriptRunner:
     """Sends the scripts of a :class:`~chronod.store.redis.RedisStore` (its base class) through an
     :class:`~chronod.store.redis.connection.Executor`."""
+
+    # Store.outbox_limit, sent with every script (_generation.lua sets OUTBOX_LIMIT from it).
+    outbox_limit: int = MAX_OUTBOX
 
     def __init__(
         self, executor: Executor, keys: KeySpace, *, description: str, replica_acks: int
@@ -280,7 +293,7 @@ class ScriptRunner:
                 _evalsha(
                     self._shas[name],
                     [*keys, *trailer_keys],
-                    [self._keys.prefix, *args, *gen, write],
+                    [self._keys.prefix, *args, self.outbox_limit, *gen, write],
                 )
             )
         if waiting:

@@ -1,6 +1,5 @@
-""":class:`RedisStore`: the store contract on Redis, each method one script call (or a pipeline
-of them): arguments in, replies out. How scripts are sent is :class:`ScriptRunner`'s; what the
-replies mean, :mod:`~chronod.store.redis.codec`'s.
+""":class:`RedisStore`: the store contract on Redis, each method one script call (or a pipeline of
+them). Scripts are sent by :class:`ScriptRunner` (runs of other systems: :mod:`.external`).
 """
 
 from __future__ import annotations
@@ -59,10 +58,11 @@ from chronod.store.redis.codec import (
     pairs,
 )
 from chronod.store.redis.connection import DirectExecutor, Executor, executor_for
-from chronod.store.redis.scripts import Call, ScriptRunner
+from chronod.store.redis.external import ExternalRuns
+from chronod.store.redis.outbox import OutboxScripts
+from chronod.store.redis.scripts import Call
 
 log = logging.getLogger("chronod.store")
-
 BLOCK_SLICE = 1.0  # seconds: a waiting claim looks again (reap, due retries, close()) this often
 ABANDONED_TICKET_MS = 5_000  # a ticket read but not handed to claim.lua this long is recovered
 CONSUMER_IDLE_MS = 3_600_000  # stream consumers (worker processes) forgotten after an idle hour
@@ -71,7 +71,7 @@ DISPATCH_CHUNK = 200  # slots per dispatch.lua call: bounds how long one call bl
 PUBLISH_BATCH = 1000  # held runs queued per publish.lua call
 
 
-class RedisStore(ScriptRunner, Store):
+class RedisStore(OutboxScripts, ExternalRuns, Store):
     """:class:`~chronod.store.base.Store` on Redis (standalone, Sentinel or Cluster): see the
     package docs."""
 

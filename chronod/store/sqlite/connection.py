@@ -45,7 +45,7 @@ from chronod.errors import (
     StoreUnavailable,
 )
 from chronod.instants import to_micros
-from chronod.store.records import Quarantined
+from chronod.store.records import MAX_OUTBOX, Quarantined
 from chronod.store.sqlite.schema import SCHEMA_VERSION, check_identity, existing_schema, migrate
 
 MIN_SQLITE_VERSION = (3, 24, 0)  # UPSERT (ON CONFLICT DO UPDATE); no RETURNING (3.35) is used
@@ -214,6 +214,7 @@ class Tx:
     conn: sqlite3.Connection
     now: int  # store time, microseconds, read after the write lock was taken
     keep: int  # history entries kept per job
+    outbox_limit: int = MAX_OUTBOX  # events the outbox holds (Store.outbox_limit)
     # Runs this transaction quarantined: reported (SQLiteStore.drain_quarantined) once committed.
     quarantined: list[Quarantined] = field(default_factory=list)
 
@@ -221,6 +222,8 @@ class Tx:
 class SQLiteConnection:
     """The connection and transactions of a :class:`~chronod.store.sqlite.SQLiteStore` (its base
     class): one connection per instance, opened by the first call (see the module docstring)."""
+
+    outbox_limit: int = MAX_OUTBOX  # Store.outbox_limit, which the transactions carry
 
     def __init__(
         self,
@@ -390,7 +393,7 @@ class SQLiteConnection:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                tx = Tx(conn, to_micros(self._clock.now()), self._history)
+                tx = Tx(conn, to_micros(self._clock.now()), self._history, self.outbox_limit)
                 yield tx
                 conn.execute("COMMIT")
                 self._commits += 1  # data_version does not change for our own commits

@@ -34,6 +34,7 @@ from chronod.store.base import (
     overlap_reason,
     superseded_reason,
 )
+from chronod.store.sqlite.outbox import SQLITE_OUTBOX, Outbox
 from chronod.store.sqlite.queue import QueueTx
 from chronod.store.sqlite.rows import (
     INSERT_HISTORY,
@@ -172,9 +173,11 @@ def many(tx: QueueTx, query: str, rows: Sequence[Any]) -> None:
 
 @dataclass(frozen=True)
 class Leader:
-    """The leader's rules over the statements ``sql``."""
+    """The leader's rules over the statements ``sql``; missed slots append their events to
+    ``outbox`` in the same transaction."""
 
     sql: LeaderSQL
+    outbox: Outbox
 
     # -- the lease ---------------------------------------------------------------------------------
 
@@ -349,6 +352,8 @@ class Leader:
         plan = _AdvancePlan(epoch=lease.epoch, now=tx.now, rows=rows)
         states = [plan.decide(item) for item in items]
         many(tx, self.sql.insert_history, plan.entries)
+        for entry in plan.entries:  # a missed slot is news too, for a job that asks (the outbox)
+            self.outbox.append(tx, entry, None)
         many(
             tx,
             self.sql.set_advanced,
@@ -558,7 +563,7 @@ class _AdvancePlan:
 
 
 # The SQLite store's leader side, and its methods as this module's functions.
-SQLITE_LEADER = Leader(SQLITE_SQL)
+SQLITE_LEADER = Leader(SQLITE_SQL, SQLITE_OUTBOX)
 acquire = SQLITE_LEADER.acquire
 renew = SQLITE_LEADER.renew
 release = SQLITE_LEADER.release

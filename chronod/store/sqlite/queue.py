@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from chronod.instants import from_micros, to_micros
 from chronod.store._common import (
@@ -35,6 +35,7 @@ from chronod.store.base import (
     RunRecord,
     RunState,
 )
+from chronod.store.sqlite.outbox import SQLITE_OUTBOX, Outbox, SQLTx
 from chronod.store.sqlite.rows import (
     INSERT_HISTORY,
     READ,
@@ -42,6 +43,7 @@ from chronod.store.sqlite.rows import (
     TRIM_HISTORY,
     Row,
     history_entry,
+    result_entry,
 )
 
 _INSERT_RUN = """INSERT INTO runs (run_id, job, slot, manual, state, queue, digest, epoch, attempt,
@@ -108,21 +110,7 @@ _FINISHED_WITH_TOKEN = """SELECT status, outcome, exit_code, output, error FROM 
     WHERE run_id = ? AND token = ? AND status IS NOT NULL ORDER BY seq DESC LIMIT 1"""
 
 
-class QueueTx(Protocol):
-    """What the queue's methods need of a transaction (both SQL stores' ``Tx`` have it)."""
-
-    @property
-    def conn(self) -> Any:  # sqlite3.Connection or psycopg.Connection: execute → cursor
-        ...
-
-    @property
-    def now(self) -> int: ...
-
-    @property
-    def keep(self) -> int: ...
-
-    @property
-    def quarantined(self) -> list[Quarantined]: ...
+QueueTx = SQLTx  # what the queue's methods need of a transaction
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,9 +166,11 @@ SQLITE_SQL = QueueSQL(
 
 @dataclass(frozen=True)
 class Queue:
-    """The queue's rules over the statements ``sql``."""
+    """The queue's rules over the statements ``sql``; run ends and claims append their events to
+    ``outbox`` in the same transaction."""
 
     sql: QueueSQL
+    outbox: Outbox
 
     def enqueue_manual(
         self, tx: QueueTx, job: str, queue: str, digest: str, overlap: Overlap, max_attempts: int
@@ -241,6 +231,7 @@ class Queue:
             "started_at": tx.now,
             "lease_expires_at": expires_at,
         }
+        self.outbox.append(tx, started, None, started=True)  # a ping's /start, with the claim
         return _claim_of(started)
 
     def _oldest_ready(self, tx: QueueTx, queues: Sequence[str]) -> dict[str, Any] | None:
@@ -282,16 +273,7 @@ class Queue:
         attempts_left = run["attempt"] < run["max_attempts"]
         retry_at = result.retry_at if retryable and attempts_left else None
         status = FinishStatus.ACCEPTED if retry_at is None else FinishStatus.RETRY
-        entry = history_entry(
-            run,
-            result.outcome,
-            tx.now,
-            exit_code=result.exit_code,
-            output=output_tail(result.output),
-            error=result.error,
-            token=token,
-            status=status.value,
-        )
+        entry = result_entry(run, result, tx.now, token=token, status=status.value)
         if retry_at is None:
             self._end_run(tx, run, entry)
         else:
@@ -336,22 +318,28 @@ class Queue:
 
     def _end_run(self, tx: QueueTx, run: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
         """Terminal outcome: history, job outcome fields, leave the live set, release a waiter."""
+        self.end_history(tx, run["job"], entry)
+        tx.conn.execute(self.sql.delete_run, (run["seq"],))
+        tx.conn.execute(self.sql.promote_waiting, (run["job"],))
+
+    def end_history(self, tx: QueueTx, job: str, entry: Mapping[str, Any]) -> None:
+        """A run's end in the job's history and outcome fields (trimmed to ``history`` entries)."""
         outcome = Outcome(entry["outcome"])
+        previous = self.outbox.previous_outcome(tx, job)
         tx.conn.execute(self.sql.insert_history, entry)
+        self.outbox.append(tx, entry, previous)  # with the outcome, in its transaction (the outbox)
         # An upsert: a manual run of a job the leader never loaded still leaves its outcome, in a
         # state with an empty fingerprint (as set_paused creates), which a later load treats as new.
         tx.conn.execute(
             self.sql.set_outcome,
             {
-                "job": run["job"],
+                "job": job,
                 "outcome": outcome.value,
                 "at": tx.now,
                 "success_at": tx.now if outcome is Outcome.SUCCEEDED else None,
             },
         )
-        tx.conn.execute(self.sql.delete_run, (run["seq"],))
-        tx.conn.execute(self.sql.promote_waiting, (run["job"],))
-        tx.conn.execute(self.sql.trim_history, {"job": run["job"], "keep": tx.keep})
+        tx.conn.execute(self.sql.trim_history, {"job": job, "keep": tx.keep})
 
     # -- malformed --------------------------------------------------------------------------------
 
@@ -401,7 +389,7 @@ def _claim_of(run: Mapping[str, Any]) -> Claim:
 
 
 # The SQLite store's queue, and its methods as this module's functions.
-SQLITE_QUEUE = Queue(SQLITE_SQL)
+SQLITE_QUEUE = Queue(SQLITE_SQL, SQLITE_OUTBOX)
 enqueue_manual = SQLITE_QUEUE.enqueue_manual
 repeated_claim = SQLITE_QUEUE.repeated_claim
 claim_oldest = SQLITE_QUEUE.claim_oldest
@@ -412,3 +400,4 @@ hand_back = SQLITE_QUEUE.hand_back
 reap = SQLITE_QUEUE.reap
 well_formed = SQLITE_QUEUE.well_formed
 sweep = SQLITE_QUEUE.sweep
+end_history = SQLITE_QUEUE.end_history

@@ -15,8 +15,8 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from chronod.store._common import MalformedRecord, RecordReader, shown
-from chronod.store.records import JobState, Outcome, RunRecord, WorkerInfo
+from chronod.store._common import MalformedRecord, RecordReader, output_tail, shown
+from chronod.store.records import AttemptResult, JobState, Outcome, RunRecord, WorkerInfo
 
 Row = Mapping[str, Any] | sqlite3.Row
 
@@ -126,3 +126,18 @@ def worker_info(row: Row) -> WorkerInfo | None:
         )
     except (MalformedRecord, ValueError, TypeError):
         return None
+
+
+def result_entry(
+    run: Mapping[str, Any], result: AttemptResult, finished_at: int, **fields: Any
+) -> dict[str, Any]:
+    """:func:`history_entry` for the end of an attempt: ``result``'s outcome and fields."""
+    return history_entry(
+        run,
+        result.outcome,
+        finished_at,
+        exit_code=result.exit_code,
+        output=output_tail(result.output),
+        error=result.error,
+        **fields,
+    )

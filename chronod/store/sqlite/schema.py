@@ -31,6 +31,14 @@ status)``
 ``presence(member PK, role, seen_at, stopped)`` (schema 2)
     Scheduler announcements and clean stops (:meth:`SQLiteStore.announce`); rows older than a
     minute are deleted on every announcement.
+``event_kinds(job PK, kinds)``, ``outbox(seq AUTOINCREMENT, event_id UNIQUE, kind, entry,
+created_at, not_before, attempts, done)`` (schema 4)
+    Notification events written with the run end that caused them (``sqlite/outbox.py``);
+    ``counters.outbox_dropped`` counts the events a full outbox dropped. ``deliveries(channel PK,
+    last_ok_at, last_error, last_error_at)``: the last delivery per channel (schema 4 too).
+``external(run_id, try_no) PK, executor, started_at, ended, expires_at`` (schema 5)
+    Executions of runs by another system (:meth:`SQLiteStore.begin_external`, docs/celery.md);
+    expired rows are deleted by every begin.
 
 Opened with ``create=False`` (commands that must not create state), the database file must exist
 and is used at the schema version it has: nothing is created or migrated, and the tables of later
@@ -44,8 +52,10 @@ from pathlib import Path
 
 from chronod.errors import StoreCorrupt, StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 PRESENCE_SCHEMA = 2  # the version that added the presence table
+OUTBOX_SCHEMA = 4  # the version that added event_kinds and outbox (sqlite/outbox.py)
+EXTERNAL_SCHEMA = 5  # the version that added the external table
 
 CHRONOD_TABLES = frozenset({"counters", "lease", "jobs", "guards", "runs", "history", "workers"})
 _TABLE_NAMES = r"""SELECT name FROM sqlite_master
@@ -159,6 +169,42 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX IF EXISTS runs_ready",
         """CREATE INDEX IF NOT EXISTS runs_ready
             ON runs (queue, not_before) WHERE state = 'queued'""",
+    ),
+    (
+        """CREATE TABLE IF NOT EXISTS event_kinds (
+            job TEXT PRIMARY KEY,
+            kinds TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            entry TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            not_before INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            done TEXT NOT NULL DEFAULT '[]'
+        )""",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (not_before, seq)",
+        "INSERT OR IGNORE INTO counters (name, value) VALUES ('outbox_dropped', 0)",
+        """CREATE TABLE IF NOT EXISTS deliveries (
+            channel TEXT PRIMARY KEY,
+            last_ok_at INTEGER,
+            last_error TEXT,
+            last_error_at INTEGER
+        ) WITHOUT ROWID""",
+    ),
+    (
+        """CREATE TABLE IF NOT EXISTS external (
+            run_id TEXT NOT NULL,
+            try_no INTEGER NOT NULL,
+            executor TEXT NOT NULL,
+            started_at INTEGER NOT NULL,
+            ended INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (run_id, try_no)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS external_expiry ON external (expires_at)",
     ),
 )
 

@@ -8,7 +8,7 @@ leader's writes are in :mod:`~chronod.store.sqlite.leader`, the workers' in
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -18,14 +18,18 @@ from chronod.instants import from_micros, to_micros
 from chronod.store._common import SEEN_WINDOW, micros
 from chronod.store.base import (
     AttemptResult,
+    ChannelDelivery,
     Claim,
     DispatchResult,
+    ExternalRun,
     FinishStatus,
     JobState,
     JobSync,
     LeaderInfo,
     Lease,
     MissedSlots,
+    OutboxEvent,
+    OutboxStats,
     Overlap,
     Presence,
     Quarantined,
@@ -38,8 +42,10 @@ from chronod.store.base import (
 from chronod.store.sqlite import leader as lead
 from chronod.store.sqlite import queue as work
 from chronod.store.sqlite.connection import DEFAULT_BUSY_TIMEOUT_MS, SQLiteConnection
+from chronod.store.sqlite.external import SQLITE_EXTERNAL
+from chronod.store.sqlite.outbox import SQLITE_OUTBOX
 from chronod.store.sqlite.rows import JOB, JOB_COLUMNS, READ, RUN_COLUMNS, worker_info
-from chronod.store.sqlite.schema import PRESENCE_SCHEMA
+from chronod.store.sqlite.schema import OUTBOX_SCHEMA, PRESENCE_SCHEMA
 
 POLL_INTERVAL = 0.005  # seconds between cheap PRAGMA data_version checks in a blocking claim
 SWEEP_EVERY = 60.0  # seconds between two looks (per store instance) for malformed live runs
@@ -250,6 +256,14 @@ class SQLiteStore(SQLiteConnection, Store):
         with self._write() as tx:
             return work.finish(tx, run_id, token, result)
 
+    def begin_external(self, run: ExternalRun) -> bool:
+        with self._write() as tx:
+            return SQLITE_EXTERNAL.begin(tx, run)
+
+    def end_external(self, run: ExternalRun, result: AttemptResult) -> bool:
+        with self._write() as tx:
+            return SQLITE_EXTERNAL.end(tx, run, result)
+
     def hand_back(self, run_id: str, token: str) -> bool:
         with self._write() as tx:
             return work.hand_back(tx, run_id, token)
@@ -294,6 +308,41 @@ class SQLiteStore(SQLiteConnection, Store):
                 )
                 for row in conn.execute(_PRESENCE, (since,))
             ]
+
+    # -- outbox ------------------------------------------------------------------------------------
+
+    def set_event_kinds(self, lease: Lease, kinds: Mapping[str, frozenset[str]]) -> None:
+        with self._write() as tx:
+            lead.fence(tx, lease)
+            SQLITE_OUTBOX.set_kinds(tx, kinds)
+
+    def events_due(self, limit: int) -> list[OutboxEvent]:
+        with self._read() as conn:
+            if self._schema < OUTBOX_SCHEMA:  # opened as found, written by an older chronod
+                return []
+            return SQLITE_OUTBOX.due(conn, self._clock.now(), limit)
+
+    def settle_event(
+        self, event_id: str, attempts: int, done: Sequence[str], retry_at: datetime | None
+    ) -> bool:
+        with self._write() as tx:
+            return SQLITE_OUTBOX.settle(tx, event_id, attempts, done, retry_at)
+
+    def outbox_stats(self) -> OutboxStats:
+        with self._read() as conn:
+            if self._schema < OUTBOX_SCHEMA:
+                return OutboxStats(depth=0, dropped=0)
+            return SQLITE_OUTBOX.stats(conn)
+
+    def note_delivery(self, channel: str, error: str | None) -> None:
+        with self._write() as tx:
+            SQLITE_OUTBOX.note_delivery(tx, channel, error)
+
+    def deliveries(self) -> list[ChannelDelivery]:
+        with self._read() as conn:
+            if self._schema < OUTBOX_SCHEMA:
+                return []
+            return SQLITE_OUTBOX.deliveries(conn)
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -283,6 +283,28 @@
       el("tr", {}, el("td", { text: name }), el("td", { class: "num", text: `${depth} queued` })),
     );
     $("queues").tBodies[0].replaceChildren(...queues);
+    renderChannels(status);
+  }
+
+  // Each notification channel's last delivery and error (docs/notifications.md), the outbox.
+  function renderChannels(status) {
+    const notes = status.notifications || { channels: [], outbox: null };
+    $("channels-card").hidden = !notes.channels.length;
+    const now = ms(status.now);
+    const ago = (at) => (at ? `${duration((now - ms(at)) / 1000)} ago` : "never");
+    const rows = notes.channels.map((c) =>
+      el(
+        "tr",
+        { "data-channel": c.channel },
+        el("td", { text: c.channel }),
+        el("td", { class: "num", text: `ok ${ago(c.last_ok_at)}` }),
+        el("td", { class: c.last_error ? "error-text" : "muted", text: c.last_error ? `${ago(c.last_error_at)}: ${c.last_error}` : "no error" }),
+      ),
+    );
+    $("channels").tBodies[0].replaceChildren(...rows);
+    $("outbox").textContent = notes.outbox
+      ? `outbox: ${notes.outbox.depth} waiting, ${notes.outbox.dropped} dropped when full`
+      : "";
   }
 
   function renderJobs(data) {
