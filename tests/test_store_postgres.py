@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import errors as pgerrors
+from psycopg.rows import dict_row
 
 from chronod.errors import (
     StoreConfigError,
@@ -27,13 +29,13 @@ from chronod.errors import (
     StoreUnavailable,
 )
 from chronod.store import StoreSettings, open_store, redact_url
-from chronod.store.base import DispatchStatus, JobSync
-from chronod.store.postgres.schema import SCHEMA_VERSION
+from chronod.store.base import DispatchStatus, ExternalRun, JobSync, OutboxStats
+from chronod.store.postgres.schema import SCHEMA_VERSION, migrate
 from chronod.store.postgres.store import PostgresStore
 from chronod.store.postgres.url import parse_postgres_url
 from tests.postgres_server import PostgresDatabase, new_namespace
 from tests.redis_server import free_port
-from tests.test_store_contract import FP, item
+from tests.test_store_contract import FP, SUCCESS, item, lead, run_to_end
 
 MINUTE = timedelta(minutes=1)
 LONG = timedelta(seconds=60)
@@ -125,6 +127,63 @@ def test_a_read_only_open_never_creates_the_schema(
         assert reader.job_states() == {}
     finally:
         reader.close()
+
+
+def schema_version(database: PostgresDatabase, namespace: str) -> tuple[int, bool]:
+    """The schema's version, and whether it has the outbox table."""
+    with database.connect() as conn:
+        row = conn.execute(f'SELECT version FROM "{namespace}".schema_version').fetchone()
+        found = conn.execute("SELECT to_regclass(%s)", (f'"{namespace}".outbox',)).fetchone()
+    return int(row[0]), found[0] is not None
+
+
+def test_a_version_1_schema_is_upgraded_in_place_and_keeps_its_rows(
+    postgres_db: PostgresDatabase, namespace: str
+) -> None:
+    """Version 2 added the outbox and external runs (#14, #15). A version 1 schema, made by the
+    statements the first release ran, is read as it is by a read-only open and upgraded in place
+    by a writer: its rows stay (the job's last outcome makes the next success a recovery), and
+    the new tables work."""
+    with psycopg.connect(postgres_db.url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(f'CREATE SCHEMA "{namespace}"')
+        conn.execute(f'SET search_path TO "{namespace}"')
+        migrate(conn, namespace, "test", target=1)
+        conn.execute(
+            "INSERT INTO jobs (name, fingerprint, last_outcome) VALUES ('alpha', 'x', 'failed')"
+        )
+    assert schema_version(postgres_db, namespace) == (1, False)
+    reader = PostgresStore.from_url(postgres_db.url, namespace=namespace, create=False)
+    try:
+        assert reader.job_states()["alpha"].last_outcome is not None
+        assert (reader.events_due(10), reader.deliveries()) == ([], [])
+        assert reader.outbox_stats() == OutboxStats(depth=0, dropped=0)
+    finally:
+        reader.close()
+    assert schema_version(postgres_db, namespace) == (1, False)
+    store = PostgresStore.from_url(postgres_db.url, namespace=namespace)
+    try:
+        base = store.now().replace(microsecond=0) - timedelta(hours=2)
+        lease = lead(store, base)
+        assert schema_version(postgres_db, namespace) == (SCHEMA_VERSION, True)
+        store.set_event_kinds(lease, {"alpha": frozenset({"recovered"})})
+        run_id = run_to_end(store, lease, base + MINUTE, SUCCESS)
+        [event] = store.events_due(10)
+        assert (event.kind, event.run.run_id) == ("recovered", run_id)
+        outside = ExternalRun(
+            run_id="beta@celery",
+            job="beta",
+            slot=base,
+            attempt=1,
+            epoch=lease.epoch,
+            queue="default",
+            try_no=0,
+            executor="host:1:abc",
+        )
+        assert store.begin_external(outside)
+        assert store.end_external(outside, SUCCESS)
+        assert [r.run_id for r in store.history("beta", 5)] == ["beta@celery"]
+    finally:
+        store.close()
 
 
 def test_the_schema_is_versioned_and_a_newer_one_refused(

@@ -16,6 +16,10 @@ stores decode rows alike (:mod:`chronod.store.sqlite.rows`); ``seq`` columns are
     whatever any transaction believed it read.
 ``lease(id = 1)``
     The current leader lease: the one row every fenced write reads in its own transaction.
+``event_kinds``, ``outbox``, ``deliveries``, ``external`` (version 2)
+    Notifications' outbox (:mod:`chronod.store.sqlite.outbox`, written with the run end that
+    caused an event) and runs executed by another system (:mod:`chronod.store.sqlite.external`),
+    as in SQLite's schema 4 and 5. A version 1 database gains them in place when opened.
 
 A read-only open (``create=False``) never creates the schema: a missing one is
 :class:`~chronod.errors.StoreMissing`.
@@ -27,7 +31,8 @@ from typing import Any
 
 from chronod.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+OUTBOX_SCHEMA = 2  # the version that added event_kinds, outbox, deliveries and external
 
 # Index i upgrades a schema from version i to i + 1 (version 0: nothing there yet). Every
 # statement is idempotent.
@@ -131,6 +136,40 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             version INTEGER NOT NULL
         )""",
     ),
+    (  # version 2: notifications' outbox (#14) and external runs (#15)
+        """CREATE TABLE IF NOT EXISTS event_kinds (
+            job TEXT PRIMARY KEY,
+            kinds TEXT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS outbox (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            event_id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            entry TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            not_before BIGINT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            done TEXT NOT NULL DEFAULT '[]'
+        )""",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (not_before, seq)",
+        "INSERT INTO counters (name, value) VALUES ('outbox_dropped', 0) ON CONFLICT DO NOTHING",
+        """CREATE TABLE IF NOT EXISTS deliveries (
+            channel TEXT PRIMARY KEY,
+            last_ok_at BIGINT,
+            last_error TEXT,
+            last_error_at BIGINT
+        )""",
+        """CREATE TABLE IF NOT EXISTS external (
+            run_id TEXT NOT NULL,
+            try_no BIGINT NOT NULL,
+            executor TEXT NOT NULL,
+            started_at BIGINT NOT NULL,
+            ended INTEGER NOT NULL,
+            expires_at BIGINT NOT NULL,
+            PRIMARY KEY (run_id, try_no)
+        )""",
+        "CREATE INDEX IF NOT EXISTS external_expiry ON external (expires_at)",
+    ),
 )
 _HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL AS present"
 _SET_VERSION = """INSERT INTO schema_version (one, version) VALUES (1, %s)
@@ -145,13 +184,14 @@ def found_version(conn: Any) -> int:
     return 0 if row is None else int(row["version"])
 
 
-def migrate(conn: Any, schema: str, where: str) -> None:
-    """Create or upgrade the schema to SCHEMA_VERSION in one transaction (``conn`` autocommit).
+def migrate(conn: Any, schema: str, where: str, target: int = SCHEMA_VERSION) -> None:
+    """Create or upgrade the schema to ``target`` in one transaction (``conn`` autocommit); an
+    earlier ``target`` makes the tables an older chronod made (the migration tests use it).
 
     The quoted schema name is created first; an advisory lock keyed on it makes processes that
     start together wait for the first one, then find the work done.
     """
-    if found_version(conn) == SCHEMA_VERSION:
+    if found_version(conn) == target:
         return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"chronod-schema:{schema}",))
@@ -159,10 +199,10 @@ def migrate(conn: Any, schema: str, where: str) -> None:
         version = found_version(conn)
         if version > SCHEMA_VERSION:
             raise too_new(where, version)
-        for statements in _MIGRATIONS[version:]:
+        for statements in _MIGRATIONS[version:target]:
             for statement in statements:
                 conn.execute(statement)
-        conn.execute(_SET_VERSION, (SCHEMA_VERSION,))
+        conn.execute(_SET_VERSION, (max(version, target),))
 
 
 def existing_version(conn: Any, where: str) -> int:

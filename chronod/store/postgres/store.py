@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -18,14 +18,18 @@ from chronod.instants import from_micros
 from chronod.store._common import SEEN_WINDOW, micros
 from chronod.store.base import (
     AttemptResult,
+    ChannelDelivery,
     Claim,
     DispatchResult,
+    ExternalRun,
     FinishStatus,
     JobState,
     JobSync,
     LeaderInfo,
     Lease,
     MissedSlots,
+    OutboxEvent,
+    OutboxStats,
     Overlap,
     Presence,
     Quarantined,
@@ -40,9 +44,13 @@ from chronod.store.postgres.leader import POSTGRES_LEADER as lead
 from chronod.store.postgres.queue import POSTGRES_QUEUE as work
 from chronod.store.postgres.queue import NeedsQuarantine
 from chronod.store.postgres.rows import JOB, JOB_COLUMNS, RUN_COLUMNS
+from chronod.store.postgres.schema import OUTBOX_SCHEMA
 from chronod.store.postgres.url import parse_postgres_url
+from chronod.store.sqlite.external import External
+from chronod.store.sqlite.outbox import POSTGRES_OUTBOX as outbox
 from chronod.store.sqlite.rows import READ, worker_info
 
+EXTERNAL = External("%s", work)  # runs executed by another system (Celery)
 SWEEP_EVERY = 60.0  # seconds between two looks (per store instance) for malformed live runs
 
 _EXPIRED = (
@@ -258,6 +266,53 @@ class PostgresStore(PostgresConnection, Store):
 
     def reap(self) -> list[str]:
         return self._transact(work.reap, notify=True)
+
+    def begin_external(self, run: ExternalRun) -> bool:
+        return self._transact(lambda tx: EXTERNAL.begin(tx, run))
+
+    def end_external(self, run: ExternalRun, result: AttemptResult) -> bool:
+        return self._transact(lambda tx: EXTERNAL.end(tx, run, result))
+
+    # -- outbox ------------------------------------------------------------------------------------
+
+    def set_event_kinds(self, lease: Lease, kinds: Mapping[str, frozenset[str]]) -> None:
+        def body(tx: Tx) -> None:
+            lead.fence(tx, lease)
+            outbox.set_kinds(tx, kinds)
+
+        self._transact(body)
+
+    def events_due(self, limit: int) -> list[OutboxEvent]:
+        def body(tx: Tx) -> list[OutboxEvent]:
+            if self._schema_version < OUTBOX_SCHEMA:  # opened as found, by an older chronod
+                return []
+            return outbox.due(tx.conn, from_micros(tx.now), limit)
+
+        return self._transact(body)
+
+    def settle_event(
+        self, event_id: str, attempts: int, done: Sequence[str], retry_at: datetime | None
+    ) -> bool:
+        return self._transact(lambda tx: outbox.settle(tx, event_id, attempts, done, retry_at))
+
+    def outbox_stats(self) -> OutboxStats:
+        def body(tx: Tx) -> OutboxStats:
+            if self._schema_version < OUTBOX_SCHEMA:
+                return OutboxStats(depth=0, dropped=0)
+            return outbox.stats(tx.conn)
+
+        return self._transact(body)
+
+    def note_delivery(self, channel: str, error: str | None) -> None:
+        self._transact(lambda tx: outbox.note_delivery(tx, channel, error))
+
+    def deliveries(self) -> list[ChannelDelivery]:
+        def body(tx: Tx) -> list[ChannelDelivery]:
+            if self._schema_version < OUTBOX_SCHEMA:
+                return []
+            return outbox.deliveries(tx.conn)
+
+        return self._transact(body)
 
     def register_worker(self, info: WorkerInfo) -> None:
         def body(tx: Tx) -> None:

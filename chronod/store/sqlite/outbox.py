@@ -188,8 +188,11 @@ class Outbox:
         tx.conn.execute(self.sql.append, (event_id, kind, json.dumps(carried), tx.now, tx.now))
         depth = int(tx.conn.execute(self.sql.depth).fetchone()["n"])
         if depth > tx.outbox_limit:
-            tx.conn.execute(self.sql.drop_oldest, (max(tx.outbox_limit, 0),))
-            tx.conn.execute(self.sql.count_dropped, (depth - max(tx.outbox_limit, 0),))
+            # Count what was deleted, not depth - limit: a PostgreSQL claim appends at READ
+            # COMMITTED, where two appends may both see one event too many and delete it once.
+            dropped = tx.conn.execute(self.sql.drop_oldest, (max(tx.outbox_limit, 0),)).rowcount
+            if dropped > 0:
+                tx.conn.execute(self.sql.count_dropped, (dropped,))
 
     def set_kinds(self, tx: SQLTx, kinds: Mapping[str, frozenset[str]]) -> None:
         """Replace every job's event kinds (the caller fenced the transaction)."""
