@@ -6,7 +6,7 @@ slot's instant. The daemon runs as a real process (``--workers 0``, so runs stay
 back from the store); all N jobs share one interval, so every round puts N slots due at the same
 instant. Figures: p50 / p99 / max over all rounds, and per round.
 
-    .venv/bin/python -m bench.bench_dispatch [--store sqlite|redis|both] [--jobs 1000]
+    .venv/bin/python -m bench.bench_dispatch [--store sqlite|redis|postgres|both|all] [--jobs 1000]
         [--every 5s] [--rounds 6] [--source DIR]
 """
 
@@ -19,7 +19,16 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from bench.benchlib import STORES, bench_store, machine, reproduce, scratch, summary_ms, toml_jobs
+from bench.benchlib import (
+    STORE_CHOICES,
+    bench_store,
+    machine,
+    reproduce,
+    scratch,
+    store_kinds,
+    summary_ms,
+    toml_jobs,
+)
 from chronod.durations import parse_duration
 from chronod.tz import UTC
 from tests.procs import REPO, Processes, wait_until
@@ -75,7 +84,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", choices=[*STORES, "both"], default="both")
+    parser.add_argument("--store", choices=STORE_CHOICES, default="both")
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--every", default="5s", help="interval of every job (whole seconds)")
     parser.add_argument("--rounds", type=int, default=6)
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     every = parse_duration(args.every)
-    kinds = STORES if args.store == "both" else (args.store,)
+    kinds = store_kinds(args.store)
     print(
         f"dispatch lateness, {args.jobs} jobs due at the same instant every {args.every}, "
         f"{args.rounds} rounds; {machine()}"

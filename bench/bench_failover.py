@@ -6,7 +6,7 @@ jobs and dispatch. Figures per trial: kill → standby "became leader" (its log)
 time of the first run dispatched under the new epoch. Expected: at most the lease TTL (less the time
 since the dead leader's last renewal) + the standby's poll interval (1 s) + the load.
 
-    .venv/bin/python -m bench.bench_failover [--store sqlite|redis|both] [--lease 10s]
+    .venv/bin/python -m bench.bench_failover [--store sqlite|redis|postgres|both|all] [--lease 10s]
         [--trials 3]
 """
 
@@ -16,7 +16,16 @@ import argparse
 import sys
 from datetime import datetime
 
-from bench.benchlib import STORES, bench_store, machine, percentile, reproduce, scratch, toml_jobs
+from bench.benchlib import (
+    STORE_CHOICES,
+    bench_store,
+    machine,
+    percentile,
+    reproduce,
+    scratch,
+    store_kinds,
+    toml_jobs,
+)
 from tests.procs import Processes, wait_until
 
 STARTUP = 60.0
@@ -61,12 +70,12 @@ def trial(kind: str, lease: str, keep: bool) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", choices=[*STORES, "both"], default="both")
+    parser.add_argument("--store", choices=STORE_CHOICES, default="both")
     parser.add_argument("--lease", default="10s", help="[chronod] lease (default: the default)")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directories (logs)")
     args = parser.parse_args(argv)
-    kinds = STORES if args.store == "both" else (args.store,)
+    kinds = store_kinds(args.store)
     print(f"failover after SIGKILL of the leader, lease {args.lease}; {machine()}")
     for kind in kinds:
         results = [trial(kind, args.lease, args.keep) for _ in range(args.trials)]

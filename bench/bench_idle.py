@@ -6,7 +6,7 @@ switches (how often its threads woke) are sampled over the measuring window. Wha
 lease renewal every third of the TTL and a look at the store's clock every 5 s. For Redis the
 server's own CPU over the window is shown too.
 
-    .venv/bin/python -m bench.bench_idle [--store sqlite|redis|both] [--jobs 1000] [--seconds 30]
+    .venv/bin/python -m bench.bench_idle [--store KIND] [--jobs 1000] [--seconds 30]
 """
 
 from __future__ import annotations
@@ -17,7 +17,16 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from bench.benchlib import STORES, bench_store, cpu_seconds, machine, reproduce, scratch, toml_jobs
+from bench.benchlib import (
+    STORE_CHOICES,
+    bench_store,
+    cpu_seconds,
+    machine,
+    reproduce,
+    scratch,
+    store_kinds,
+    toml_jobs,
+)
 from chronod.tz import UTC
 from tests.procs import Processes
 
@@ -79,12 +88,12 @@ def measure(kind: str, count: int, seconds: float, keep: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", choices=[*STORES, "both"], default="both")
+    parser.add_argument("--store", choices=STORE_CHOICES, default="both")
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs)")
     args = parser.parse_args(argv)
-    kinds = STORES if args.store == "both" else (args.store,)
+    kinds = store_kinds(args.store)
     print(f"idle cost; {machine()}")
     for kind in kinds:
         measure(kind, args.jobs, args.seconds, args.keep)

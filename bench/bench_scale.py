@@ -19,7 +19,7 @@ slot was dispatched exactly once, and the lateness (store time of the dispatch d
 p50 / p99 / max per minute. Runs are read back from the store directly (one SQL query; Redis
 pipelines), since 300,000 live runs are more than a status command is meant to list.
 
-    .venv/bin/python -m bench.bench_scale [--store sqlite|redis|both] [--jobs 100000]
+    .venv/bin/python -m bench.bench_scale [--store sqlite|redis|postgres|both|all] [--jobs 100000]
         [--minutes 3] [--case all|spread|both] [--source DIR]
 
 (``--spread`` is short for ``--case spread``.)
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import cast
 
 from bench.benchlib import (
-    STORES,
+    STORE_CHOICES,
     BenchStore,
     bench_store,
     machine,
@@ -45,6 +45,7 @@ from bench.benchlib import (
     reproduce,
     rss_mib,
     scratch,
+    store_kinds,
     summary_ms,
     toml_jobs,
 )
@@ -198,7 +199,7 @@ def watch(daemon: ChronodProcess, until: datetime) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", choices=[*STORES, "both"], default="both")
+    parser.add_argument("--store", choices=STORE_CHOICES, default="both")
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--minutes", type=int, default=3)
     parser.add_argument("--case", choices=[*CASES, "both"], default="both")
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         help="import the daemon's chronod from DIR (to compare two versions)",
     )
     args = parser.parse_args(argv)
-    kinds = STORES if args.store == "both" else (args.store,)
+    kinds = store_kinds(args.store)
     case = "spread" if args.spread else args.case
     cases = CASES if case == "both" else (case,)
     print(f"scale: {args.jobs} jobs, every one firing every minute; {machine()}")

@@ -15,8 +15,8 @@ pool of 2 that drains the queue. Runs per second = N / (last ``finished_at`` −
 ``created_at``), i.e. dispatch → claim → execute → finish, for a trivial ``command`` (``true``)
 and a trivial ``call`` (``os:getpid``).
 
-    .venv/bin/python -m bench.bench_workers lateness [--store sqlite|redis|both] [--seconds 20]
-    .venv/bin/python -m bench.bench_workers throughput [--store sqlite|redis|both] [--runs 500]
+    .venv/bin/python -m bench.bench_workers lateness [--store KIND] [--seconds 20]
+    .venv/bin/python -m bench.bench_workers throughput [--store KIND] [--runs 500]
 """
 
 from __future__ import annotations
@@ -341,16 +341,16 @@ def throughput(store_kind: str, kind: str, count: int, keep: bool) -> Throughput
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from bench.benchlib import STORES, machine, reproduce, summary_ms
+    from bench.benchlib import STORE_CHOICES, machine, reproduce, store_kinds, summary_ms
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("what", choices=["lateness", "throughput", "all"])
-    parser.add_argument("--store", choices=[*STORES, "both"], default="both")
+    parser.add_argument("--store", choices=STORE_CHOICES, default="both")
     parser.add_argument("--seconds", type=float, default=20.0, help="lateness: measured window")
     parser.add_argument("--runs", type=int, default=500, help="throughput: runs per figure")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directories (logs)")
     args = parser.parse_args(argv)
-    kinds = STORES if args.store == "both" else (args.store,)
+    kinds = store_kinds(args.store)
     print(f"workers: pool of {POOL} processes; {machine()}")
     if args.what in ("lateness", "all"):
         print(

@@ -1,9 +1,10 @@
 """Shared plumbing for the benchmarks that run real ``chronod`` processes.
 
-Stores: a SQLite file in a scratch directory, or a private ``redis-server`` on a free port (never a
-shared server). Daemons are started with :class:`tests.procs.Processes` (the same helpers the
-process tests use), logs go to files in the scratch directory, and every figure is read back from
-the store (``created_at`` of a run is the store-time instant at which its slot was dispatched).
+Stores: a SQLite file in a scratch directory, a private ``redis-server`` on a free port (never a
+shared server), or a database of its own on the PostgreSQL server at 127.0.0.1:5432. Daemons are
+started with :class:`tests.procs.Processes` (the same helpers the process tests use), logs go to
+files in the scratch directory, and every figure is read back from the store (``created_at`` of
+a run is the store-time instant at which its slot was dispatched).
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ from pathlib import Path
 
 from chronod.store import StoreSettings, open_store
 from chronod.store.base import Store
+from tests.postgres_server import PostgresDatabase
 from tests.redis_server import RedisServer
 
-STORES = ("sqlite", "redis")
+STORES = ("sqlite", "redis", "postgres")
+# --store: one store, "both" (SQLite and Redis, the README's figures) or "all" three.
+STORE_CHOICES = [*STORES, "both", "all"]
+
+
+def store_kinds(choice: str) -> tuple[str, ...]:
+    """The stores a ``--store`` choice names."""
+    return {"both": STORES[:2], "all": STORES}.get(choice, (choice,))
 
 
 @dataclass
@@ -54,6 +63,15 @@ def bench_store(kind: str, directory: Path) -> Iterator[BenchStore]:
     """A fresh, empty store of ``kind`` under ``directory`` (Redis: a private server)."""
     if kind == "sqlite":
         yield BenchStore(kind, f"sqlite://{directory / 'state' / 'chronod.db'}", directory)
+        return
+    if kind == "postgres":
+        # A database of its own on the server at 127.0.0.1:5432, dropped afterwards.
+        database = PostgresDatabase()
+        database.create()
+        try:
+            yield BenchStore(kind, database.url, directory)
+        finally:
+            database.drop()
         return
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")

@@ -1,8 +1,9 @@
 """Shared fixtures.
 
-``store`` is one fixture parametrized over both implementations and built lazily: the Redis server
-is only started when a Redis-parametrized test runs, so a missing redis-server never skips the
-SQLite half (and fails instead of skipping when CHRONOD_REQUIRE_REDIS=1).
+``store`` is one fixture parametrized over the three implementations and built lazily: the Redis
+server is only started (the PostgreSQL test database only created) when a test of that store
+runs, so a missing server never skips the SQLite third (and fails instead of skipping when
+CHRONOD_REQUIRE_REDIS=1 or CHRONOD_REQUIRE_POSTGRES=1).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from chronod.store.base import Store
+from tests.postgres_server import PostgresDatabase, new_namespace, require_postgres
 from tests.procs import Processes
 from tests.redis_server import RedisServer
 from tests.targets import Target
@@ -61,6 +63,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_db() -> Iterator[PostgresDatabase]:
+    require_postgres()
+    database = PostgresDatabase()
+    database.create()
+    yield database
+    database.drop()
+
+
 def make_store(
     kind: str, request: pytest.FixtureRequest, directory: Path, history: int = 100
 ) -> Store:
@@ -68,6 +79,11 @@ def make_store(
         from chronod.store.sqlite import SQLiteStore
 
         return SQLiteStore(directory / "state.db", history=history)
+    if kind == "postgres":
+        from chronod.store.postgres.store import PostgresStore
+
+        database: PostgresDatabase = request.getfixturevalue("postgres_db")
+        return PostgresStore.from_url(database.url, namespace=new_namespace(), history=history)
     from chronod.store.redis import RedisStore
 
     server: RedisServer = request.getfixturevalue("redis_server")
@@ -76,7 +92,16 @@ def make_store(
     return RedisStore.from_url(server.url, namespace=f"t{uuid.uuid4().hex[:12]}", history=history)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+# The stores the contract suite runs on (test_store_contract.py); the other modules that take a
+# ``store`` reach into SQLite and Redis internals, and run on those two.
+ALL_STORE_KINDS = [
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=ALL_STORE_KINDS[:2])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -53,8 +53,8 @@ class Target:
         return bool(self.server.client().exists(key))
 
     def write_lock_free(self) -> bool:
-        """SQLite: nobody holds the database's write lock (Redis: always true)."""
-        if self.server is not None:
+        """SQLite: nobody holds the database's write lock (Redis, PostgreSQL: always true)."""
+        if self.kind != "sqlite":
             return True
         conn = sqlite3.connect(self.sqlite_path, timeout=0.2, isolation_level=None)
         try:

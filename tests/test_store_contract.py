@@ -1,9 +1,9 @@
-"""The one contract suite both stores must pass.
+"""The one contract suite every store must pass.
 
 The docstrings of :mod:`chronod.store.base` are the specification; every test here runs against
-SQLite and Redis through the ``store`` fixture and asserts only what that spec (and docs/design.md
-§3-§5) promises. Backend-specific peeking is limited to one clearly marked Redis-only assertion (the
-guard key's TTL).
+SQLite, Redis and PostgreSQL through the ``store`` fixture and asserts only what that spec (and
+docs/design.md §3-§5) promises. Backend-specific peeking is limited to one clearly marked
+assertion (the guard's expiry: a Redis key TTL, a SQLite or PostgreSQL row).
 
 Conventions:
 
@@ -55,7 +55,7 @@ from chronod.store.base import (
     WorkerInfo,
 )
 from chronod.tz import UTC
-from tests.conftest import make_store
+from tests.conftest import ALL_STORE_KINDS, make_store
 from tests.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -177,12 +177,18 @@ def snapshot(store: Store) -> tuple[object, ...]:
     )
 
 
+@pytest.fixture(params=ALL_STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Every store: SQLite, Redis and PostgreSQL (conftest's ``store_kind`` has the first two)."""
+    return str(request.param)
+
+
 class Peers:
     """Extra store instances sharing one backing state (among themselves, not with ``store``).
 
     SQLite: the same database file (built via ``make_store``). Redis: the same namespace on the
     test's server (``make_store`` would FLUSHALL and pick a fresh namespace, so ``from_url`` is
-    used).
+    used). PostgreSQL: the same schema of the session's database.
     :meth:`open` may be called from any thread; the caller closes what it opened. Calling the object
     opens a store that is closed at teardown.
     """
@@ -197,11 +203,17 @@ class Peers:
         if kind == "redis":
             server: RedisServer = request.getfixturevalue("redis_server")
             self.url = server.url
+        elif kind == "postgres":
+            self.url = request.getfixturevalue("postgres_db").url
         self._owned: list[Store] = []
 
     def open(self) -> Store:
         if self.kind == "sqlite":
             return make_store("sqlite", self.request, self.directory)
+        if self.kind == "postgres":
+            from chronod.store.postgres.store import PostgresStore
+
+            return PostgresStore.from_url(self.url, namespace=self.namespace)
         from chronod.store.redis import RedisStore
 
         return RedisStore.from_url(self.url, namespace=self.namespace)
@@ -832,6 +844,17 @@ def test_dispatch_guard_expiry_is_at_least_guard_ttl(
         assert keys, "no Redis key containing 'guard' after a dispatch"
         pttls = {key: int(client.pttl(key)) for key in keys}
         assert max(pttls.values()) >= wanted_ms, pttls
+        return
+    if store_kind == "postgres":
+        database = request.getfixturevalue("postgres_db")
+        namespace = store._target.schema  # type: ignore[attr-defined]
+        with database.connect() as conn:
+            rows = conn.execute(
+                f'SELECT slot, expires_at FROM "{namespace}".guards WHERE job = %s', ("alpha",)
+            ).fetchall()
+        now_us = to_micros(store.now())
+        assert rows, "no guard row after a dispatch"
+        assert max(expires - now_us for _, expires in rows) // 1000 >= wanted_ms, rows
         return
     path = request.getfixturevalue("tmp_path") / "state.db"
     with closing(sqlite3.connect(path)) as db:

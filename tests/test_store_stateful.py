@@ -1,4 +1,5 @@
-"""SQLite and Redis, driven by the same random operations, must give the same answers.
+"""SQLite and Redis (and SQLite and PostgreSQL), driven by the same random operations, must give
+the same answers.
 
 The dispatch and missed-slot rules exist twice (Lua for Redis, Python for SQLite) and the contract
 suite checks each store against hand-picked cases. This test checks them against each other: a
@@ -15,6 +16,11 @@ every round trip sets first, and its client-side clock (``now``, a manual run's 
 manual clock. The clock moves on by a microsecond before every call, as real time does between two
 calls. Redis key expiries (slot guards, answers remembered under a token) still run on the server's
 clock: the test stays within hours of its start, well inside those lifetimes (a day).
+
+PostgreSQL reads ``clock_timestamp()`` as the first statement of each transaction
+(``PostgresConnection._store_time``); the PostgreSQL store here reads the manual clock there
+instead, so it too decides everything at the test's instant. Its SQL is its own, while its
+dispatch and missed-slot plans are SQLite's: the comparison checks the statements.
 
 Lease epochs are the one value that legitimately differs (Redis starts its counter from its clock,
 SQLite from 0): they are compared by order of acquisition.
@@ -67,13 +73,14 @@ from chronod.store.base import (
     WorkerInfo,
 )
 from chronod.store.keys import KeySpace
+from chronod.store.postgres.store import PostgresStore
+from chronod.store.postgres.url import parse_postgres_url
 from chronod.store.redis import RedisStore
 from chronod.store.redis.connection import DirectExecutor, Executor, Op
 from chronod.store.sqlite import SQLiteStore
 from chronod.tz import UTC
+from tests.postgres_server import PostgresDatabase, new_namespace
 from tests.redis_server import RedisServer
-
-pytestmark = pytest.mark.redis
 
 T = TypeVar("T")
 
@@ -243,7 +250,8 @@ def outcome_of(call: Callable[[], T]) -> tuple[str, T | None]:
 
 class StoresAgree(RuleBasedStateMachine):
     """Both stores, one clock; the Redis server and a directory for SQLite are set by the test
-    (a fixture: hypothesis builds a machine for every example)."""
+    (a fixture: hypothesis builds a machine for every example). Subclasses compare SQLite with
+    another store (:meth:`open_other`)."""
 
     server: RedisServer
     directory: Path
@@ -256,21 +264,29 @@ class StoresAgree(RuleBasedStateMachine):
         self.clock = ManualClock(START + 10 * MINUTE + timedelta(milliseconds=250))
         folder = self.directory / uuid.uuid4().hex[:12]
         self.sqlite = SQLiteStore(folder / "state.db", history=HISTORY, clock=self.clock)
-        self.redis = ManualTimeRedisStore(self.server, self.clock)
-        self.stores: tuple[Store, Store] = (self.sqlite, self.redis)
+        self.other = self.open_other()
+        self.stores: tuple[Store, Store] = (self.sqlite, self.other)
         self.epochs: tuple[list[int], list[int]] = ([], [])  # per store, in acquisition order
         self.leases: tuple[Lease, Lease] | None = None
         self.run_ids: set[str] = set()
         self.tokens = 0
         self.last_batch: list[SlotDispatch] = []
 
-    def teardown(self) -> None:
+    def open_other(self) -> Store:
+        return ManualTimeRedisStore(self.server, self.clock)
+
+    def forget_other(self) -> None:
+        """Delete the other store's state (it lives on a server other tests share)."""
+        assert isinstance(self.other, ManualTimeRedisStore)
         client = self.server.client()
-        keys = client.keys(self.redis._keys.prefix + "*")  # (a server other tests share)
+        keys = client.keys(self.other._keys.prefix + "*")
         if keys:
             client.delete(*keys)
+
+    def teardown(self) -> None:
         for store in self.stores:
             store.close()
+        self.forget_other()
 
     # -- calling both ------------------------------------------------------------------------------
 
@@ -601,6 +617,7 @@ class StoresAgree(RuleBasedStateMachine):
 # A failing run shrinks its example for up to five minutes (hypothesis's own limit): long enough
 # a timeout for it to print the example it found.
 @pytest.mark.timeout(600)
+@pytest.mark.redis
 class TestSQLiteAndRedisAnswerAlike(StoresAgree.TestCase):  # type: ignore[misc, valid-type]
     settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 
@@ -608,3 +625,43 @@ class TestSQLiteAndRedisAnswerAlike(StoresAgree.TestCase):  # type: ignore[misc,
     def _stores_live_in(self, redis_server: RedisServer, tmp_path: Path) -> None:
         StoresAgree.server = redis_server
         StoresAgree.directory = tmp_path
+
+
+class ManualTimePostgresStore(PostgresStore):
+    """A PostgreSQL store (in a fresh schema) whose store time is the test's ManualClock."""
+
+    def __init__(self, database: PostgresDatabase, clock: ManualClock) -> None:
+        super().__init__(
+            parse_postgres_url(database.url, new_namespace()), history=HISTORY, create=True
+        )
+        self.clock = clock
+
+    def _store_time(self, conn: Any) -> int:
+        return to_micros(self.clock.now())
+
+
+class PostgresAgrees(StoresAgree):
+    """SQLite and PostgreSQL: the same operations, the same answers."""
+
+    database: PostgresDatabase
+
+    def open_other(self) -> Store:
+        return ManualTimePostgresStore(self.database, self.clock)
+
+    def forget_other(self) -> None:
+        assert isinstance(self.other, ManualTimePostgresStore)
+        with self.database.connect() as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{self.other._target.schema}" CASCADE')
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.postgres
+class TestSQLiteAndPostgresAnswerAlike(PostgresAgrees.TestCase):  # type: ignore[misc, valid-type]
+    # Fewer examples than Redis's: each opens a schema of its own (DDL), and the CI budget is
+    # shared; the rules under test are SQLite's, so what differs is the statements.
+    settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
+
+    @pytest.fixture(autouse=True)
+    def _stores_live_in(self, postgres_db: PostgresDatabase, tmp_path: Path) -> None:
+        PostgresAgrees.database = postgres_db
+        PostgresAgrees.directory = tmp_path

@@ -1,4 +1,4 @@
-"""State stores: one contract (:mod:`chronod.store.base`), SQLite and Redis implementations.
+"""State stores: one contract (:mod:`chronod.store.base`); SQLite, Redis and PostgreSQL stores.
 
 :func:`open_store` turns a store URL (docs/design.md §5) into a :class:`Store`:
 
@@ -6,7 +6,9 @@
   config file; default ``.chronod/state.db`` beside the config file (:func:`default_sqlite_path`);
 * ``redis://…``, ``rediss://…`` (TLS), ``unix://…`` — a Redis server;
 * ``redis+sentinel://[:password@]host:26379,host2:26379/service_name/db`` — via Sentinel;
-* ``redis+cluster://[:password@]host:6379[,host:port…]``, ``rediss+cluster://…`` — Redis Cluster.
+* ``redis+cluster://[:password@]host:6379[,host:port…]``, ``rediss+cluster://…`` — Redis Cluster;
+* ``postgresql://user:password@host:5432/db`` (or ``postgres://``) — a PostgreSQL database, its
+  tables in the schema ``[chronod] namespace`` names (needs the ``chronod[postgres]`` extra).
 
 Store URLs may hold passwords: only :func:`redact_url` output is ever logged or shown, and every
 error about a URL quotes its redacted form and nothing parsed out of it. chronod parses Redis URLs
@@ -16,6 +18,7 @@ parameter is refused here, in one line, rather than as a ``TypeError`` at the fi
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -27,6 +30,7 @@ from urllib.parse import quote, unquote
 from chronod.clock import Clock
 from chronod.errors import StoreConfigError
 from chronod.store.base import Store
+from chronod.store.postgres.url import POSTGRES_SCHEMES, parse_postgres_url, redact_postgres_url
 
 SCHEMES = (
     "sqlite",
@@ -36,6 +40,8 @@ SCHEMES = (
     "redis+sentinel",
     "redis+cluster",
     "rediss+cluster",
+    "postgresql",
+    "postgres",
 )
 RedisKind = Literal["standalone", "unix", "sentinel", "cluster"]
 _KIND_OF: dict[str, RedisKind] = {
@@ -65,6 +71,10 @@ _CERT_REQS = ("none", "optional", "required")
 # Default [chronod] replica_acks per kind of Redis deployment (see docs/redis.md): a failover
 # promotes a replica, so a write counts once one replica has it; a standalone server has none.
 DEFAULT_ACKS: dict[RedisKind, int] = {"standalone": 0, "unix": 0, "sentinel": 1, "cluster": 1}
+_NO_DRIVER = (
+    "store URL {url!r} needs the PostgreSQL driver, which is not installed ({missing}): "
+    "pip install 'chronod[postgres]'"
+)
 ENCODE_HINT = "percent-encode '@', ':', '/', '?', '#' and '&' in a password (e.g. '#' as %23)"
 
 
@@ -176,6 +186,8 @@ def redact_url(url: str) -> str:
     scheme = match.group(1).lower() if match else ""
     if scheme == "sqlite" or not any(c in url for c in "@?#"):
         return url
+    if scheme in POSTGRES_SCHEMES:
+        return redact_postgres_url(url)
     if scheme in _KIND_OF:
         try:
             return _rebuilt(_parse_redis(url, scheme))
@@ -392,6 +404,10 @@ def check_store_url(url: str | None) -> None:
     scheme = scheme_of(url)
     if scheme == "sqlite":
         sqlite_path(url, Path("."))
+    elif scheme in POSTGRES_SCHEMES:
+        target = parse_postgres_url(url)
+        if importlib.util.find_spec("psycopg") is None:
+            raise StoreConfigError(_NO_DRIVER.format(url=target.redacted, missing="psycopg"))
     else:
         parse_redis_url(url)
 
@@ -404,7 +420,8 @@ def open_store(
     ``create=False`` is for commands that must not create state (``status``, ``history``, the
     steering commands): a SQLite database that does not exist raises
     :class:`~chronod.errors.StoreMissing` on first use instead of being created, and one written
-    by an older chronod is read as it is, not migrated. (Reading a Redis store creates nothing.)
+    by an older chronod is read as it is, not migrated; a PostgreSQL schema that does not exist
+    raises StoreMissing and is not created. (Reading a Redis store creates nothing.)
     """
     url = settings.url
     refuse_default_under_service(settings)
@@ -421,6 +438,8 @@ def open_store(
             clock=clock,
             create=create,
         )
+    if scheme_of(url) in POSTGRES_SCHEMES:
+        return _open_postgres(settings, create)
     from chronod.store.redis import RedisStore
 
     return RedisStore.from_url(
@@ -429,3 +448,20 @@ def open_store(
         history=settings.history,
         replica_acks=settings.replica_acks,
     )
+
+
+def _open_postgres(settings: StoreSettings, create: bool) -> Store:
+    """The PostgreSQL store (the driver is imported only here, when a URL asks for it)."""
+    assert settings.url is not None
+    target = parse_postgres_url(settings.url, settings.namespace)
+    if settings.replica_acks:
+        raise StoreConfigError(
+            "[chronod] replica_acks applies to Redis stores only (PostgreSQL waits for the "
+            "standbys its synchronous_standby_names names)"
+        )
+    try:
+        from chronod.store.postgres.store import PostgresStore
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        raise StoreConfigError(_NO_DRIVER.format(url=target.redacted, missing=missing)) from None
+    return PostgresStore(target, history=settings.history, create=create)

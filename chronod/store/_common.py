@@ -1,4 +1,4 @@
-"""What the SQLite and the Redis store share: the forms of stored values that both must write
+"""What the stores share: the forms of stored values that each must write
 alike (run ids, output tails, refusal texts), the memo that formats a batch's instants once, and
 the decoding of stored runs and job states, field by field ("Malformed records" in
 :mod:`chronod.store.base`), over each store's own way of reading one field.

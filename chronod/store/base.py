@@ -1,4 +1,5 @@
-"""The store contract. These docstrings are the specification; SQLite and Redis implement it thinly.
+"""The store contract. These docstrings are the specification; SQLite, Redis and PostgreSQL
+implement it thinly.
 
 The design behind it (lease and fencing, per-slot guard, the stores): docs/design.md §5.
 
@@ -8,7 +9,8 @@ here, so ``from chronod.store.base import ...`` reaches the whole contract.
 Vocabulary
 ----------
 *store time*
-    The store's clock (Redis ``TIME``; the host clock for SQLite). Every "now" below is store time,
+    The store's clock (Redis ``TIME``; PostgreSQL ``clock_timestamp()``; the host clock for
+    SQLite). Every "now" below is store time,
     read inside the same atomic step that uses it. Callers never pass "now".
 *lease*
     Leadership: a random ``token`` plus an ``epoch`` that grows by one at every acquisition (and
@@ -79,11 +81,12 @@ way, in its atomic step (its ``run`` is the history entry, attempt 0); slots tha
 Atomicity and retries
 ---------------------
 Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE``
-transaction), except the batch methods, whose items are each atomic. Every method is safe to
-repeat after a timeout with the same arguments: a repeat returns the same answer or a refusal
-that means "already done" (``DUPLICATE`` for dispatch, ``FinishStatus.ACCEPTED`` for finish, the
-same claim for claim). Connection failures raise :class:`~chronod.errors.StoreUnavailable`
-(transient); nothing else is retried.
+transaction; PostgreSQL: one transaction, SERIALIZABLE but for claims), except the batch methods,
+whose items are each atomic. Every method is safe to repeat after a timeout with the same
+arguments: a repeat returns the same answer or a refusal that means "already done"
+(``DUPLICATE`` for dispatch, ``FinishStatus.ACCEPTED`` for finish, the same claim for claim).
+Connection failures raise :class:`~chronod.errors.StoreUnavailable` (transient); nothing else is
+retried.
 
 Durability and rollback
 -----------------------
@@ -101,7 +104,8 @@ outcome ``uncertain`` (:attr:`DispatchStatus.UNCERTAIN` from dispatch, ``uncerta
 ``uncertain`` when they would have been claimed or reclaimed), and a leader write that would act
 on the leader's now newer-than-stored view raises :class:`RolledBack` so that the leader loads its
 state again. Epochs are never handed out twice, even across such a loss. SQLite's file is its own
-history: it never raises either.
+history: it never raises either; so does PostgreSQL's database (a synchronous standby loses
+nothing; see docs/postgres.md for an asynchronous one).
 """
 
 from __future__ import annotations
@@ -216,7 +220,8 @@ class Store(ABC):
 
     @abstractmethod
     def now(self) -> datetime:
-        """Store time (aware UTC). Redis: ``TIME``. SQLite: the host clock."""
+        """Store time (aware UTC). Redis: ``TIME``. PostgreSQL: ``clock_timestamp()``. SQLite: the
+        host clock."""
 
     # -- leader lease ------------------------------------------------------------------------------
 

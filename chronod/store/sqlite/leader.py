@@ -1,6 +1,8 @@
-"""The leader's side of the SQLite store: the lease, and the writes it fences (loading jobs,
-retiring them, dispatching slots, recording missed ones). Each function runs inside the caller's
-write transaction (:class:`~chronod.store.sqlite.connection.Tx`).
+"""The leader's side of the SQL stores: the lease, and the writes it fences (loading jobs,
+retiring them, dispatching slots, recording missed ones). Each method of :class:`Leader` runs
+inside the caller's write transaction (here :class:`~chronod.store.sqlite.connection.Tx`); the
+rules are written once, over one SQL dialect's statements (:class:`LeaderSQL`): SQLite's below,
+PostgreSQL's in :mod:`chronod.store.postgres.leader`.
 
 The dispatch and missed-slot rules here are the same as ``dispatch.lua`` and ``advance.lua`` of the
 Redis store; ``tests/test_store_stateful.py`` drives both with the same operations.
@@ -32,8 +34,8 @@ from chronod.store.base import (
     overlap_reason,
     superseded_reason,
 )
-from chronod.store.sqlite import outbox
-from chronod.store.sqlite.connection import Tx
+from chronod.store.sqlite.outbox import SQLITE_OUTBOX, Outbox
+from chronod.store.sqlite.queue import QueueTx
 from chronod.store.sqlite.rows import (
     INSERT_HISTORY,
     JOB,
@@ -82,7 +84,7 @@ _NO_JOB: dict[str, Any] = {
     "last_success_at": None,
     "missed": 0,
 }
-_ACTIVE_RUNS = "SELECT COUNT(*) FROM runs WHERE job = ?"
+_ACTIVE_RUNS = "SELECT COUNT(*) AS n FROM runs WHERE job = ?"
 _NEWEST_LIVE_RUN = "SELECT run_id, state FROM runs WHERE job = ? ORDER BY seq DESC LIMIT 1"
 _SET_PROGRESS = "UPDATE jobs SET watermark = ?, last_slot = ?, next_due = ? WHERE name = ?"
 _SET_ADVANCED = "UPDATE jobs SET missed = ?, watermark = ?, next_due = ? WHERE name = ?"
@@ -103,43 +105,265 @@ _INSERT_DISPATCHED_RUN = """INSERT INTO runs (run_id, job, slot, manual, state, 
     VALUES (?, ?, ?, 0, ?, ?, ?, ?, 0, ?, ?, ?)"""
 
 
-# -- the lease -------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class LeaderSQL:
+    """The statements of :class:`Leader` in one SQL dialect: parameters as SQLite's statements
+    take them (lists of names, and the batch's (job, slot) pairs, as JSON text); rows read by
+    column name."""
+
+    lease: str
+    bump_epoch: str
+    epoch: str  # ... value
+    put_lease: str
+    extend_lease: str
+    drop_lease: str
+    job: str  # the job row with its active count (rows.JOB)
+    create_job: str
+    redefine_job: str
+    reset_job: str
+    to_retire: str
+    retire_job: str
+    batch_jobs: str
+    batch_job_states: str
+    active_runs: str  # ... AS n
+    newest_live_run: str
+    set_progress: str
+    set_advanced: str
+    batch_guards: str
+    insert_guard: str
+    prune_guards: str
+    insert_dispatched_run: str
+    insert_history: str
+    trim_history: str
 
 
-def acquire(tx: Tx, node: str, token: str, ttl: timedelta) -> Lease | None:
-    row = lease_row(tx.conn.execute(LEASE).fetchone())
-    if row is not None and row["expires_at"] > tx.now:
-        return _lease(row) if row["token"] == token else None
-    tx.conn.execute(_BUMP_EPOCH)
-    epoch = int(tx.conn.execute(_EPOCH).fetchone()[0])
-    expires_at = tx.now + micros(ttl)
-    tx.conn.execute(_PUT_LEASE, (token, epoch, node, expires_at))
-    return Lease(token=token, epoch=epoch, node=node, expires_at=from_micros(expires_at))
+SQLITE_SQL = LeaderSQL(
+    lease=LEASE,
+    bump_epoch=_BUMP_EPOCH,
+    epoch=_EPOCH,
+    put_lease=_PUT_LEASE,
+    extend_lease=_EXTEND_LEASE,
+    drop_lease=_DROP_LEASE,
+    job=JOB,
+    create_job=_CREATE_JOB,
+    redefine_job=_REDEFINE_JOB,
+    reset_job=_RESET_JOB,
+    to_retire=_TO_RETIRE,
+    retire_job=_RETIRE_JOB,
+    batch_jobs=_BATCH_JOBS,
+    batch_job_states=_BATCH_JOB_STATES,
+    active_runs=_ACTIVE_RUNS,
+    newest_live_run=_NEWEST_LIVE_RUN,
+    set_progress=_SET_PROGRESS,
+    set_advanced=_SET_ADVANCED,
+    batch_guards=_BATCH_GUARDS,
+    insert_guard=_INSERT_GUARD,
+    prune_guards=_PRUNE_GUARDS,
+    insert_dispatched_run=_INSERT_DISPATCHED_RUN,
+    insert_history=INSERT_HISTORY,
+    trim_history=TRIM_HISTORY,
+)
 
 
-def renew(tx: Tx, lease: Lease, ttl: timedelta) -> Lease | None:
-    if not _lease_is_current(tx, lease):
-        return None
-    expires_at = tx.now + micros(ttl)
-    tx.conn.execute(_EXTEND_LEASE, (expires_at,))
-    return Lease(
-        token=lease.token, epoch=lease.epoch, node=lease.node, expires_at=from_micros(expires_at)
-    )
+def many(tx: QueueTx, query: str, rows: Sequence[Any]) -> None:
+    """``executemany`` through a cursor (DB-API: both drivers have it), nothing for no rows."""
+    if rows:
+        tx.conn.cursor().executemany(query, rows)
 
 
-def release(tx: Tx, lease: Lease) -> None:
-    # Deleting our own row, expired or not, is always safe: a successor has a different token.
-    tx.conn.execute(_DROP_LEASE, (lease.token, lease.epoch))
+@dataclass(frozen=True)
+class Leader:
+    """The leader's rules over the statements ``sql``; missed slots append their events to
+    ``outbox`` in the same transaction."""
 
+    sql: LeaderSQL
+    outbox: Outbox
 
-def holder(conn: sqlite3.Connection, now: int) -> LeaderInfo | None:
-    """The unexpired lease at store time ``now``, if any."""
-    row = lease_row(conn.execute(LEASE).fetchone())
-    if row is None or row["expires_at"] <= now:
-        return None
-    return LeaderInfo(
-        node=row["node"], epoch=row["epoch"], expires_at=from_micros(row["expires_at"])
-    )
+    # -- the lease ---------------------------------------------------------------------------------
+
+    def acquire(self, tx: QueueTx, node: str, token: str, ttl: timedelta) -> Lease | None:
+        row = lease_row(tx.conn.execute(self.sql.lease).fetchone())
+        if row is not None and row["expires_at"] > tx.now:
+            return _lease(row) if row["token"] == token else None
+        tx.conn.execute(self.sql.bump_epoch)
+        epoch = int(tx.conn.execute(self.sql.epoch).fetchone()["value"])
+        expires_at = tx.now + micros(ttl)
+        tx.conn.execute(self.sql.put_lease, (token, epoch, node, expires_at))
+        return Lease(token=token, epoch=epoch, node=node, expires_at=from_micros(expires_at))
+
+    def renew(self, tx: QueueTx, lease: Lease, ttl: timedelta) -> Lease | None:
+        if not self._lease_is_current(tx, lease):
+            return None
+        expires_at = tx.now + micros(ttl)
+        tx.conn.execute(self.sql.extend_lease, (expires_at,))
+        return Lease(
+            token=lease.token,
+            epoch=lease.epoch,
+            node=lease.node,
+            expires_at=from_micros(expires_at),
+        )
+
+    def release(self, tx: QueueTx, lease: Lease) -> None:
+        # Deleting our own row, expired or not, is always safe: a successor has a different token.
+        tx.conn.execute(self.sql.drop_lease, (lease.token, lease.epoch))
+
+    def holder(self, conn: Any, now: int) -> LeaderInfo | None:
+        """The unexpired lease at store time ``now``, if any."""
+        row = lease_row(conn.execute(self.sql.lease).fetchone())
+        if row is None or row["expires_at"] <= now:
+            return None
+        return LeaderInfo(
+            node=row["node"], epoch=row["epoch"], expires_at=from_micros(row["expires_at"])
+        )
+
+    def _lease_is_current(self, tx: QueueTx, lease: Lease) -> bool:
+        row = lease_row(tx.conn.execute(self.sql.lease).fetchone())
+        return (
+            row is not None
+            and row["token"] == lease.token
+            and row["epoch"] == lease.epoch
+            and row["expires_at"] > tx.now
+        )
+
+    def fence(self, tx: QueueTx, lease: Lease) -> None:
+        """Refuse a leader write unless ``lease`` is current at store time (raising rolls back)."""
+        if not self._lease_is_current(tx, lease):
+            raise Fenced(refusal(lease))
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    def sync_jobs(
+        self, tx: QueueTx, lease: Lease, jobs: Sequence[JobSync], loaded_at: datetime
+    ) -> list[JobState]:
+        self.fence(tx, lease)
+        loaded = to_micros(loaded_at)
+        states: list[JobState] = []
+        for job in jobs:
+            next_due = None if job.next_due is None else to_micros(job.next_due)
+            row = tx.conn.execute(self.sql.job, (job.name,)).fetchone()
+            if row is None:
+                tx.conn.execute(self.sql.create_job, (job.name, job.fingerprint, loaded, next_due))
+            elif READ.job_problem(row) is not None:  # unreadable: start it afresh, as if new
+                tx.conn.execute(self.sql.reset_job, (job.fingerprint, loaded, next_due, job.name))
+            elif row["fingerprint"] != job.fingerprint:
+                tx.conn.execute(
+                    self.sql.redefine_job, (job.fingerprint, loaded, loaded, next_due, job.name)
+                )
+            states.append(READ.job(tx.conn.execute(self.sql.job, (job.name,)).fetchone()))
+        return states
+
+    def retire_jobs(self, tx: QueueTx, lease: Lease, keep: Sequence[str]) -> list[str]:
+        self.fence(tx, lease)
+        keep_json = json.dumps(list(keep))
+        names = [row["name"] for row in tx.conn.execute(self.sql.to_retire, (keep_json,))]
+        many(tx, self.sql.retire_job, [(name,) for name in names])
+        return names
+
+    # -- dispatch ----------------------------------------------------------------------------------
+
+    def dispatch(
+        self, tx: QueueTx, lease: Lease, items: Sequence[SlotDispatch]
+    ) -> list[DispatchResult]:
+        """Decide a batch (see :meth:`~chronod.store.sqlite.SQLiteStore.dispatch`)."""
+        self.fence(tx, lease)  # the lock is held for the whole batch: one check covers every item
+        plan = _DispatchPlan(epoch=lease.epoch, now=tx.now)
+        jobs = self._load_batch_jobs(tx, items, plan)
+        results = [plan.decide(item, jobs.get(item.job)) for item in items]
+        self._explain_skips(tx, plan.unexplained)
+        many(tx, self.sql.insert_guard, plan.guards)
+        many(tx, self.sql.insert_dispatched_run, plan.runs)
+        many(tx, self.sql.insert_history, plan.history)
+        many(
+            tx,
+            self.sql.set_progress,
+            [
+                (job.watermark, job.last_slot, job.next_due, name)
+                for name, job in jobs.items()
+                if job.dirty
+            ],
+        )
+        trimmed = sorted({entry["job"] for entry in plan.history})
+        many(tx, self.sql.trim_history, [{"job": name, "keep": tx.keep} for name in trimmed])
+        tx.conn.execute(self.sql.prune_guards, (tx.now, len(items) + GUARD_PRUNE_EXTRA))
+        return results
+
+    def _load_batch_jobs(
+        self, tx: QueueTx, items: Sequence[SlotDispatch], plan: _DispatchPlan
+    ) -> dict[str, _BatchJob]:
+        """The batch's stored jobs, each with those of the batch's slots that are already guarded.
+
+        ``active`` (does the job have a live run) is looked up only for jobs with an item whose
+        overlap is not ``allow``: nothing else reads it, and it is an index probe per job.
+        """
+        names = json.dumps(sorted({item.job for item in items}))
+        watched = json.dumps(sorted({item.job for item in items if item.overlap != "allow"}))
+        jobs = {
+            row["name"]: _BatchJob(
+                fingerprint=row["fingerprint"],
+                watermark=row["watermark"],
+                last_slot=row["last_slot"],
+                next_due=row["next_due"],
+                paused=bool(row["paused"]),
+                active=bool(row["active"]),
+                guards={},
+            )
+            for row in tx.conn.execute(self.sql.batch_jobs, (names, watched))
+            # A malformed row is left out: its items answer UNKNOWN_JOB and the leader re-syncs the
+            # job, which rewrites the row (sync_jobs).
+            if READ.job_problem(row) is None
+        }
+        wanted = json.dumps([[item.job, plan.instants[item.slot].micros] for item in items])
+        for guard in tx.conn.execute(self.sql.batch_guards, (wanted,)):
+            name, slot, expires_at = guard["job"], guard["slot"], guard["expires_at"]
+            if name in jobs:
+                jobs[name].guards[slot] = expires_at
+        return jobs
+
+    def _explain_skips(self, tx: QueueTx, entries: Sequence[dict[str, Any]]) -> None:
+        """Give each skipped entry its reason: the job's newest live run (created before the
+        batch)."""
+        reasons: dict[str, str] = {}
+        for entry in entries:
+            job = entry["job"]
+            if job not in reasons:
+                row = tx.conn.execute(self.sql.newest_live_run, (job,)).fetchone()
+                reasons[job] = (
+                    overlap_reason(str(row["run_id"]), str(row["state"]))
+                    if row
+                    else "overlap = skip"
+                )
+            entry["error"] = reasons[job]
+
+    # -- missed slots ------------------------------------------------------------------------------
+
+    def advance_many(
+        self, tx: QueueTx, lease: Lease, items: Sequence[MissedSlots]
+    ) -> list[JobState]:
+        """Record missed slots (see :meth:`~chronod.store.sqlite.SQLiteStore.advance_many`)."""
+        self.fence(tx, lease)  # the lock is held for the whole batch: one check covers every item
+        names = json.dumps(sorted({item.job for item in items}))
+        rows = {
+            row["name"]: dict(row) for row in tx.conn.execute(self.sql.batch_job_states, (names,))
+        }
+        for item in items:  # no state, nothing changes: the answer still counts its runs
+            if item.job not in rows:
+                active = tx.conn.execute(self.sql.active_runs, (item.job,)).fetchone()["n"]
+                rows[item.job] = {**_NO_JOB, "name": item.job, "active": active}
+        plan = _AdvancePlan(epoch=lease.epoch, now=tx.now, rows=rows)
+        states = [plan.decide(item) for item in items]
+        many(tx, self.sql.insert_history, plan.entries)
+        for entry in plan.entries:  # a missed slot is news too, for a job that asks (the outbox)
+            self.outbox.append(tx, entry, None)
+        many(
+            tx,
+            self.sql.set_advanced,
+            [
+                (rows[n]["missed"], rows[n]["watermark"], rows[n]["next_due"], n)
+                for n in plan.touched
+            ],
+        )
+        many(tx, self.sql.trim_history, [{"job": name, "keep": tx.keep} for name in plan.touched])
+        return states
 
 
 def lease_row(row: sqlite3.Row | None) -> sqlite3.Row | None:
@@ -160,76 +384,6 @@ def _lease(row: sqlite3.Row) -> Lease:
         node=row["node"],
         expires_at=from_micros(row["expires_at"]),
     )
-
-
-def _lease_is_current(tx: Tx, lease: Lease) -> bool:
-    row = lease_row(tx.conn.execute(LEASE).fetchone())
-    return (
-        row is not None
-        and row["token"] == lease.token
-        and row["epoch"] == lease.epoch
-        and row["expires_at"] > tx.now
-    )
-
-
-def fence(tx: Tx, lease: Lease) -> None:
-    """Refuse a leader write unless ``lease`` is current at store time (raising rolls back)."""
-    if not _lease_is_current(tx, lease):
-        raise Fenced(refusal(lease))
-
-
-# -- jobs ------------------------------------------------------------------------------------------
-
-
-def sync_jobs(tx: Tx, lease: Lease, jobs: Sequence[JobSync], loaded_at: datetime) -> list[JobState]:
-    fence(tx, lease)
-    loaded = to_micros(loaded_at)
-    states: list[JobState] = []
-    for job in jobs:
-        next_due = None if job.next_due is None else to_micros(job.next_due)
-        row = tx.conn.execute(JOB, (job.name,)).fetchone()
-        if row is None:
-            tx.conn.execute(_CREATE_JOB, (job.name, job.fingerprint, loaded, next_due))
-        elif READ.job_problem(row) is not None:  # unreadable: start it afresh, as if new
-            tx.conn.execute(_RESET_JOB, (job.fingerprint, loaded, next_due, job.name))
-        elif row["fingerprint"] != job.fingerprint:
-            tx.conn.execute(_REDEFINE_JOB, (job.fingerprint, loaded, loaded, next_due, job.name))
-        states.append(READ.job(tx.conn.execute(JOB, (job.name,)).fetchone()))
-    return states
-
-
-def retire_jobs(tx: Tx, lease: Lease, keep: Sequence[str]) -> list[str]:
-    fence(tx, lease)
-    names = [row[0] for row in tx.conn.execute(_TO_RETIRE, (json.dumps(list(keep)),))]
-    tx.conn.executemany(_RETIRE_JOB, [(name,) for name in names])
-    return names
-
-
-# -- dispatch --------------------------------------------------------------------------------------
-
-
-def dispatch(tx: Tx, lease: Lease, items: Sequence[SlotDispatch]) -> list[DispatchResult]:
-    """Decide a batch (see :meth:`~chronod.store.sqlite.SQLiteStore.dispatch`)."""
-    fence(tx, lease)  # the lock is held for the whole batch: one check covers every item
-    plan = _DispatchPlan(epoch=lease.epoch, now=tx.now)
-    jobs = _load_batch_jobs(tx, items, plan)
-    results = [plan.decide(item, jobs.get(item.job)) for item in items]
-    _explain_skips(tx, plan.unexplained)
-    tx.conn.executemany(_INSERT_GUARD, plan.guards)
-    tx.conn.executemany(_INSERT_DISPATCHED_RUN, plan.runs)
-    tx.conn.executemany(INSERT_HISTORY, plan.history)
-    tx.conn.executemany(
-        _SET_PROGRESS,
-        [
-            (job.watermark, job.last_slot, job.next_due, name)
-            for name, job in jobs.items()
-            if job.dirty
-        ],
-    )
-    trimmed = sorted({entry["job"] for entry in plan.history})
-    tx.conn.executemany(TRIM_HISTORY, [{"job": name, "keep": tx.keep} for name in trimmed])
-    tx.conn.execute(_PRUNE_GUARDS, (tx.now, len(items) + GUARD_PRUNE_EXTRA))
-    return results
 
 
 @dataclass
@@ -350,74 +504,6 @@ class _DispatchPlan:
             self.unexplained.append(entry)
 
 
-def _load_batch_jobs(
-    tx: Tx, items: Sequence[SlotDispatch], plan: _DispatchPlan
-) -> dict[str, _BatchJob]:
-    """The batch's stored jobs, each with those of the batch's slots that are already guarded.
-
-    ``active`` (does the job have a live run) is looked up only for jobs with an item whose
-    overlap is not ``allow``: nothing else reads it, and it is an index probe per job.
-    """
-    names = json.dumps(sorted({item.job for item in items}))
-    watched = json.dumps(sorted({item.job for item in items if item.overlap != "allow"}))
-    jobs = {
-        row[0]: _BatchJob(
-            fingerprint=row[1],
-            watermark=row[2],
-            last_slot=row[3],
-            next_due=row[4],
-            paused=bool(row[5]),
-            active=bool(row[6]),
-            guards={},
-        )
-        for row in tx.conn.execute(_BATCH_JOBS, (names, watched))
-        # A malformed row is left out: its items answer UNKNOWN_JOB and the leader re-syncs the
-        # job, which rewrites the row (sync_jobs).
-        if READ.job_problem(row) is None
-    }
-    wanted = json.dumps([[item.job, plan.instants[item.slot].micros] for item in items])
-    for name, slot, expires_at in tx.conn.execute(_BATCH_GUARDS, (wanted,)):
-        if name in jobs:
-            jobs[name].guards[slot] = expires_at
-    return jobs
-
-
-def _explain_skips(tx: Tx, entries: Sequence[dict[str, Any]]) -> None:
-    """Give each skipped entry its reason: the job's newest live run (created before the batch)."""
-    reasons: dict[str, str] = {}
-    for entry in entries:
-        job = entry["job"]
-        if job not in reasons:
-            row = tx.conn.execute(_NEWEST_LIVE_RUN, (job,)).fetchone()
-            reasons[job] = overlap_reason(str(row[0]), str(row[1])) if row else "overlap = skip"
-        entry["error"] = reasons[job]
-
-
-# -- missed slots ----------------------------------------------------------------------------------
-
-
-def advance_many(tx: Tx, lease: Lease, items: Sequence[MissedSlots]) -> list[JobState]:
-    """Record missed slots (see :meth:`~chronod.store.sqlite.SQLiteStore.advance_many`)."""
-    fence(tx, lease)  # the lock is held for the whole batch: one check covers every item
-    names = json.dumps(sorted({item.job for item in items}))
-    rows = {row["name"]: dict(row) for row in tx.conn.execute(_BATCH_JOB_STATES, (names,))}
-    for item in items:  # no state, nothing changes: the answer still counts its runs
-        if item.job not in rows:
-            active = tx.conn.execute(_ACTIVE_RUNS, (item.job,)).fetchone()[0]
-            rows[item.job] = {**_NO_JOB, "name": item.job, "active": active}
-    plan = _AdvancePlan(epoch=lease.epoch, now=tx.now, rows=rows)
-    states = [plan.decide(item) for item in items]
-    tx.conn.executemany(INSERT_HISTORY, plan.entries)
-    for entry in plan.entries:  # a missed slot is news too, for a job that asks (the outbox)
-        outbox.append(tx, entry, None)
-    tx.conn.executemany(
-        _SET_ADVANCED,
-        [(rows[n]["missed"], rows[n]["watermark"], rows[n]["next_due"], n) for n in plan.touched],
-    )
-    tx.conn.executemany(TRIM_HISTORY, [{"job": name, "keep": tx.keep} for name in plan.touched])
-    return states
-
-
 @dataclass
 class _AdvancePlan:
     """Decides the items of one advance batch in order against the batch's job ``rows``, which
@@ -474,3 +560,16 @@ class _AdvancePlan:
             "not_before": at,
         }
         return history_entry(run, Outcome.MISSED, self.now)
+
+
+# The SQLite store's leader side, and its methods as this module's functions.
+SQLITE_LEADER = Leader(SQLITE_SQL, SQLITE_OUTBOX)
+acquire = SQLITE_LEADER.acquire
+renew = SQLITE_LEADER.renew
+release = SQLITE_LEADER.release
+holder = SQLITE_LEADER.holder
+fence = SQLITE_LEADER.fence
+sync_jobs = SQLITE_LEADER.sync_jobs
+retire_jobs = SQLITE_LEADER.retire_jobs
+dispatch = SQLITE_LEADER.dispatch
+advance_many = SQLITE_LEADER.advance_many

@@ -10,12 +10,13 @@ show the row as quarantined and claim quarantines it ("Malformed records" in
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
 from chronod.store._common import MalformedRecord, RecordReader, output_tail, shown
-from chronod.store.records import AttemptResult, JobState, Outcome, RunRecord
+from chronod.store.records import AttemptResult, JobState, Outcome, RunRecord, WorkerInfo
 
 Row = Mapping[str, Any] | sqlite3.Row
 
@@ -109,6 +110,22 @@ def history_entry(
     entry.update(run)
     entry.update(outcome=outcome.value, finished_at=finished_at, **fields)
     return entry
+
+
+def worker_info(row: Row) -> WorkerInfo | None:
+    """A ``workers`` row as a :class:`WorkerInfo`; None for a forged one (real ones are rewritten
+    every few seconds)."""
+    try:
+        queues = json.loads(row["queues"])
+        return WorkerInfo(
+            worker=READ.text(row, "worker"),
+            queues=tuple(str(queue) for queue in queues),
+            seen_at=READ.instant(row, "seen_at"),
+            running=READ.integer(row, "running"),
+            concurrency=READ.integer(row, "concurrency"),
+        )
+    except (MalformedRecord, ValueError, TypeError):
+        return None
 
 
 def result_entry(

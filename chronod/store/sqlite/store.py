@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from chronod.clock import Clock
 from chronod.instants import from_micros, to_micros
-from chronod.store._common import SEEN_WINDOW, MalformedRecord, micros
+from chronod.store._common import SEEN_WINDOW, micros
 from chronod.store.base import (
     AttemptResult,
     ChannelDelivery,
@@ -39,11 +39,12 @@ from chronod.store.base import (
     Store,
     WorkerInfo,
 )
-from chronod.store.sqlite import external, outbox
 from chronod.store.sqlite import leader as lead
 from chronod.store.sqlite import queue as work
 from chronod.store.sqlite.connection import DEFAULT_BUSY_TIMEOUT_MS, SQLiteConnection
-from chronod.store.sqlite.rows import JOB, JOB_COLUMNS, READ, RUN_COLUMNS
+from chronod.store.sqlite.external import SQLITE_EXTERNAL
+from chronod.store.sqlite.outbox import SQLITE_OUTBOX
+from chronod.store.sqlite.rows import JOB, JOB_COLUMNS, READ, RUN_COLUMNS, worker_info
 from chronod.store.sqlite.schema import OUTBOX_SCHEMA, PRESENCE_SCHEMA
 
 POLL_INTERVAL = 0.005  # seconds between cheap PRAGMA data_version checks in a blocking claim
@@ -257,11 +258,11 @@ class SQLiteStore(SQLiteConnection, Store):
 
     def begin_external(self, run: ExternalRun) -> bool:
         with self._write() as tx:
-            return external.begin(tx, run)
+            return SQLITE_EXTERNAL.begin(tx, run)
 
     def end_external(self, run: ExternalRun, result: AttemptResult) -> bool:
         with self._write() as tx:
-            return external.end(tx, run, result)
+            return SQLITE_EXTERNAL.end(tx, run, result)
 
     def hand_back(self, run_id: str, token: str) -> bool:
         with self._write() as tx:
@@ -283,22 +284,8 @@ class SQLiteStore(SQLiteConnection, Store):
     def workers(self) -> list[WorkerInfo]:
         with self._read() as conn:
             since = to_micros(self._clock.now()) - micros(SEEN_WINDOW)
-            found = []
-            for row in conn.execute(_WORKERS, (since,)):
-                try:
-                    queues = json.loads(row["queues"])
-                    found.append(
-                        WorkerInfo(
-                            worker=READ.text(row, "worker"),
-                            queues=tuple(str(queue) for queue in queues),
-                            seen_at=READ.instant(row, "seen_at"),
-                            running=READ.integer(row, "running"),
-                            concurrency=READ.integer(row, "concurrency"),
-                        )
-                    )
-                except (MalformedRecord, ValueError, TypeError):
-                    continue  # a forged entry; real ones are rewritten every few seconds
-            return found
+            found = [worker_info(row) for row in conn.execute(_WORKERS, (since,))]
+            return [info for info in found if info is not None]
 
     # -- presence ----------------------------------------------------------------------------------
 
@@ -327,35 +314,35 @@ class SQLiteStore(SQLiteConnection, Store):
     def set_event_kinds(self, lease: Lease, kinds: Mapping[str, frozenset[str]]) -> None:
         with self._write() as tx:
             lead.fence(tx, lease)
-            outbox.set_kinds(tx, kinds)
+            SQLITE_OUTBOX.set_kinds(tx, kinds)
 
     def events_due(self, limit: int) -> list[OutboxEvent]:
         with self._read() as conn:
             if self._schema < OUTBOX_SCHEMA:  # opened as found, written by an older chronod
                 return []
-            return outbox.due(conn, self._clock.now(), limit)
+            return SQLITE_OUTBOX.due(conn, self._clock.now(), limit)
 
     def settle_event(
         self, event_id: str, attempts: int, done: Sequence[str], retry_at: datetime | None
     ) -> bool:
         with self._write() as tx:
-            return outbox.settle(tx, event_id, attempts, done, retry_at)
+            return SQLITE_OUTBOX.settle(tx, event_id, attempts, done, retry_at)
 
     def outbox_stats(self) -> OutboxStats:
         with self._read() as conn:
             if self._schema < OUTBOX_SCHEMA:
                 return OutboxStats(depth=0, dropped=0)
-            return outbox.stats(conn)
+            return SQLITE_OUTBOX.stats(conn)
 
     def note_delivery(self, channel: str, error: str | None) -> None:
         with self._write() as tx:
-            outbox.note_delivery(tx, channel, error)
+            SQLITE_OUTBOX.note_delivery(tx, channel, error)
 
     def deliveries(self) -> list[ChannelDelivery]:
         with self._read() as conn:
             if self._schema < OUTBOX_SCHEMA:
                 return []
-            return outbox.deliveries(conn)
+            return SQLITE_OUTBOX.deliveries(conn)
 
     # -- reading -----------------------------------------------------------------------------------
 
