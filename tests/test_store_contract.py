@@ -1604,6 +1604,29 @@ def test_history_newest_first_trimmed_to_limit(
         small.close()
 
 
+def test_a_repeated_finish_gets_its_answer_after_its_history_entry_is_trimmed(
+    store_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A client retrying a finish (its reply was lost) gets the first answer for a day, even when
+    newer entries (here, missed slots recorded meanwhile) trimmed the attempt's history entry."""
+    (tmp_path / "h1").mkdir()
+    small = make_store(store_kind, request, tmp_path / "h1", history=1)
+    try:
+        base = small.now().replace(microsecond=0) - timedelta(hours=2)
+        lease = lead(small, base)
+        run_id = queued(small, lease, item("alpha", base + MINUTE))
+        claim = claim_one(small)
+        assert small.finish(run_id, claim.token, SUCCESS) is FinishStatus.ACCEPTED
+        small.advance(lease, "alpha", FP, [base + 2 * MINUTE], 1, None)
+        assert [e.run_id for e in small.history("alpha", 10)] != [run_id]  # trimmed away
+        assert small.finish(run_id, claim.token, SUCCESS) is FinishStatus.ACCEPTED
+        failed = AttemptResult(outcome=Outcome.FAILED, exit_code=1)
+        assert small.finish(run_id, claim.token, failed) is FinishStatus.STALE  # not a retry
+        assert [e.state for e in small.history("alpha", 10)] == [Outcome.MISSED]
+    finally:
+        small.close()
+
+
 def test_run_finds_live_runs_and_history_entries(
     store: Store, leader: Lease, base: datetime
 ) -> None:

@@ -186,7 +186,7 @@ def test_schema_2_is_migrated_to_claim_ready_runs_in_creation_order(tmp_path: Pa
     finally:
         again.close()
     with raw(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         columns = [row[2] for row in conn.execute("PRAGMA index_info(runs_ready)")]
         assert columns == ["queue", "not_before"]
 

@@ -403,7 +403,8 @@ class Store(ABC):
         """Record the end of an attempt.
 
         Token not the current attempt's (reclaimed, or never claimed) → ``STALE``, nothing written
-        (but a repeat of an accepted finish with the same token → ``ACCEPTED``). Outcome FAILED or
+        (but a repeat of a finish with the same token and result, within a day, gets the first
+        answer again, even after newer entries trimmed its history entry). Outcome FAILED or
         TIMED_OUT with ``retry_at`` and attempts left → a history entry for the attempt, run back to
         ``queued`` with ``not_before = retry_at`` → ``RETRY``. Otherwise the run ends: a history
         entry with the outcome, the job's last outcome fields updated (``last_success_at`` on

@@ -65,6 +65,13 @@ _SET_OUTCOME = """INSERT INTO jobs (name, last_outcome, last_outcome_at, last_su
         last_success_at = coalesce(excluded.last_success_at, jobs.last_success_at)"""
 _FINISHED_WITH_TOKEN = """SELECT status, outcome, exit_code, output, error FROM history
     WHERE run_id = %s AND token = %s AND status IS NOT NULL ORDER BY seq DESC LIMIT 1"""
+_REMEMBER_FINISH = """INSERT INTO finishes (token, run_id, status, result, expires_at)
+    VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (token) DO UPDATE SET run_id = excluded.run_id, status = excluded.status,
+        result = excluded.result, expires_at = excluded.expires_at"""
+_RECALL_FINISH = """SELECT status, result FROM finishes
+    WHERE token = %s AND run_id = %s AND expires_at > %s"""
+_FORGET_FINISHES = "DELETE FROM finishes WHERE expires_at <= %s"
 
 
 _RUN_BY_SEQ = f"SELECT {RUN_COLUMNS} FROM runs WHERE seq = %s"
@@ -120,6 +127,9 @@ POSTGRES_QUEUE = PostgresQueue(
         promote_waiting=_PROMOTE_WAITING,
         set_outcome=_SET_OUTCOME,
         finished_with_token=_FINISHED_WITH_TOKEN,
+        remember_finish=_REMEMBER_FINISH,
+        recall_finish=_RECALL_FINISH,
+        forget_finishes=_FORGET_FINISHES,
         insert_history=INSERT_HISTORY,
         trim_history=TRIM_HISTORY,
     ),

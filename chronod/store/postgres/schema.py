@@ -20,6 +20,8 @@ stores decode rows alike (:mod:`chronod.store.sqlite.rows`); ``seq`` columns are
     Notifications' outbox (:mod:`chronod.store.sqlite.outbox`, written with the run end that
     caused an event) and runs executed by another system (:mod:`chronod.store.sqlite.external`),
     as in SQLite's schema 4 and 5. A version 1 database gains them in place when opened.
+``finishes`` (version 3)
+    Each finish's answer for a day, for a client's retry (SQLite's schema 6).
 
 A read-only open (``create=False``) never creates the schema: a missing one is
 :class:`~chronod.errors.StoreMissing`.
@@ -31,7 +33,7 @@ from typing import Any
 
 from chronod.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 OUTBOX_SCHEMA = 2  # the version that added event_kinds, outbox, deliveries and external
 
 # Index i upgrades a schema from version i to i + 1 (version 0: nothing there yet). Every
@@ -169,6 +171,16 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, try_no)
         )""",
         "CREATE INDEX IF NOT EXISTS external_expiry ON external (expires_at)",
+    ),
+    (  # version 3: each finish's answer, for a client's retry (SQLite's schema 6)
+        """CREATE TABLE IF NOT EXISTS finishes (
+            token TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            result TEXT NOT NULL,
+            expires_at BIGINT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS finishes_expiry ON finishes (expires_at)",
     ),
 )
 _HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL AS present"

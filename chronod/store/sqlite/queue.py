@@ -11,6 +11,8 @@ ready index (``schema.py``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -108,6 +110,15 @@ _SET_OUTCOME = """INSERT INTO jobs (name, last_outcome, last_outcome_at, last_su
         last_success_at = coalesce(excluded.last_success_at, jobs.last_success_at)"""
 _FINISHED_WITH_TOKEN = """SELECT status, outcome, exit_code, output, error FROM history
     WHERE run_id = ? AND token = ? AND status IS NOT NULL ORDER BY seq DESC LIMIT 1"""
+_REMEMBER_FINISH = """INSERT INTO finishes (token, run_id, status, result, expires_at)
+    VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (token) DO UPDATE SET run_id = excluded.run_id, status = excluded.status,
+        result = excluded.result, expires_at = excluded.expires_at"""
+_RECALL_FINISH = """SELECT status, result FROM finishes
+    WHERE token = ? AND run_id = ? AND expires_at > ?"""
+_FORGET_FINISHES = "DELETE FROM finishes WHERE expires_at <= ?"
+# A finish's answer is remembered this long for a client's retry (as Redis's token: hash).
+FINISH_MEMORY = timedelta(days=1)
 
 
 QueueTx = SQLTx  # what the queue's methods need of a transaction
@@ -136,6 +147,9 @@ class QueueSQL:
     promote_waiting: str
     set_outcome: str
     finished_with_token: str
+    remember_finish: str  # (token, run_id, status, result digest, expires_at)
+    recall_finish: str  # (token, run_id, now) → status, result
+    forget_finishes: str  # (now,)
     insert_history: str
     trim_history: str
 
@@ -159,6 +173,9 @@ SQLITE_SQL = QueueSQL(
     promote_waiting=_PROMOTE_WAITING,
     set_outcome=_SET_OUTCOME,
     finished_with_token=_FINISHED_WITH_TOKEN,
+    remember_finish=_REMEMBER_FINISH,
+    recall_finish=_RECALL_FINISH,
+    forget_finishes=_FORGET_FINISHES,
     insert_history=INSERT_HISTORY,
     trim_history=TRIM_HISTORY,
 )
@@ -280,6 +297,12 @@ class Queue:
             tx.conn.execute(self.sql.insert_history, entry)
             tx.conn.execute(self.sql.requeue, (to_micros(retry_at), run["seq"]))
             tx.conn.execute(self.sql.trim_history, {"job": run["job"], "keep": tx.keep})
+        # The answer outlives the history entry (trimmed by newer ones): a client's retry of this
+        # finish gets it for a day, as on Redis.
+        tx.conn.execute(self.sql.forget_finishes, (tx.now,))
+        expires = tx.now + micros(FINISH_MEMORY)
+        digest = _result_digest(result)
+        tx.conn.execute(self.sql.remember_finish, (token, run_id, status.value, digest, expires))
         return status
 
     def _repeated_finish(
@@ -290,6 +313,11 @@ class Queue:
         A client retry (this token already recorded this very result) gets the first answer again;
         anything else (a reclaimed attempt's late result, a different result) is STALE.
         """
+        known = tx.conn.execute(self.sql.recall_finish, (token, run_id, tx.now)).fetchone()
+        if known is not None:
+            same = known["result"] == _result_digest(result)
+            return FinishStatus(known["status"]) if same else FinishStatus.STALE
+        # Finished before the finishes table existed (an upgraded store): its history entry.
         done = tx.conn.execute(self.sql.finished_with_token, (run_id, token)).fetchone()
         same = done is not None and (
             done["outcome"],
@@ -401,3 +429,10 @@ reap = SQLITE_QUEUE.reap
 well_formed = SQLITE_QUEUE.well_formed
 sweep = SQLITE_QUEUE.sweep
 end_history = SQLITE_QUEUE.end_history
+
+
+def _result_digest(result: AttemptResult) -> str:
+    """What a repeated finish must carry to be a retry of the first: outcome, exit code, output
+    tail and error."""
+    shown = [result.outcome.value, result.exit_code, output_tail(result.output), result.error]
+    return hashlib.sha1(json.dumps(shown).encode()).hexdigest()

@@ -39,6 +39,10 @@ created_at, not_before, attempts, done)`` (schema 4)
 ``external(run_id, try_no) PK, executor, started_at, ended, expires_at`` (schema 5)
     Executions of runs by another system (:meth:`SQLiteStore.begin_external`, docs/celery.md);
     expired rows are deleted by every begin.
+``finishes(token PK, run_id, status, result, expires_at)`` (schema 6)
+    The answer each finish got and a digest of its result, for a day, so that a client's retry
+    gets the same answer even after the history entry was trimmed (as Redis's ``token:`` hash);
+    expired rows are deleted by every finish.
 
 Opened with ``create=False`` (commands that must not create state), the database file must exist
 and is used at the schema version it has: nothing is created or migrated, and the tables of later
@@ -52,7 +56,7 @@ from pathlib import Path
 
 from chronod.errors import StoreCorrupt, StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 PRESENCE_SCHEMA = 2  # the version that added the presence table
 OUTBOX_SCHEMA = 4  # the version that added event_kinds and outbox (sqlite/outbox.py)
 EXTERNAL_SCHEMA = 5  # the version that added the external table
@@ -205,6 +209,16 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, try_no)
         ) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS external_expiry ON external (expires_at)",
+    ),
+    (
+        """CREATE TABLE IF NOT EXISTS finishes (
+            token TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            result TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS finishes_expiry ON finishes (expires_at)",
     ),
 )
 
