@@ -33,7 +33,7 @@ from chronod.store.base import DispatchStatus, ExternalRun, JobSync, OutboxStats
 from chronod.store.postgres.schema import SCHEMA_VERSION, migrate
 from chronod.store.postgres.store import PostgresStore
 from chronod.store.postgres.url import parse_postgres_url
-from tests.postgres_server import PostgresDatabase, new_namespace
+from tests.postgres_server import PostgresDatabase, PrivateServer, new_namespace
 from tests.redis_server import free_port
 from tests.test_store_contract import FP, SUCCESS, item, lead, run_to_end
 
@@ -221,6 +221,43 @@ def test_a_killed_connection_is_replaced_and_nothing_runs_twice(
         DispatchStatus.QUEUED,
     ]
     assert len(store.live_runs("alpha")) == 2
+
+
+def test_a_server_crash_and_restart_is_transient_and_loses_nothing_committed() -> None:
+    """The server stops at once (no shutdown checkpoint) and comes back: meanwhile every call is
+    StoreUnavailable in one line; afterwards the store goes on by itself, with every committed
+    dispatch, claim and finish there and a repeated dispatch still a duplicate."""
+    server = PrivateServer(free_port())
+    try:
+        server.init()
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    store = PostgresStore.from_url(server.url, namespace="chronod")
+    try:
+        base = store.now().replace(microsecond=0) - timedelta(hours=1)
+        lease = store.acquire_lease("node-a", uuid.uuid4().hex, LONG)
+        assert lease is not None
+        store.sync_jobs(lease, [JobSync(name="alpha", fingerprint=FP, next_due=base)], base)
+        run_to_end(store, lease, base + MINUTE, SUCCESS)
+        [queued_run] = store.dispatch(lease, [item("alpha", base + 2 * MINUTE)])
+        server.crash()
+        with pytest.raises(StoreUnavailable) as caught:
+            store.dispatch(lease, [item("alpha", base + 3 * MINUTE)])
+        assert "\n" not in str(caught.value)
+        server.start()
+        server.wait_ready()
+        again = store.dispatch(lease, [item("alpha", base + 2 * MINUTE)])
+        assert [r.status for r in again] == [DispatchStatus.DUPLICATE]
+        assert [r.run_id for r in store.live_runs("alpha")] == [queued_run.run_id]
+        assert [e.state.value for e in store.history("alpha", 10)] == ["succeeded"]
+        claim = store.claim("w1", ["default"], uuid.uuid4().hex, LONG, 0)
+        assert claim is not None
+        assert claim.run.run_id == queued_run.run_id
+    finally:
+        store.close()
+        server.stop()
 
 
 def test_a_statement_timeout_is_transient_and_the_store_goes_on(
