@@ -123,21 +123,23 @@ class PrivateServer:
             shutil.chown(self.directory, "postgres", "postgres")
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
 
+    def _ctl(self, *argv: str) -> None:
+        assert self.bin is not None  # init() skipped the test otherwise
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), *argv)
+
     def start(self) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=on"
         log = str(self.directory / "server.log")
-        self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", options, "-w", "start"
-        )
+        self._ctl("-l", log, "-o", options, "-w", "start")
 
     def crash(self) -> None:
         """Stop at once, as a power cut would (``immediate``: no shutdown checkpoint)."""
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        self._ctl("-m", "immediate", "stop")
 
     def stop(self) -> None:
         """Stop the server if it runs, and remove its directory."""
         if self.bin is not None and (self.data / "postmaster.pid").exists():
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
+            self._ctl("-m", "fast", "stop")
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
