@@ -48,11 +48,13 @@ def _chronod_logger_restored() -> Iterator[None]:
 
     ``chronod.logs.configure`` points the logger at the stderr of the moment and stops propagation;
     left in place, a later test's ``caplog`` sees nothing and logging writes to a closed stream.
+    Restored to the logger as importing chronod leaves it (no handler, propagating, NOTSET), not
+    to what it was when the test began: a module-scoped fixture that ran a command before the
+    first test of its module would otherwise be "restored" too.
     """
-    logger = logging.getLogger("chronod")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
     yield
-    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
+    logger = logging.getLogger("chronod")
+    logger.handlers[:], logger.propagate, logger.level = [], True, logging.NOTSET
 
 
 @pytest.fixture(scope="session")
