@@ -547,26 +547,21 @@ class Reader:
             )
         if "celery" in body:
             self.celery_target(job, values)
-        if "command" in body:
-            command = self.get(job.key("command"), body["command"], parsers.command)
-            if command is not None:
-                values["command"] = command
-        if "call" in body:
-            target = parsers.matching(parsers.CALL_TARGET, "'package.module:function'")
-            call = self.get(job.key("call"), body["call"], target)
-            if call is not None:
-                values["call"] = call
         for key in ("args", "kwargs"):
             if key in body and "call" not in body and "celery" not in body:
                 self.error(job.key(key), "only applies to 'call' and 'celery' jobs")
-        if "args" in body:
-            args = self.get(job.key("args"), body["args"], parsers.json_list)
-            if args is not None:
-                values["args"] = args
-        if "kwargs" in body:
-            kwargs = self.get(job.key("kwargs"), body["kwargs"], parsers.json_table)
-            if kwargs is not None:
-                values["kwargs"] = kwargs
+        call = parsers.matching(parsers.CALL_TARGET, "'package.module:function'")
+        simple = (
+            ("command", parsers.command),
+            ("call", call),
+            ("args", parsers.json_list),
+            ("kwargs", parsers.json_table),
+        )
+        for key, parse in simple:
+            if key in body:
+                parsed = self.get(job.key(key), body[key], parse)
+                if parsed is not None:
+                    values[key] = parsed
 
     def celery_target(self, job: _Table, values: dict[str, Any]) -> None:
         """A ``celery`` job: the task name; its own ``queue`` is also the Celery queue."""
