@@ -55,8 +55,7 @@ def exit_code_for(exc: SystemExit) -> int:
 
 def enter(env: Mapping[str, str]) -> None:
     """Take the run's environment, and fresh standard streams on descriptors 0-2."""
-    os.environ.clear()
-    os.environ.update(env)
+    _apply_environment(env)
     # PYTHONPATH is read at interpreter start-up; a forked run applies the job's value itself.
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:0] = [p for p in extra if p not in sys.path]
@@ -67,6 +66,21 @@ def enter(env: Mapping[str, str]) -> None:
         open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)  # noqa: SIM115
         for fd in (1, 2)
     )
+
+
+def _apply_environment(env: Mapping[str, str]) -> None:
+    """Make ``os.environ`` (and the C environment) exactly ``env``.
+
+    Only the differences are applied: a run's environment is mostly the fork server's own (the
+    worker's), and clearing and refilling it costs every run one ``unsetenv`` and one ``putenv``
+    per variable, each of them writing to pages the fork shares with the server (~0.3 ms a run).
+    """
+    current = os.environ
+    for name in [name for name in current if name not in env]:
+        del current[name]
+    for name, value in env.items():
+        if current.get(name) != value:
+            current[name] = value
 
 
 def run(target: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:

@@ -7,6 +7,7 @@ rather than once per run), and it is independent of the server's own bookkeeping
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -108,6 +109,38 @@ def test_a_job_with_env_or_cwd_imports_its_module_in_every_run(
     for _ in range(2):
         succeed(call(other, cwd=str(tmp_path)), server)
     assert lib.count(other) == 2
+
+
+def test_a_call_run_gets_exactly_its_environment_whatever_the_server_import_changed(
+    lib: Lib, server: ForkServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Runs apply only the differences from the server's environment: what a cached module's
+    # import added or changed there must still be gone from the run, in os.environ and in the C
+    # environment that a program it starts inherits.
+    monkeypatch.setenv("FS_SHARED", "worker")
+    name = lib.module(
+        """
+        import json, os, subprocess
+        os.environ["FS_SHARED"] = "import"
+        os.environ["FS_LEFT"] = "import"
+        def show():
+            seen = {k: os.environ.get(k) for k in ("FS_SHARED", "FS_LEFT", "CHRONOD_RUN_ID")}
+            inherited = subprocess.run(["env"], capture_output=True, text=True).stdout
+            print(json.dumps([seen, sorted(inherited.splitlines())]))
+        """
+    )
+    job = replace(BASE, command=None, call=f"{name}:show")
+    # Run 1 imports it itself (and sees what its own import did); runs 2-3 are forked from the
+    # server that imported it.
+    assert run_attempt(job, INFO, None, server).outcome is Outcome.SUCCEEDED
+    for _ in range(2):
+        report = run_attempt(job, INFO, None, server)
+        assert report.outcome is Outcome.SUCCEEDED, report.output
+        seen, inherited = json.loads(report.output)
+        assert seen == {"FS_SHARED": "worker", "FS_LEFT": None, "CHRONOD_RUN_ID": INFO.run_id}
+        assert "FS_SHARED=worker" in inherited
+        assert not [line for line in inherited if line.startswith("FS_LEFT=")]
+    assert lib.count(name) == 2
 
 
 def test_a_new_server_imports_again(lib: Lib, server: ForkServer) -> None:
