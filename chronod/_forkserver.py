@@ -191,8 +191,9 @@ class _Server:
         started = self._hand_to_spare(request, fds)
         if started is None:
             started = self._fork_run(request, fds)
-        if isinstance(request.get("env"), dict):
-            self.setting.last_env = request["env"]
+        # What the next spare rehearses: the next run is most likely this job's again.
+        call_env = request.get("env") if "call" in request else None
+        self.setting.last_call_env = call_env if isinstance(call_env, dict) else None
         for fd in fds:
             os.close(fd)
         pid, error = started

@@ -56,14 +56,15 @@ TAKEN = b"+"  # what a spare writes first once it has read its request
 
 class Setting:
     """What a run takes from its fork server: the server's pid, the signal mask runs start with,
-    a descriptor open on ``/dev/null``, and the environment of the last run it started (a spare
-    rehearses with it)."""
+    a descriptor open on ``/dev/null``, and the environment of the last run it started if that run
+    was a call (a spare rehearses a call with it; before a command, which execs, nothing is worth
+    rehearsing)."""
 
     def __init__(self, server_pid: int, mask: frozenset[int], devnull: int) -> None:
         self.server_pid = server_pid
         self.mask = mask
         self.devnull = devnull
-        self.last_env: Mapping[str, str] | None = None
+        self.last_call_env: Mapping[str, str] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -92,7 +93,9 @@ def spare(setting: Setting, channel: int) -> NoReturn:
         # Close-on-exec: a command's exec is what closes it. Above 0-3, which the run takes.
         moved = fcntl.fcntl(channel, fcntl.F_DUPFD_CLOEXEC, FIRST_FREE_FD)
         _close_all_but({moved})
-        _call.rehearse(setting.last_env or os.environ)
+        rehearsed = setting.last_call_env is not None
+        if setting.last_call_env is not None:
+            _call.rehearse(setting.last_call_env)
         sock = socket.socket(fileno=moved)
         received = _frames.receive(sock)
         sock.detach()  # the descriptor stays open: it says "taken", then "started"
@@ -105,7 +108,9 @@ def spare(setting: Setting, channel: int) -> NoReturn:
         os.write(moved, TAKEN)
     except OSError:  # its server is gone, and the run with it
         os._exit(EXIT_NOT_STARTED)
-    _start(request, fds, moved, streams=False)  # the channel is above 3: it stays where it is
+    _start(
+        request, fds, moved, streams=not rehearsed
+    )  # the channel is above 3: it stays where it is
 
 
 # --------------------------------------------------------------------------------------------------

@@ -221,25 +221,35 @@ def idle_children(server: ForkServer) -> set[int]:
 
 
 def test_the_next_run_is_forked_ahead_of_need_and_gets_exactly_its_own_environment(
-    server: ForkServer,
+    lib: Lib, server: ForkServer
 ) -> None:
     # The fork is off the run's path: while the worker is between runs, the server already holds
     # the next run's process, and the next run starts in it (its pid is the spare's).
-    script = 'echo "$$ ${FS_FIRST-unset} $CHRONOD_RUN_ID"'
-    first = run_attempt(replace(BASE, command=script, env={"FS_FIRST": "1"}), INFO, None, server)
+    name = lib.module(
+        """
+        import json, os, subprocess
+        def show():
+            seen = {k: os.environ.get(k) for k in ("FS_FIRST", "CHRONOD_RUN_ID")}
+            inherited = subprocess.run(["env"], capture_output=True, text=True).stdout
+            print(json.dumps([os.getpid(), seen, sorted(inherited.splitlines())]))
+        """
+    )
+    show = replace(BASE, command=None, call=f"{name}:show")
+    first = run_attempt(replace(show, env={"FS_FIRST": "1"}), INFO, None, server)
     assert first.outcome is Outcome.SUCCEEDED, first.output
-    spare = wait_until(lambda: idle_children(server), timeout=10, what="a spare")
-    # The spare rehearsed with the first run's environment; the second must see only its own.
-    info = replace(INFO, run_id="t@2026-11-27T14:31:00Z")
-    second = run_attempt(replace(BASE, command=script), info, None, server)
-    assert second.outcome is Outcome.SUCCEEDED, second.output
-    assert {second.pid} == spare
-    assert second.output.split() == [str(second.pid), "unset", info.run_id]
-    call_job = replace(BASE, command=None, call="os:getpid")
-    spare = wait_until(lambda: idle_children(server), timeout=10, what="a spare")
-    third = run_attempt(call_job, INFO, None, server)
-    assert third.outcome is Outcome.SUCCEEDED
-    assert {third.pid} == spare
+    # A spare after a call rehearses that call's environment; the next run sees only its own.
+    for run_id, job in (("t@2026-11-27T14:31:00Z", show), ("t@2026-11-27T14:32:00Z", BASE)):
+        spare = wait_until(lambda: idle_children(server), timeout=10, what="a spare")
+        info = replace(INFO, run_id=run_id)
+        report = run_attempt(job, info, None, server)
+        assert report.outcome is Outcome.SUCCEEDED, report.output
+        assert {report.pid} == spare
+        if job.call is not None:
+            pid, seen, inherited = json.loads(report.output)
+            assert pid == report.pid
+            assert seen == {"FS_FIRST": None, "CHRONOD_RUN_ID": run_id}
+            assert f"CHRONOD_RUN_ID={run_id}" in inherited
+            assert not [line for line in inherited if line.startswith("FS_FIRST=")]
 
 
 def test_a_run_whose_spare_died_is_forked_when_asked_for(lib: Lib, server: ForkServer) -> None:
