@@ -12,10 +12,15 @@ server, as a worker child does between a claim and its result, for a trivial ``c
     ``started`` → the runner's report (the job itself, its exit, the server's ``exited`` message,
     the group found empty, the output collected).
 
+Each kind twice: runs back to back (the fork server is never idle: what a worker draining a queue
+does, but without the claim and result round trips between runs), and with ``--gap`` between runs
+(the fork server idle meanwhile, as between a worker's runs: where the next run's process is
+forked ahead of need, it is ready by then).
+
 The store's share (claim, result) is measured by ``bench_redis_durability cost``; the whole path by
 ``bench_workers throughput``. The first fifth of the runs is a warm-up and is not counted.
 
-    .venv/bin/python -m bench.bench_runstart [--runs 500]
+    .venv/bin/python -m bench.bench_runstart [--runs 500] [--gap 2]
 """
 
 from __future__ import annotations
@@ -53,13 +58,15 @@ class _TimedServer(ForkServer):
         return pid
 
 
-def measure(job: JobConfig, runs: int) -> tuple[list[float], list[float]]:
-    """(start, whole attempt) in seconds for each counted run."""
+def measure(job: JobConfig, runs: int, gap: float = 0.0) -> tuple[list[float], list[float]]:
+    """(start, whole attempt) in seconds for each counted run; ``gap`` seconds between runs."""
     server = _TimedServer()
     totals: list[float] = []
     try:
         server.ensure()
         for _ in range(runs):
+            if gap:
+                time.sleep(gap)
             began = time.perf_counter()
             report = run_attempt(job, INFO, Supervision(), server)
             totals.append(time.perf_counter() - began)
@@ -76,15 +83,21 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--gap", type=float, default=2.0, help="ms between runs, second pass")
     args = parser.parse_args(argv)
     base = parse_config(CONFIG, Path("bench.toml")).jobs["t"]
     jobs = {"command": base, "call": replace(base, command=None, call="os:getpid")}
     print(f"run start: {args.runs} runs one after the other, one fork server; {machine()}")
-    for kind, job in jobs.items():
-        starts, totals = measure(job, args.runs)
-        rest = [total - start for start, total in zip(starts, totals, strict=True)]
-        total, start, after = (statistics.median(v) * 1e3 for v in (totals, starts, rest))
-        print(f"  {kind:7}  median per run {total:.2f} ms: start {start:.2f}, rest {after:.2f} ms")
+    for gap in (0.0, args.gap / 1e3):
+        print(f"  {f'{gap * 1e3:g} ms between runs' if gap else 'back to back'}:")
+        for kind, job in jobs.items():
+            starts, totals = measure(job, args.runs, gap)
+            rest = [total - start for start, total in zip(starts, totals, strict=True)]
+            total, start, after = (statistics.median(v) * 1e3 for v in (totals, starts, rest))
+            print(
+                f"    {kind:7}  median per run {total:.2f} ms: start {start:.2f}, "
+                f"rest {after:.2f} ms"
+            )
     print(f"\n{reproduce('bench_runstart', argv)}")
     return 0
 

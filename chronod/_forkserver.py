@@ -160,8 +160,9 @@ class _Server:
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, _nothing)
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask - {signal.SIGCHLD})
-        self._fork_spare()
         while not (self.retiring and not self.running):
+            if not self.running:
+                self._fork_spare()
             ready = wait_readable([self.sock.fileno(), self.wake_r], 60.0)
             if self.wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
@@ -187,7 +188,7 @@ class _Server:
 
     def _start(self, request: dict[str, Any], fds: list[int]) -> None:
         """Start the run in the spare, or fork it now if no spare took it; then, with the run
-        going, import its call module (if asked) and fork the next run's spare."""
+        going, import its call module (if asked). The next spare follows once it has ended."""
         started = self._hand_to_spare(request, fds)
         if started is None:
             started = self._fork_run(request, fds)
@@ -207,7 +208,6 @@ class _Server:
             self._send({"started": pid})
             if request.get("cache") and isinstance(request.get("call"), str):
                 self._cache(request["call"].partition(":")[0])
-        self._fork_spare()
 
     def _hand_to_spare(
         self, request: dict[str, Any], fds: list[int]
@@ -247,9 +247,10 @@ class _Server:
         return pid, (error.decode("utf-8", errors="replace") if error else None)
 
     def _fork_spare(self) -> None:
-        """Fork the next run's process ahead of need (:mod:`chronod._runchild`): while the worker
-        waits for its run to end, records the result and claims the next one, not after that.
-        Never from a server that is retiring: forking it is no longer safe."""
+        """Fork the next run's process ahead of need (:mod:`chronod._runchild`), between runs:
+        while the worker records a result and claims the next run, not while a run goes on (the
+        run's end would wait for the fork). Never from a server that is retiring: forking it is no
+        longer safe."""
         if self.spare is not None or self.retiring:
             return
         ours, theirs = socket.socketpair()

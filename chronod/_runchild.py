@@ -7,14 +7,16 @@ On demand (:func:`run`)
     signals and descriptors, then execs the command or calls the function. It reports a failure to
     start on a close-on-exec pipe; end-of-file there means "started".
 Ahead of need (:func:`spare`)
-    The server forks a *spare* right after each run started (and when it starts), before any
-    request for it exists: the spare does everything that does not depend on the run (its own
-    session, ``PR_SET_PDEATHSIG``, default signal handling, stdin from ``/dev/null``, no inherited
-    descriptor but its channel to the server) and then waits on that channel. The server hands the
-    next request to it, so no fork lies between the worker's request and the run's first
-    instruction: the fork is made while the worker waits for its run to end, records the result
-    and claims the next one. The spare is still a fresh fork of the server, used for one run only:
-    a run sees exactly what an on-demand run sees (the process tests hold both to it).
+    The server forks a *spare* whenever it has no run going (when it starts, and after each
+    run's end), before any request for it exists: the spare does everything that does not depend
+    on the run (its own session, ``PR_SET_PDEATHSIG``, default signal handling, stdin from
+    ``/dev/null``, no inherited descriptor but its channel to the server; after a call, that
+    call's standard streams and environment, rehearsed: :func:`chronod._call.rehearse`) and then
+    waits on that channel. The server hands the next request to it, so no fork lies between the
+    worker's request and the run's first instruction: the fork is made while the worker records
+    the last result and claims the next run, or waits for one. The spare is still a fresh fork of
+    the server, used for one run only: a run sees exactly what an on-demand run sees (the process
+    tests hold both to it).
 
 Spare channel (a stream socket pair)
     server → spare: the request as the worker sent it (a frame of :mod:`chronod._frames`), with the
