@@ -37,6 +37,7 @@ from chronod.store.base import (
     RunRecord,
     RunState,
 )
+from chronod.store.sqlite.chains import Chains, chain_sql
 from chronod.store.sqlite.outbox import SQLITE_OUTBOX, Outbox, SQLTx
 from chronod.store.sqlite.rows import (
     INSERT_HISTORY,
@@ -184,10 +185,11 @@ SQLITE_SQL = QueueSQL(
 @dataclass(frozen=True)
 class Queue:
     """The queue's rules over the statements ``sql``; run ends and claims append their events to
-    ``outbox`` in the same transaction."""
+    ``outbox``, and run ends decide the runs of their ``chains``, in the same transaction."""
 
     sql: QueueSQL
     outbox: Outbox
+    chains: Chains
 
     def enqueue_manual(
         self, tx: QueueTx, job: str, queue: str, digest: str, overlap: Overlap, max_attempts: int
@@ -368,6 +370,7 @@ class Queue:
             },
         )
         tx.conn.execute(self.sql.trim_history, {"job": job, "keep": tx.keep})
+        self.chains.follow(tx, entry)  # the downstream runs, in the end's transaction ("Chains")
 
     # -- malformed --------------------------------------------------------------------------------
 
@@ -417,7 +420,16 @@ def _claim_of(run: Mapping[str, Any]) -> Claim:
 
 
 # The SQLite store's queue, and its methods as this module's functions.
-SQLITE_QUEUE = Queue(SQLITE_SQL, SQLITE_OUTBOX)
+SQLITE_CHAINS = Chains(
+    chain_sql(
+        "?",
+        insert_run=_INSERT_RUN,
+        run_id_taken=_RUN_ID_TAKEN,
+        insert_history=INSERT_HISTORY,
+        trim_history=TRIM_HISTORY,
+    )
+)
+SQLITE_QUEUE = Queue(SQLITE_SQL, SQLITE_OUTBOX, SQLITE_CHAINS)
 enqueue_manual = SQLITE_QUEUE.enqueue_manual
 repeated_claim = SQLITE_QUEUE.repeated_claim
 claim_oldest = SQLITE_QUEUE.claim_oldest
