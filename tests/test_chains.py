@@ -259,3 +259,17 @@ def test_chained_run_ids_name_their_upstream_run(
 def test_upstream_of_plain_run_ids_is_none() -> None:
     for run_id in ("a@2027-01-01T00:00:00Z", "a@2027-01-01T00:00:00Z~manual", "odd", "~after~x"):
         assert upstream_of(run_id) is None
+
+
+def test_the_readme_chain_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("**Chains.**") :]
+    block = section[
+        section.index("```toml\n") + 8 : section.index("```\n", section.index("```toml"))
+    ]
+    config = load_config(write(tmp_path, block, '[defaults]\ntimezone = "UTC"\n'))
+    assert [(link.job, link.upstream, link.when) for link in chain_links(config.jobs)] == [
+        ("load", "extract", "succeeded"),
+        ("page-oncall", "extract", "failed"),
+        ("page-oncall", "load", "failed"),
+    ]
