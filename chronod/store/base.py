@@ -88,8 +88,9 @@ such downstream run is decided *in the same atomic step*, so no process can die 
 upstream's end and the downstream's start: its id is :func:`chained_run_id` (one per upstream run:
 the upstream run ends once, so it is decided once), ``slot`` = the upstream run's slot,
 ``manual`` false, ``epoch`` = the epoch of the lease that set the links, ``queue``, ``digest``
-and ``max_attempts`` from the link, ``created_at`` = ``not_before`` = store time. As in
-:meth:`Store.dispatch`: a paused downstream job → nothing; an active run of it and overlap
+and ``max_attempts`` from the link, ``created_at`` = ``not_before`` = store time; decided after
+the ended run left the live set and released its waiting run. As in :meth:`Store.dispatch`: a
+paused downstream job → nothing; an active run of it and overlap
 ``skip`` → a ``skipped`` history entry (:func:`overlap_reason`); ``queue`` → created ``waiting``;
 else ``queued``. No watermark, guard or ``last_slot`` is read or written (upstream ends arrive in
 any order). A run id already live is not created again.

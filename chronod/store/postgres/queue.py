@@ -139,7 +139,6 @@ POSTGRES_QUEUE = PostgresQueue(
         chain_sql(
             "%s",
             insert_run=_INSERT_RUN,
-            run_id_taken=_RUN_ID_TAKEN,
             insert_history=INSERT_HISTORY,
             trim_history=TRIM_HISTORY,
         )

@@ -35,8 +35,8 @@ class ChainSQL:
     newest_active: str  # (job,) → run_id, state
     clear: str
     insert: str  # (upstream, links)
+    run_live: str  # (run_id,)
     insert_run: str  # named, as the queue's
-    run_id_taken: str  # named (run_id)
     insert_history: str
     trim_history: str
 
@@ -46,8 +46,9 @@ def chain_sql(mark: str, **shared: str) -> ChainSQL:
     own = {
         "links_of": "SELECT links FROM chains WHERE upstream = ?",
         "paused_of": "SELECT paused FROM jobs WHERE name = ?",
-        "newest_active": """SELECT run_id, state FROM runs WHERE job = ?
-            ORDER BY created_at DESC, seq DESC LIMIT 1""",
+        # The job's newest live run, as dispatch names it (and Redis's live:<job> by seq).
+        "newest_active": "SELECT run_id, state FROM runs WHERE job = ? ORDER BY seq DESC LIMIT 1",
+        "run_live": "SELECT 1 AS live FROM runs WHERE run_id = ?",
         "clear": "DELETE FROM chains",
         "insert": "INSERT INTO chains (upstream, links) VALUES (?, ?)",
     }
@@ -107,8 +108,8 @@ class Chains:
         paused = tx.conn.execute(self.sql.paused_of, (job,)).fetchone()
         if paused is not None and paused["paused"] == 1:
             return
-        if tx.conn.execute(self.sql.run_id_taken, {"run_id": run_id}).fetchone() is not None:
-            return  # decided before (the upstream's end is recorded once: never, but cheap)
+        if tx.conn.execute(self.sql.run_live, (run_id,)).fetchone() is not None:
+            return  # live already (the upstream's end is recorded once: never, but cheap)
         active = tx.conn.execute(self.sql.newest_active, (job,)).fetchone()
         run = {
             "run_id": run_id,

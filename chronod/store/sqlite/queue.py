@@ -347,10 +347,13 @@ class Queue:
         return reaped
 
     def _end_run(self, tx: QueueTx, run: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
-        """Terminal outcome: history, job outcome fields, leave the live set, release a waiter."""
+        """Terminal outcome: history, job outcome fields, leave the live set, release a waiter,
+        start the followers."""
         self.end_history(tx, run["job"], entry)
         tx.conn.execute(self.sql.delete_run, (run["seq"],))
         tx.conn.execute(self.sql.promote_waiting, (run["job"],))
+        # Last, as on Redis: a job that follows itself no longer sees this run as active.
+        self.chains.follow(tx, entry)  # the downstream runs, in the end's transaction ("Chains")
 
     def end_history(self, tx: QueueTx, job: str, entry: Mapping[str, Any]) -> None:
         """A run's end in the job's history and outcome fields (trimmed to ``history`` entries)."""
@@ -370,7 +373,6 @@ class Queue:
             },
         )
         tx.conn.execute(self.sql.trim_history, {"job": job, "keep": tx.keep})
-        self.chains.follow(tx, entry)  # the downstream runs, in the end's transaction ("Chains")
 
     # -- malformed --------------------------------------------------------------------------------
 
@@ -424,7 +426,6 @@ SQLITE_CHAINS = Chains(
     chain_sql(
         "?",
         insert_run=_INSERT_RUN,
-        run_id_taken=_RUN_ID_TAKEN,
         insert_history=INSERT_HISTORY,
         trim_history=TRIM_HISTORY,
     )
