@@ -510,8 +510,7 @@ def _run_row(run: RunRecord, zone: Zone, now: datetime) -> list[str]:
 def _run_details(run: RunRecord) -> list[str]:
     """The error (or why it did not run) and the last output lines of ``run``, indented under
     its row."""
-    label = "reason" if run.state in ops.NOT_RUN else "error"
-    lines = [f"    {label}: {run.error}"] if run.error else []
+    lines = ops.run_notes(run)  # the upstream run, the error or why it did not run
     output = run.output.rstrip("\n").splitlines()
     if len(output) > OUTPUT_LINES:
         hidden = len(output) - OUTPUT_LINES

@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 
 from chronod.alerts.model import event_kinds
 from chronod.config import JobConfig
+from chronod.config.chains import chain_links
 from chronod.instants import format_utc, slot_id
 from chronod.logs import event
 from chronod.plan import COUNT_CAP, MISSED_ENTRIES, Plan, Plans, guard_ttl, plan_slots
@@ -305,6 +306,7 @@ class Scheduler:
         states = self.store.sync_jobs(lease, syncs, loaded_at)
         retired = self.store.retire_jobs(lease, list(jobs))
         self.store.set_event_kinds(lease, event_kinds(jobs))  # the outbox (chronod.alerts)
+        self.store.set_chains(lease, chain_links(jobs))  # runs the store starts after others
         for name in retired:
             log.info("job %s is no longer configured: retired", name)
         self.jobs = jobs

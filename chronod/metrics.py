@@ -17,11 +17,11 @@ Metrics
     Failed or timed-out attempts that were queued again for a retry.
 ``chronod_run_duration_seconds{job}`` (histogram)
     Each attempt, from process start to exit.
-``chronod_dispatch_lateness_seconds`` (histogram)
-    Store time of the dispatch decision − the slot.
 ``chronod_start_lateness_seconds`` (histogram)
     Job process started − the instant its attempt was due (the slot; the retry time for a retry),
     on the worker host's clock, clamped at 0.
+``chronod_dispatch_lateness_seconds`` (histogram)
+    Store time of the dispatch decision − the slot.
 ``chronod_missed_slots_total{job}``, ``chronod_skipped_slots_total{job}`` (counters)
     Slots recorded missed (late beyond ``grace``) and skipped (``overlap = "skip"``).
 ``chronod_uncertain_slots_total{job}`` (counter)
@@ -196,39 +196,50 @@ def exposition(collector: Collector) -> bytes:
 # chronod's metrics
 
 
-class ChronodMetrics:
-    """chronod's metric set (module docstring) and the events that move it."""
+class RunMetrics:
+    """The metrics of the runs a process executed, on ``registry``: chronod's workers (through
+    :class:`ChronodMetrics`) and a Celery worker with chronod's hook (:mod:`chronod.celery.metrics`)
+    export the same families, so one dashboard sums both."""
 
-    def __init__(self) -> None:
-        self.registry = r = CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.runs = Counter(
             "chronod_runs_total",
             "Runs ended by this process's workers, by terminal outcome (as the store accepted it).",
             ("job", "outcome"),
-            registry=r,
+            registry=registry,
         )
         self.retries = Counter(
             "chronod_run_retries_total",
             "Failed or timed-out attempts that were queued again for a retry.",
             ("job",),
-            registry=r,
+            registry=registry,
         )
         self.run_duration = Histogram(
             "chronod_run_duration_seconds",
             "Duration of each attempt, from process start to exit.",
             ("job",),
-            registry=r,
+            registry=registry,
             buckets=DURATION_BUCKETS,
-        )
-        self.dispatch_lateness = Histogram(
-            "chronod_dispatch_lateness_seconds",
-            "Store time of the dispatch decision minus the slot's scheduled instant.",
-            registry=r,
-            buckets=LATENESS_BUCKETS,
         )
         self.start_lateness = Histogram(
             "chronod_start_lateness_seconds",
             "Job process start minus the instant its attempt was due (slot, or retry time).",
+            registry=registry,
+            buckets=LATENESS_BUCKETS,
+        )
+
+
+class ChronodMetrics:
+    """chronod's metric set (module docstring) and the events that move it."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        run = RunMetrics(r)  # first, so the exposition keeps its order
+        self.runs, self.retries = run.runs, run.retries
+        self.run_duration, self.start_lateness = run.run_duration, run.start_lateness
+        self.dispatch_lateness = Histogram(
+            "chronod_dispatch_lateness_seconds",
+            "Store time of the dispatch decision minus the slot's scheduled instant.",
             registry=r,
             buckets=LATENESS_BUCKETS,
         )

@@ -15,6 +15,7 @@ from typing import Any
 from chronod.config import JobConfig
 from chronod.durations import format_duration
 from chronod.instants import format_utc
+from chronod.schedules.after import AfterSchedule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +73,7 @@ def job_lines(job: JobConfig, start: datetime, fires: list[Upcoming]) -> list[st
     ``start``), each followed by its note."""
     lines = [f"{job.name}: {job.schedule.describe()} ({job.timezone})"]
     if not fires:
-        lines.append("  no upcoming fires")
+        lines.append(f"  {_no_fires(job)}")
     rows = table([[local_text(u), format_utc(u.at), relative_text(u, start)] for u in fires])
     for line, fire in zip(rows, fires, strict=True):
         lines.append(f"  {line}")
@@ -99,5 +100,19 @@ def overview_lines(jobs: Iterable[tuple[JobConfig, datetime, list[Upcoming]]]) -
             if fire.note:
                 notes.append(f"note: {job.name}: {fire.note}")
         if not fires:
-            grid.append([job.name, "-", "-", "no upcoming fires", job.schedule.describe()])
+            grid.append([job.name, "-", "-", _no_fires(job, brief=True), job.schedule.describe()])
     return [*table(grid), *notes]
+
+
+def _no_fires(job: JobConfig, *, brief: bool = False) -> str:
+    """What a job without upcoming fires does: nothing more, or follow other jobs."""
+    schedule = job.schedule
+    if not isinstance(schedule, AfterSchedule):
+        return "no upcoming fires"
+    names = ", ".join(schedule.upstreams)
+    if brief:
+        return f"follows {names}"
+    return (
+        f"follows {names}: runs once after each {schedule.when} run "
+        f"(CHRONOD_UPSTREAM_RUN_ID names it), no schedule of its own"
+    )

@@ -15,7 +15,8 @@ Starting
     stdin is ``/dev/null``; stdout and stderr share one pipe. The environment is the worker's
     (minus systemd's ``NOTIFY_SOCKET``/``WATCHDOG_*``, which are the worker's own), plus the job's
     ``env``, plus ``CHRONOD_JOB``, ``CHRONOD_RUN_ID``, ``CHRONOD_SLOT`` (ISO 8601, ``Z``),
-    ``CHRONOD_ATTEMPT`` and ``CHRONOD_EPOCH``, which the job's ``env`` cannot override. On Linux
+    ``CHRONOD_ATTEMPT``, ``CHRONOD_EPOCH`` and, for a job with ``after``,
+    ``CHRONOD_UPSTREAM_RUN_ID``, which the job's ``env`` cannot override. On Linux
     the main process gets ``PR_SET_PDEATHSIG = SIGKILL`` tied to the fork server, which has the
     same tied to the worker: if the worker dies, the run's main process dies with it rather than
     run on unsupervised while its attempt is reclaimed elsewhere. (If only the fork server dies,
@@ -75,7 +76,7 @@ from chronod.celery.publish import Message, Publisher
 from chronod.config import JobConfig
 from chronod.instants import format_utc
 from chronod.logs import event
-from chronod.store.base import OUTPUT_TAIL, AttemptResult, Outcome
+from chronod.store.base import OUTPUT_TAIL, AttemptResult, Outcome, upstream_of
 
 log = logging.getLogger("chronod.runner")
 job_log = logging.getLogger("chronod.job")
@@ -111,12 +112,15 @@ class RunInfo:
     epoch: int
 
     def environment(self) -> dict[str, str]:
+        # A job with 'after' learns which upstream run it follows (docs/schedules.md).
+        upstream = upstream_of(self.run_id)
         return {
             "CHRONOD_JOB": self.job,
             "CHRONOD_RUN_ID": self.run_id,
             "CHRONOD_SLOT": format_utc(self.slot),
             "CHRONOD_ATTEMPT": str(self.attempt),
             "CHRONOD_EPOCH": str(self.epoch),
+            **({} if upstream is None else {"CHRONOD_UPSTREAM_RUN_ID": upstream}),
         }
 
 

@@ -2,7 +2,8 @@
 
 Configured by the environment the test gives the worker: ``CHRONOD_TEST_BROKER`` (broker URL),
 ``CHRONOD_TEST_OUT`` (a file each task execution appends one JSON line to) and, when set,
-``CHRONOD_TEST_HOOK`` (a ``schedules.toml``: the chronod hook is installed with it). The tasks are
+``CHRONOD_TEST_HOOK`` (a ``schedules.toml``: the chronod hook is installed with it, serving its
+metrics on ``CHRONOD_TEST_HOOK_METRICS`` when that is set too). The tasks are
 named as a project's would be; nothing here knows chronod except the hook line.
 
 chronod workers import this app too (``[chronod.celery] app = "tests.celery_app:app"``). With
@@ -30,7 +31,11 @@ app.conf.update(
 if os.environ.get("CHRONOD_TEST_HOOK"):
     import chronod.celery
 
-    chronod.celery.install(app, config=os.environ["CHRONOD_TEST_HOOK"])
+    chronod.celery.install(
+        app,
+        config=os.environ["CHRONOD_TEST_HOOK"],
+        metrics=os.environ.get("CHRONOD_TEST_HOOK_METRICS"),
+    )
 
 
 @signals.after_task_publish.connect  # type: ignore[untyped-decorator]

@@ -26,7 +26,8 @@ import pytest
 
 from chronod.tz import UTC
 from tests.procs import REPO, ChronodProcess, Processes, wait_until
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
+from tests.test_process_ops import scrape, value
 
 pytestmark = [pytest.mark.process, pytest.mark.redis]
 pytest.importorskip("celery", reason="the celery extra is not installed")
@@ -70,9 +71,14 @@ class Project:
         )
 
     def celery_worker(
-        self, *, hook: bool = False, queues: str = "celery,reports"
+        self,
+        *,
+        hook: bool = False,
+        queues: str = "celery,reports",
+        pool: str = "solo",
+        env: dict[str, str] | None = None,
     ) -> ChronodProcess:
-        env = {"CHRONOD_TEST_BROKER": self.broker, "CHRONOD_TEST_OUT": str(self.out)}
+        env = {"CHRONOD_TEST_BROKER": self.broker, "CHRONOD_TEST_OUT": str(self.out), **(env or {})}
         if hook:
             env["CHRONOD_TEST_HOOK"] = str(self.config)
         worker = self.procs.command(
@@ -85,7 +91,8 @@ class Project:
                 "tests.celery_app",
                 "worker",
                 "-P",
-                "solo",
+                pool,
+                *(["-c", "2"] if pool == "prefork" else []),
                 "-Q",
                 queues,
                 "-n",
@@ -195,13 +202,25 @@ def soon(seconds: int = 4) -> datetime:
     return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
 
 
+def hook_metrics(tmp: Path, multiprocess: bool = False) -> tuple[str, dict[str, str]]:
+    """The URL of the hook's metrics endpoint, and the Celery worker's environment for it."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {"CHRONOD_TEST_HOOK_METRICS": address}
+    if multiprocess:
+        (tmp / "prometheus").mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "prometheus")
+    return f"http://{address}/metrics", env
+
+
 def test_hook_records_success_and_failure_in_history(project: Project) -> None:
     at = soon()
     project.write_config(
         one_slot_job("digest", "reports.tasks.send_digest", at, "args = [2]")
         + one_slot_job("broken", "reports.tasks.explode", at)
     )
-    project.celery_worker(hook=True)
+    # prefork: the hook works in pool children, and their counts reach the parent's endpoint.
+    url, env = hook_metrics(project.directory, multiprocess=True)
+    project.celery_worker(hook=True, pool="prefork", env=env)
     daemon = project.procs.run(project.config, project.store, workers=1)
 
     def ended(job: str) -> dict[str, Any] | None:
@@ -223,6 +242,11 @@ def test_hook_records_success_and_failure_in_history(project: Project) -> None:
     assert "ValueError: the digest template is missing" in shown.stdout
     # Each run: 'sent' by the chronod worker, then what the Celery worker did.
     assert [r["outcome"] for r in project.history("digest")] == ["succeeded", "sent"]
+    families = scrape(url)
+    assert value(families, "chronod_runs_total", job="digest", outcome="succeeded") == 1
+    assert value(families, "chronod_runs_total", job="broken", outcome="failed") == 1
+    assert value(families, "chronod_run_duration_seconds_count", job="digest") == 1
+    assert value(families, "chronod_start_lateness_seconds_count") == 2
 
 
 def test_chronod_worker_killed_after_publishing_still_runs_the_task_once(
@@ -268,7 +292,8 @@ def test_chronod_worker_killed_after_publishing_still_runs_the_task_once(
 def test_a_celery_retry_is_recorded_and_runs_once(project: Project) -> None:
     at = soon()
     project.write_config(one_slot_job("flaky", "reports.tasks.flaky", at))
-    project.celery_worker(hook=True)
+    url, env = hook_metrics(project.directory)
+    project.celery_worker(hook=True, env=env)
     daemon = project.procs.run(project.config, project.store, workers=1)
     wait_until(
         lambda: [r for r in project.history("flaky") if r["outcome"] == "succeeded"],
@@ -282,6 +307,10 @@ def test_a_celery_retry_is_recorded_and_runs_once(project: Project) -> None:
     assert outcomes[1][1] == "Retry: Retry in 0s: ConnectionError('the mail server hung up')"
     assert outcomes[2][0] == "sent"
     assert [line["retries"] for line in project.executions()] == [0, 1]
+    families = scrape(url)  # -P solo: the worker's own process executed both tries
+    assert value(families, "chronod_run_retries_total", job="flaky") == 1
+    assert value(families, "chronod_runs_total", job="flaky", outcome="succeeded") == 1
+    assert value(families, "chronod_run_duration_seconds_count", job="flaky") == 2
 
 
 def test_a_message_that_waited_past_grace_is_not_run(project: Project) -> None:

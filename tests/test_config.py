@@ -110,14 +110,15 @@ def test_unknown_section(tmp_path: Path) -> None:
 def test_zero_schedule_kinds(tmp_path: Path) -> None:
     found = errors(tmp_path, '[jobs.a]\ncommand = "true"\n')
     assert found == [
-        "FILE: jobs.a: needs exactly one schedule: 'every', 'cron', 'solar' or 'at' (found none)"
+        "FILE: jobs.a: needs exactly one schedule: 'every', 'cron', 'solar', 'at' or 'after' "
+        "(found none)"
     ]
 
 
 def test_two_schedule_kinds(tmp_path: Path) -> None:
     found = errors(tmp_path, '[jobs.a]\nevery = "1m"\ncron = "* * * * *"\ncommand = "true"\n')
     assert found == [
-        "FILE: jobs.a: needs exactly one schedule: 'every', 'cron', 'solar' or 'at' "
+        "FILE: jobs.a: needs exactly one schedule: 'every', 'cron', 'solar', 'at' or 'after' "
         "(found every and cron)"
     ]
 

@@ -34,6 +34,7 @@ from chronod.instants import slot_id, to_micros
 from chronod.store.base import (
     EVENT_OUTPUT,
     AttemptResult,
+    ChainLink,
     Claim,
     DispatchResult,
     DispatchStatus,
@@ -52,7 +53,9 @@ from chronod.store.base import (
     RunState,
     SlotDispatch,
     Store,
+    When,
     WorkerInfo,
+    chained_run_id,
 )
 from chronod.tz import UTC
 from tests.conftest import ALL_STORE_KINDS, make_store
@@ -2043,3 +2046,146 @@ def test_end_external_records_one_history_entry_by_its_executor(store: Store) ->
     assert store.end_external(retried, SUCCESS)
     assert [e.state for e in store.history("alpha", 10)] == [Outcome.SUCCEEDED, Outcome.FAILED]
     assert store.job_states()["alpha"].last_success_at is not None
+
+
+# -- chains ("Chains" in the contract) -------------------------------------------------------------
+
+
+def link(
+    job: str, upstream: str = "alpha", when: When = "succeeded", overlap: Overlap = "allow"
+) -> ChainLink:
+    return ChainLink(
+        job=job,
+        upstream=upstream,
+        when=when,
+        queue="after",
+        digest=f"digest-{job}",
+        overlap=overlap,
+        max_attempts=2,
+    )
+
+
+def test_chain_starts_one_run_per_qualifying_upstream_end(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    store.set_chains(leader, [link("beta"), link("gamma", when="failed")])
+    slot = base + MINUTE
+    run_id = queued(store, leader, item("alpha", slot))
+    claim = claim_one(store)
+    assert store.live_runs("beta") == []  # nothing before the upstream ends
+    assert store.finish(run_id, claim.token, SUCCESS) is FinishStatus.ACCEPTED
+    assert store.finish(run_id, claim.token, SUCCESS) is FinishStatus.ACCEPTED  # a client retry
+    [after] = store.live_runs("beta")
+    assert store.live_runs("gamma") == []  # 'failed' follows no success
+    assert (
+        after.run_id
+        == chained_run_id("beta", run_id, "alpha")
+        == (f"beta@{slot_id('beta', slot).split('@')[1]}~after~alpha")
+    )
+    assert after.upstream_run_id == run_id
+    assert (after.slot, after.manual, after.state, after.epoch) == (
+        slot,
+        False,
+        RunState.QUEUED,
+        leader.epoch,
+    )
+    assert (after.queue, after.digest, after.max_attempts, after.attempt) == (
+        "after",
+        "digest-beta",
+        2,
+        0,
+    )
+    assert after.created_at == after.not_before
+    assert job(store, "beta").last_slot is None  # no slot of beta's own was consumed
+    downstream = claim_one(store, queues=["after"])
+    assert downstream.run.run_id == after.run_id
+    assert store.finish(after.run_id, downstream.token, SUCCESS) is FinishStatus.ACCEPTED
+    assert store.live_runs() == []
+
+
+def test_chain_follows_only_final_outcomes(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_chains(
+        leader, [link("beta", when="finished"), link("gamma", when="failed"), link("delta")]
+    )
+    run_id = queued(store, leader, item("alpha", base + MINUTE, max_attempts=2))
+    claim = claim_one(store)
+    retry = replace(FAILURE, retry_at=store.now())
+    assert store.finish(run_id, claim.token, retry) is FinishStatus.RETRY
+    assert [r.job for r in store.live_runs()] == ["alpha"]  # a retry is not an end
+    second = claim_one(store)
+    assert store.finish(run_id, second.token, retry) is FinishStatus.ACCEPTED
+    assert sorted(r.job for r in store.live_runs()) == ["beta", "gamma"]
+
+
+def test_chain_follows_a_lost_run(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_chains(leader, [link("beta", when="failed")])
+    run_id = queued(store, leader, item("alpha", base + MINUTE))
+    claim = claim_one(store, ttl=SHORT_TTL)
+    wait_past(store, claim.lease_expires_at)
+    assert store.reap() == [run_id]
+    assert [r.upstream_run_id for r in store.live_runs("beta")] == [run_id]
+
+
+def test_chain_runs_are_one_per_upstream_run(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_chains(leader, [link("gamma"), link("gamma", upstream="beta")])
+    slot = base + MINUTE
+    run_to_end(store, leader, slot, SUCCESS)
+    run_to_end(store, leader, slot, SUCCESS, name="beta")  # the same slot: its own run
+    run_to_end(store, leader, slot + MINUTE, SUCCESS)
+    runs = store.live_runs("gamma")
+    assert sorted(r.upstream_run_id or "" for r in runs) == sorted(
+        [slot_id("alpha", slot), slot_id("beta", slot), slot_id("alpha", slot + MINUTE)]
+    )
+    assert len({r.run_id for r in runs}) == 3
+
+
+def test_chain_obeys_overlap_and_pause(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_chains(leader, [link("beta", overlap="skip"), link("gamma", overlap="queue")])
+    first = run_to_end(store, leader, base + MINUTE, SUCCESS)
+    second = run_to_end(store, leader, base + 2 * MINUTE, SUCCESS)
+    [beta] = store.live_runs("beta")
+    assert beta.upstream_run_id == first
+    [skipped] = store.history("beta", 10)
+    assert (skipped.state, skipped.run_id) == (
+        Outcome.SKIPPED,
+        chained_run_id("beta", second, "alpha"),
+    )
+    assert skipped.error == f"previous run {beta.run_id} still queued (overlap = skip)"
+    assert [r.state for r in store.live_runs("gamma")] == [RunState.QUEUED, RunState.WAITING]
+    store.set_paused("delta", True)
+    store.set_chains(leader, [link("delta")])
+    run_to_end(store, leader, base + 3 * MINUTE, SUCCESS)
+    assert store.live_runs("delta") == []
+    assert store.history("delta", 10) == []
+
+
+def test_set_chains_is_fenced_and_replaces(store: Store, leader: Lease, base: datetime) -> None:
+    store.set_chains(leader, [link("beta")])
+    stale = replace(leader, token=new_token())
+    with pytest.raises(Fenced):
+        store.set_chains(stale, [link("gamma")])
+    store.set_chains(leader, [link("gamma")])
+    store.set_chains(leader, [link("gamma")])  # a repeat changes nothing
+    run_to_end(store, leader, base + MINUTE, SUCCESS)
+    assert [r.job for r in store.live_runs()] == ["gamma"]
+    store.set_chains(leader, [])
+    run_to_end(store, leader, base + 2 * MINUTE, SUCCESS)
+    assert [r.job for r in store.live_runs()] == ["gamma"]
+
+
+def test_chain_follows_an_external_end_not_a_sent_message(
+    store: Store, leader: Lease, base: datetime
+) -> None:
+    store.set_chains(leader, [link("beta", when="finished")])
+    sent = AttemptResult(outcome=Outcome.SENT)
+    run_to_end(store, leader, base + MINUTE, sent)  # handed to Celery: not an end yet
+    assert store.live_runs("beta") == []
+    run = external("celery@a:1")
+    assert store.begin_external(run)
+    assert store.end_external(replace(run, try_no=0), AttemptResult(outcome=Outcome.RETRIED))
+    assert store.live_runs("beta") == []
+    retried = replace(run, try_no=1)
+    assert store.begin_external(retried)
+    assert store.end_external(retried, SUCCESS)
+    assert store.end_external(retried, SUCCESS)  # a repeat starts nothing more
+    assert [r.upstream_run_id for r in store.live_runs("beta")] == [run.run_id]

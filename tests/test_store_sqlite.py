@@ -186,9 +186,11 @@ def test_schema_2_is_migrated_to_claim_ready_runs_in_creation_order(tmp_path: Pa
     finally:
         again.close()
     with raw(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         columns = [row[2] for row in conn.execute("PRAGMA index_info(runs_ready)")]
         assert columns == ["queue", "not_before"]
+        # Schema 7's chains table (sqlite/chains.py) came with the migration.
+        assert conn.execute("SELECT count(*) FROM chains").fetchone()[0] == 0
 
 
 def test_schema_3_gets_the_outbox_and_is_read_as_found_without_one(tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ from chronod.errors import StoreError
 from chronod.instants import slot_id, to_micros
 from chronod.store.base import (
     AttemptResult,
+    ChainLink,
     Claim,
     DispatchResult,
     JobSync,
@@ -70,6 +71,7 @@ from chronod.store.base import (
     RunRecord,
     SlotDispatch,
     Store,
+    When,
     WorkerInfo,
 )
 from chronod.store.keys import KeySpace
@@ -473,6 +475,34 @@ class StoresAgree(RuleBasedStateMachine):
         self.lead(lambda s, lease: s.advance_many(lease, batch))
 
     # -- operators ---------------------------------------------------------------------------------
+
+    @rule(
+        links=st.lists(
+            st.tuples(
+                st.sampled_from(NAMES),
+                st.sampled_from(NAMES),
+                st.sampled_from(["succeeded", "failed", "finished"]),
+                overlaps,
+                st.sampled_from(QUEUES),
+            ),
+            max_size=3,
+        )
+    )
+    def chain(self, links: list[tuple[str, str, When, Overlap, str]]) -> None:
+        """The leader replaces the chains: later run ends start followers in the same step."""
+        chained = [
+            ChainLink(
+                job=job,
+                upstream=upstream,
+                when=when,
+                queue=queue,
+                digest="d-chain",
+                overlap=overlap,
+                max_attempts=2,
+            )
+            for job, upstream, when, overlap, queue in links
+        ]
+        self.lead(lambda s, lease: s.set_chains(lease, chained))
 
     @rule(job=st.sampled_from(NAMES), paused=st.booleans())
     def pause(self, job: str, paused: bool) -> None:

@@ -80,6 +80,10 @@ command = "true"
 [jobs.fast]
 every = "10s"
 command = "true"
+
+[jobs.load]
+after = "report"
+command = "true"
 """
 
 
@@ -271,7 +275,13 @@ def test_status(site: Site) -> None:
     assert 0 < status["leader"]["lease_left_s"] <= 60
     assert [w["worker"] for w in status["workers"]] == [WORKER]
     assert status["queues"] == {"default": 0}
-    assert [j["job"] for j in status["jobs"]] == ["report", "ny-backup", "tromso-sunrise", "fast"]
+    assert [j["job"] for j in status["jobs"]] == [
+        "report",
+        "ny-backup",
+        "tromso-sunrise",
+        "fast",
+        "load",
+    ]
     report = status["jobs"][0]
     assert report["last_outcome"] == "succeeded"
     assert report["loaded"] is True
@@ -305,6 +315,22 @@ def test_jobs_table_data(site: Site) -> None:
     assert len(one["upcoming"]) == 5
     assert one["upcoming"][0]["utc"] == report["next_fire"]
     assert failed != succeeded
+
+
+def test_a_job_with_after_names_and_links_its_upstream(site: Site) -> None:
+    seed(site)
+    load = {j["job"]: j for j in site.get_json("/api/v1/jobs")["jobs"]}["load"]
+    # app.js draws "after report (succeeded)" with report a link from these (scheduleNodes)
+    assert (load["after"], load["when"], load["schedule"]) == (
+        ["report"],
+        "succeeded",
+        "after report (succeeded)",
+    )
+    assert load["next_fire"] is None
+    assert b"after report (succeeded), UTC" in site.get("/jobs/load").body
+    script = site.get("/static/app.js").body
+    assert b"function scheduleNodes(job)" in script
+    assert b'class: "after-link", href: `/jobs/${encodeURIComponent(name)}`' in script
 
 
 def test_history(site: Site) -> None:

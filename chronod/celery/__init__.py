@@ -12,12 +12,18 @@ from typing import Any
 
 
 def install(
-    app: Any, *, config: str | os.PathLike[str] | None = None, store: str | None = None
+    app: Any,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    store: str | None = None,
+    metrics: str | None = None,
 ) -> None:
     """Run each chronod run once on ``app``'s workers and record how it went in chronod's store.
 
     See :mod:`chronod.celery.hook`; ``config`` is the ``schedules.toml`` naming the store (default
-    ``$CHRONOD_CONFIG``, else ``./schedules.toml``), ``store`` a URL that overrides it."""
+    ``$CHRONOD_CONFIG``, else ``./schedules.toml``), ``store`` a URL that overrides it, ``metrics``
+    a ``HOST:PORT`` where ``celery worker`` serves the run metrics of what it executed
+    (:mod:`chronod.celery.metrics`)."""
     from chronod.celery.hook import install as install_hook
 
-    install_hook(app, config=config, store=store)
+    install_hook(app, config=config, store=store, metrics=metrics)

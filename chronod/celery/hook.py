@@ -9,6 +9,9 @@ that died before recording it — is skipped with Celery's ``Ignore`` (state ``I
 the body (success, the exception's text, a ``Task.retry``) goes to
 :meth:`~chronod.store.base.Store.end_external`, so ``chronod history`` shows it with its duration.
 
+With ``install(app, metrics="HOST:PORT")`` the Celery worker also serves the run metrics a chronod
+worker does, for the runs it executed (:mod:`chronod.celery.metrics`).
+
 The wrap replaces each task's ``run`` before the worker builds its tracers: on ``worker_init`` and
 when the app is finalized (both idempotent), so tasks registered by autodiscovery are covered.
 
@@ -31,9 +34,12 @@ from typing import Any
 from celery import signals
 from celery.exceptions import Ignore, Retry
 
+from chronod.celery.metrics import HookMetrics
 from chronod.celery.publish import HEADER_PREFIX
+from chronod.clock import Clock, SystemClock
 from chronod.config import config_path, load_config
 from chronod.errors import StoreError
+from chronod.metrics import parse_address
 from chronod.runtime import store_settings
 from chronod.store import open_store
 from chronod.store.base import AttemptResult, ExternalRun, Outcome, Store
@@ -47,9 +53,17 @@ class Guard:
     """One Celery app's link to chronod's store, opened lazily once per process (prefork children
     open their own after the fork)."""
 
-    def __init__(self, config: Path, store: str | None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        store: str | None,
+        metrics: HookMetrics | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.config = config
         self.store_url = store
+        self.metrics = metrics
+        self.clock = clock or SystemClock()
         self._store: Store | None = None
         self._pid = 0
 
@@ -83,18 +97,23 @@ class Guard:
         if not self.store().begin_external(run):
             log.info("chronod run %s (try %d) was executed before: skipped", run.run_id, run.try_no)
             raise Ignore(f"chronod run {run.run_id} was executed before")
+        began = self.clock.monotonic()
+        if self.metrics is not None:
+            self.metrics.started(run, (self.clock.now() - run.slot).total_seconds())
         try:
             value = body(*args, **kwargs)
         except Retry as exc:
-            self.end(run, AttemptResult(outcome=Outcome.RETRIED, error=one_line(exc)))
+            self.end(run, AttemptResult(outcome=Outcome.RETRIED, error=one_line(exc)), began)
             raise
         except Exception as exc:
-            self.end(run, AttemptResult(outcome=Outcome.FAILED, error=one_line(exc)))
+            self.end(run, AttemptResult(outcome=Outcome.FAILED, error=one_line(exc)), began)
             raise
-        self.end(run, AttemptResult(outcome=Outcome.SUCCEEDED))
+        self.end(run, AttemptResult(outcome=Outcome.SUCCEEDED), began)
         return value
 
-    def end(self, run: ExternalRun, result: AttemptResult) -> None:
+    def end(self, run: ExternalRun, result: AttemptResult, began: float) -> None:
+        if self.metrics is not None:
+            self.metrics.ended(run, result.outcome, self.clock.monotonic() - began)
         try:
             self.store().end_external(run, result)
         except StoreError as exc:
@@ -129,13 +148,29 @@ def one_line(exc: BaseException) -> str:
 
 
 def install(
-    app: Any, *, config: str | os.PathLike[str] | None = None, store: str | None = None
+    app: Any,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    store: str | None = None,
+    metrics: str | None = None,
 ) -> Guard:
     """Wrap ``app``'s tasks (see the module docstring). ``config``: the ``schedules.toml`` whose
     ``[chronod]`` names the store (default ``$CHRONOD_CONFIG``, else ``./schedules.toml``);
-    ``store``: a store URL that overrides it, as ``--store`` does."""
-    guard = Guard(config_path(config), store)
+    ``store``: a store URL that overrides it, as ``--store`` does; ``metrics``: ``HOST:PORT``
+    (as ``--metrics``) where a Celery worker serves the run metrics of what it executed.
+
+    Only ``celery worker`` starts the endpoint (on ``worker_init``): other programs that import
+    the app — chronod's own workers publishing to it, ``celery inspect`` — do not. A bad address
+    raises :class:`ValueError` here, when the app is imported."""
+    address = None if metrics is None else parse_address(metrics)
+    guard = Guard(config_path(config), store, HookMetrics() if address is not None else None)
+
+    def worker_init(sender: Any = None, **_: Any) -> None:
+        guard.wrap_all(app)
+        if guard.metrics is not None and address is not None:
+            guard.metrics.serve(address, sender)
+
     guard.wrap_all(app)
     app.on_after_finalize.connect(lambda sender=None, **_: guard.wrap_all(app), weak=False)
-    signals.worker_init.connect(lambda sender=None, **_: guard.wrap_all(app), weak=False)
+    signals.worker_init.connect(worker_init, weak=False)
     return guard

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from chronod.alerts.model import Channel, JobAlerts
 from chronod.alerts.settings import check_smtp, read_channels, read_job_alerts
-from chronod.config import dates, parsers
+from chronod.config import chains, dates, parsers
 from chronod.config.model import CeleryConfig, Config, DaemonConfig, JobConfig
 from chronod.config.parsers import MAX_TEXT, clip, show
 from chronod.config.shared import Shared
@@ -39,7 +39,7 @@ from chronod.tz import UnknownZone, Zone, get_zone, zone_names
 _T = TypeVar("_T")
 _MISSING: Any = object()
 
-SCHEDULE_KINDS = ("every", "cron", "solar", "at")
+SCHEDULE_KINDS = ("every", "cron", "solar", "at", "after")
 DAEMON_KEYS = (*parsers.DAEMON_PARSERS, "smtp", "from", "celery")  # smtp, from: chronod.alerts
 CELERY_KEYS = ("broker", "app")
 TARGETS = ("command", "call", "celery")
@@ -76,6 +76,8 @@ JOB_ONLY_KEYS = (
     "cron",
     "solar",
     "at",
+    "after",
+    "when",
     "offset",
     "start",
     "end",
@@ -186,6 +188,7 @@ class Reader:
             job = self.job(_Table(shown, self.table(body, where), defaults))
             if job is not None and valid_name:
                 jobs[name] = job
+        chains.check_links(jobs_table, self.error)  # over the whole file: names and cycles
         # From the tables, so that a celery job with another mistake still needs the table.
         celery_jobs = [
             clip(name)
@@ -352,6 +355,8 @@ class Reader:
         excluded = self.excluded(job)
         jitter = self.optional(job, "jitter", parsers.JITTER, None)
         kind = self.kind(job)
+        if kind == "after":
+            return chains.after_schedule(job.body, job.key, zone, self.get, self.error)
         if kind is None:
             return None
         built = self.build(kind, job, checking)
@@ -426,7 +431,8 @@ class Reader:
             found = " and ".join(kinds) if kinds else "none"
             self.error(
                 job.path,
-                f"needs exactly one schedule: 'every', 'cron', 'solar' or 'at' (found {found})",
+                "needs exactly one schedule: 'every', 'cron', 'solar', 'at' or 'after' "
+                f"(found {found})",
             )
             for kind in kinds:
                 self.schedule_value(job.path, kind, job.body[kind])
@@ -434,6 +440,10 @@ class Reader:
         kind = kinds[0]
         misplaced = [k for k in SOLAR_KEYS if k in job.body and kind != "solar"]
         misplaced += ["anchor"] if "anchor" in job.body and kind != "every" else []
+        if "when" in job.body and kind != "after":
+            self.error(
+                job.key("when"), f"only applies to jobs with 'after', this job uses '{kind}'"
+            )
         for key in misplaced:
             self.error(
                 job.key(key),
@@ -464,6 +474,8 @@ class Reader:
             self.get(f"{prefix}.cron", value, lambda v: self.shared.crons.tables(parsers.string(v)))
         elif kind == "at":
             self.get(f"{prefix}.at", value, lambda v: dates.at_schedule(v, get_zone("UTC")))
+        elif kind == "after":
+            self.get(f"{prefix}.after", value, chains.parse_after)
         else:
             self.get(f"{prefix}.solar", value, parsers.choice(SOLAR_EVENTS))
 

@@ -41,6 +41,7 @@ from chronod.ops.status import (
     job_history,
     missing_store_status,
     next_fire,
+    run_notes,
     run_stats,
 )
 
@@ -69,6 +70,7 @@ __all__ = [
     "resume",
     "run_json",
     "run_json_local",
+    "run_notes",
     "run_stats",
     "stats_json",
     "status_json",

@@ -15,12 +15,13 @@ shape is :mod:`chronod.web.timeline`'s.
     "queues", "seen_at", "age_s", "running", "concurrency", "stopped"}``, newest first
     (``stopped``: it stopped cleanly; ``seen_at`` is then the instant it said so); ``queues`` maps
     a queue name to the number of runs queued on it; ``jobs`` is a list (config order, then retired
-    jobs by name) of ``{"job", "kind", "schedule", "timezone", "queue", "retired", "loaded",
-    "paused", "finished", "last_outcome", "last_outcome_at", "last_success_at", "next_fire",
-    "next_fire_local", "next_fire_note", "watermark", "active", "missed"}``. ``kind``,
+    jobs by name) of ``{"job", "kind", "schedule", "after", "when", "timezone", "queue", "retired",
+    "loaded", "paused", "finished", "last_outcome", "last_outcome_at", "last_success_at",
+    "next_fire", "next_fire_local", "next_fire_note", "watermark", "active", "missed"}``. ``kind``,
     ``schedule``, ``timezone``, ``queue`` and the next fire are null for retired jobs (in the store
     but no longer in the config); ``loaded`` is false while the leader has not yet loaded the
-    job's current definition; ``next_fire_local`` is in the job's zone, with its offset.
+    job's current definition; ``next_fire_local`` is in the job's zone, with its offset;
+    ``after`` (the jobs it follows) and ``when`` are null but for a job with ``after``.
     ``notifications`` is ``{"outbox": {"depth", "dropped"} or null, "channels": [{"channel",
     "last_ok_at", "last_error", "last_error_at"}]}`` (docs/notifications.md).
 ``history``
@@ -28,10 +29,11 @@ shape is :mod:`chronod.web.timeline`'s.
     ``runs`` its finished attempts by slot, newest slot first, the attempts of one run together
     (newest attempt first); each is a run object (:func:`run_json`).
 run
-    ``{"run_id", "job", "manual", "slot", "state", "outcome", "queue", "attempt", "max_attempts",
-    "epoch", "created_at", "not_before", "started_at", "finished_at", "duration_s", "worker",
-    "exit_code", "error", "output"}``: ``state`` is ``queued``, ``waiting``, ``running`` or
-    ``finished``; ``outcome`` is set once finished; ``output`` is the full stored tail.
+    ``{"run_id", "job", "manual", "upstream_run_id", "slot", "state", "outcome", "queue",
+    "attempt", "max_attempts", "epoch", "created_at", "not_before", "started_at", "finished_at",
+    "duration_s", "worker", "exit_code", "error", "output"}``: ``state`` is ``queued``,
+    ``waiting``, ``running`` or ``finished``; ``outcome`` is set once finished; ``output`` is the
+    full stored tail; ``upstream_run_id`` names the run a job with ``after`` followed (else null).
 ``stats``
     ``{"runs", "ran", "succeeded", "success_rate", "outcomes"}`` over a job's kept history, each
     run counted once by its final outcome (:func:`~chronod.ops.status.run_stats`).
@@ -42,6 +44,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from chronod.config import JobConfig
 from chronod.instants import format_utc
 from chronod.ops.actions import PauseChange
 from chronod.ops.status import (
@@ -53,6 +56,7 @@ from chronod.ops.status import (
     SchedulerStatus,
     WorkerStatus,
 )
+from chronod.schedules.after import AfterSchedule
 from chronod.store.base import Outcome, RunRecord, RunState
 from chronod.tz import Zone
 
@@ -93,6 +97,7 @@ def job_json(job: JobStatus) -> dict[str, Any]:
         "job": job.name,
         "kind": None if config is None else config.kind,
         "schedule": None if config is None else config.schedule.describe(),
+        **_follows(config),
         "timezone": None if config is None else config.timezone,
         "queue": None if config is None else config.queue,
         "retired": job.retired,
@@ -125,6 +130,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "run_id": run.run_id,
         "job": run.job,
         "manual": run.manual,
+        "upstream_run_id": run.upstream_run_id,
         "slot": format_utc(run.slot),
         "state": "finished" if finished else _enum(run.state),
         "outcome": _enum(run.state) if finished else None,
@@ -213,3 +219,11 @@ def run_json_local(run: RunRecord, zone: Zone) -> dict[str, Any]:
         "slot_local": zone.to_local(run.slot).isoformat(),
         "finished_local": finished,
     }
+
+
+def _follows(config: JobConfig | None) -> dict[str, Any]:
+    """``after`` (the jobs it follows, else null) and ``when`` of a job."""
+    schedule = None if config is None else config.schedule
+    if not isinstance(schedule, AfterSchedule):
+        return {"after": None, "when": None}
+    return {"after": list(schedule.upstreams), "when": schedule.when}

@@ -14,6 +14,7 @@ from typing import Literal
 
 from chronod.config import Config, JobConfig
 from chronod.preview import Upcoming, upcoming
+from chronod.schedules.after import AfterSchedule
 from chronod.store.base import (
     ChannelDelivery,
     JobState,
@@ -93,6 +94,8 @@ class JobStatus:
         if not self.loaded or self.state is None or self.state.active:
             return False
         assert self.config is not None
+        if isinstance(self.config.schedule, AfterSchedule):
+            return False  # no slots of its own: it never ends
         watermark = self.state.watermark
         return watermark is not None and self.config.schedule.next_fire(watermark) is None
 
@@ -345,6 +348,14 @@ def _watermark(state: JobState | None) -> datetime | None:
 
 # Outcomes of slots that never executed: they say nothing about whether the job works.
 NOT_RUN = frozenset({Outcome.SKIPPED, Outcome.MISSED, Outcome.QUARANTINED, Outcome.UNCERTAIN})
+
+
+def run_notes(run: RunRecord) -> list[str]:
+    """The lines ``chronod history`` shows under a run's row before its output: the run it
+    followed (a job with ``after``), the error or why it did not run."""
+    lines = [] if run.upstream_run_id is None else [f"    after: {run.upstream_run_id}"]
+    label = "reason" if run.state in NOT_RUN else "error"
+    return lines + ([f"    {label}: {run.error}"] if run.error else [])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -78,6 +78,23 @@ way, in its atomic step (its ``run`` is the history entry, attempt 0); slots tha
 (:meth:`Store.outbox_stats`). A delivering process reads :meth:`Store.events_due` and settles each
 (:meth:`Store.settle_event`); nothing about delivery ever changes a run or an outcome.
 
+Chains
+------
+A job with ``after`` (docs/schedules.md) has no slots of its own: the leader names, with
+:meth:`Store.set_chains`, which jobs follow which and ``when``. When a run ends for good (the same
+run ends as the outbox's: :meth:`Store.finish` accepted, :meth:`Store.reap` lost,
+:meth:`Store.end_external`) with an outcome in :data:`CHAIN_OUTCOMES` of a link's ``when``, each
+such downstream run is decided *in the same atomic step*, so no process can die between the
+upstream's end and the downstream's start: its id is :func:`chained_run_id` (one per upstream run:
+the upstream run ends once, so it is decided once), ``slot`` = the upstream run's slot,
+``manual`` false, ``epoch`` = the epoch of the lease that set the links, ``queue``, ``digest``
+and ``max_attempts`` from the link, ``created_at`` = ``not_before`` = store time; decided after
+the ended run left the live set and released its waiting run. As in :meth:`Store.dispatch`: a
+paused downstream job → nothing; an active run of it and overlap
+``skip`` → a ``skipped`` history entry (:func:`overlap_reason`); ``queue`` → created ``waiting``;
+else ``queued``. No watermark, guard or ``last_slot`` is read or written (upstream ends arrive in
+any order). A run id already live is not created again.
+
 Atomicity and retries
 ---------------------
 Every method is one atomic step (Redis: one Lua script; SQLite: one ``BEGIN IMMEDIATE``
@@ -113,16 +130,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from chronod.errors import NotLeader, StoreError, StoreUnavailable
 from chronod.store.records import (
+    CHAIN_OUTCOMES,
     EVENT_OUTPUT,
     EXTERNAL_TTL,
     MAX_OUTBOX,
     OUTPUT_TAIL,
     UNSUCCESSFUL,
     AttemptResult,
+    ChainLink,
     ChannelDelivery,
     Claim,
     DispatchResult,
@@ -144,16 +162,24 @@ from chronod.store.records import (
     RunRecord,
     RunState,
     SlotDispatch,
+    When,
     WorkerInfo,
+    chained_run_id,
+    overlap_reason,
+    redacted,
+    superseded_reason,
+    upstream_of,
 )
 
 __all__ = [
+    "CHAIN_OUTCOMES",
     "EVENT_OUTPUT",
     "EXTERNAL_TTL",
     "MAX_OUTBOX",
     "OUTPUT_TAIL",
     "UNSUCCESSFUL",
     "AttemptResult",
+    "ChainLink",
     "ChannelDelivery",
     "Claim",
     "DispatchResult",
@@ -179,10 +205,13 @@ __all__ = [
     "RunState",
     "SlotDispatch",
     "Store",
+    "When",
     "WorkerInfo",
+    "chained_run_id",
     "overlap_reason",
     "redacted",
     "superseded_reason",
+    "upstream_of",
 ]
 
 
@@ -198,16 +227,6 @@ class RolledBack(StoreError):
 class NotAcknowledged(StoreUnavailable):
     """Too few replicas acknowledged a write in time: it exists on the primary only, where a
     failover can lose it, so nothing may rely on it yet (transient)."""
-
-
-def superseded_reason(run_id: str) -> str:
-    """The history reason of a slot skipped in favour of ``run_id`` (SlotDispatch.superseded_by)."""
-    return f"superseded by {run_id}: slots that came due together run once (overlap = skip)"
-
-
-def overlap_reason(run_id: str, state: str) -> str:
-    """The history reason of a slot skipped because the job's run ``run_id`` is still active."""
-    return f"previous run {run_id} still {state} (overlap = skip)"
 
 
 class Store(ABC):
@@ -408,8 +427,8 @@ class Store(ABC):
         TIMED_OUT with ``retry_at`` and attempts left → a history entry for the attempt, run back to
         ``queued`` with ``not_before = retry_at`` → ``RETRY``. Otherwise the run ends: a history
         entry with the outcome, the job's last outcome fields updated (``last_success_at`` on
-        success), the run leaves the live set, and the job's oldest ``waiting`` run (if any)
-        becomes ``queued`` → ``ACCEPTED``.
+        success), the run leaves the live set, the job's oldest ``waiting`` run (if any)
+        becomes ``queued``, and its chains start ("Chains") → ``ACCEPTED``.
         """
 
     # -- runs executed elsewhere (docs/celery.md) -----------------------------------------------
@@ -434,7 +453,8 @@ class Store(ABC):
         ``worker`` = ``executor``, ``created_at`` and ``started_at`` = the begin's store time),
         ``finished_at`` = store time and ``result``'s outcome, exit code, output tail and error;
         the job's last outcome fields as in :meth:`finish` (an unknown job gets a state with an
-        empty fingerprint, as :meth:`set_paused` creates) → True. A repeat by the same executor
+        empty fingerprint, as :meth:`set_paused` creates), and the chains the outcome starts
+        ("Chains") → True. A repeat by the same executor
         → True, nothing written. No record, or another executor's → False, nothing written.
         ``result.retry_at`` is ignored: the other system retries by itself (a new ``try_no``).
         """
@@ -451,8 +471,8 @@ class Store(ABC):
         """Reclaim runs whose attempt lease expired (their worker died or stalled).
 
         Each becomes ``queued`` again (ready now) if attempts are left, else ends ``lost`` (history,
-        last outcome, waiting successor released as in :meth:`finish`). Its token is cleared, so the
-        old worker's heartbeat and finish are refused. Returns the run ids reaped.
+        last outcome, waiting successor released, chains started as in :meth:`finish`). Its token
+        is cleared, so the old worker's heartbeat and finish are refused. Returns the run ids.
         """
 
     @abstractmethod
@@ -491,6 +511,13 @@ class Store(ABC):
         stay.
         Raises :class:`Fenced` (writing nothing) if ``lease`` is not current; a repeat changes
         nothing.
+        """
+
+    @abstractmethod
+    def set_chains(self, lease: Lease, links: Sequence[ChainLink]) -> None:
+        """Replace every chain link ("Chains" above): a job not named as ``upstream`` starts
+        nothing. The links remember ``lease``'s epoch (the epoch of the runs they create). Raises
+        :class:`Fenced` (writing nothing) if ``lease`` is not current; a repeat changes nothing.
         """
 
     @abstractmethod
@@ -567,10 +594,3 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def redacted(info: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy of ``info`` without secret-looking keys (for logs and status output)."""
-    return {
-        k: ("***" if "pass" in k.lower() or "token" in k.lower() else v) for k, v in info.items()
-    }

@@ -35,6 +35,7 @@ key (after prefix)     type    holds
 ``presence``           hash    member (``host:pid``) → JSON (role, stopped): announcements
 ``presence:seen``      zset    members by last announcement
 ``event_kinds``        hash    job name → JSON array of its event kinds (Store.set_event_kinds)
+``chains``             hash    upstream job → JSON array of the links after it (Store.set_chains)
 ``outbox``             zset    outbox event ids by append seq (trimmed to the outbox limit)
 ``outbox:due``         zset    ``<seq:016d> <event id>`` by next delivery instant
 ``outbox:events``      hash    event id → JSON (kind, history entry, created, attempts, done)
@@ -80,6 +81,7 @@ PATTERNS: tuple[str, ...] = (
     r"presence",
     r"presence:seen",
     r"event_kinds",
+    r"chains",
     r"outbox",
     r"outbox:due",
     r"outbox:events",
@@ -158,6 +160,10 @@ class KeySpace:
     @property
     def event_kinds(self) -> str:
         return self.prefix + "event_kinds"
+
+    @property
+    def chains(self) -> str:
+        return self.prefix + "chains"
 
     @property
     def outbox(self) -> str:

@@ -5,13 +5,15 @@ that take and return them, in :mod:`chronod.store.base`, which re-exports every 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 Overlap = Literal["skip", "queue", "allow"]
 Role = Literal["scheduler", "worker"]
+When = Literal["succeeded", "failed", "finished"]
 
 # The most of a run's output a store keeps: the tail, in bytes of UTF-8.
 OUTPUT_TAIL = 64 * 1024
@@ -176,6 +178,11 @@ class RunRecord:
             return None
         return self.finished_at - self.started_at
 
+    @property
+    def upstream_run_id(self) -> str | None:
+        """The run whose end started this one (a job with ``after``), else None."""
+        return upstream_of(self.run_id)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Claim:
@@ -286,3 +293,67 @@ class ChannelDelivery:
     last_ok_at: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
+
+
+# -- chains (Store.set_chains) ---------------------------------------------------------------------
+
+# The final outcomes of an upstream run that start a downstream run, per ``when``. ``failed``
+# is every end of a run that ran and did not succeed; what never ran (skipped, missed, paused,
+# uncertain, config-mismatch, quarantined) and what is not final (a retry; a celery job's
+# ``sent`` and ``retried``) starts nothing.
+CHAIN_OUTCOMES: dict[str, frozenset[str]] = {
+    "succeeded": frozenset({"succeeded"}),
+    "failed": frozenset({"failed", "timed-out", "lost"}),
+    "finished": frozenset({"succeeded", "failed", "timed-out", "lost"}),
+}
+# Between a chained run's own part and the job it follows: see :func:`chained_run_id`.
+AFTER_MARK = "~after~"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainLink:
+    """A job that runs after another: see :meth:`Store.set_chains`."""
+
+    job: str  # the downstream job
+    upstream: str
+    when: When
+    queue: str
+    digest: str
+    overlap: Overlap
+    max_attempts: int
+
+
+def chained_run_id(job: str, upstream_run_id: str, upstream: str) -> str:
+    """The run id of ``job``'s run after the run ``upstream_run_id`` of job ``upstream``:
+    ``load@2027-01-01T09:00:00Z~after~extract`` follows ``extract@2027-01-01T09:00:00Z``.
+
+    One id per upstream run, so two upstreams with the same slot never collide, and the upstream
+    run id can be read back from it (:func:`upstream_of`: job names hold no ``@`` or ``~``).
+    """
+    return f"{job}@{upstream_run_id[len(upstream) + 1 :]}{AFTER_MARK}{upstream}"
+
+
+def upstream_of(run_id: str) -> str | None:
+    """The upstream run id a chained run id names (:func:`chained_run_id`), else None."""
+    head, mark, upstream = run_id.rpartition(AFTER_MARK)
+    _, at, rest = head.partition("@")
+    if not mark or not at or not upstream or "@" in upstream:
+        return None
+    return f"{upstream}@{rest}"
+
+
+def superseded_reason(run_id: str) -> str:
+    """The history reason of a slot skipped in favour of ``run_id`` (SlotDispatch.superseded_by)."""
+    return f"superseded by {run_id}: slots that came due together run once (overlap = skip)"
+
+
+def overlap_reason(run_id: str, state: str) -> str:
+    """The history reason of a slot skipped because the job's run ``run_id`` is still active."""
+    return f"previous run {run_id} still {state} (overlap = skip)"
+
+
+def redacted(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy of ``info`` without secret-looking keys (for logs and status output)."""
+    return {
+        k: ("***" if "pass" in k.lower() or "token" in k.lower() else v) for k, v in info.items()
+    }

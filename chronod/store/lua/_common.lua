@@ -306,8 +306,69 @@ local function record_outcome(job, entry, now)
   end
 end
 
+-- Why a slot is skipped for overlap (chronod.store.base.overlap_reason): the job's newest live run.
+local function overlap_reason(job)
+  local run_id = redis.call('ZRANGE', P .. 'live:' .. job, -1, -1)[1]
+  local state = run_id and redis.call('HGET', P .. 'run:' .. run_id, 'state')
+  if not state then
+    return 'overlap = skip'
+  end
+  return 'previous run ' .. run_id .. ' still ' .. state .. ' (overlap = skip)'
+end
+
+-- The final outcomes of an upstream run that start the runs of each `when`
+-- (records.CHAIN_OUTCOMES).
+local CHAIN_OUTCOMES = {
+  ['succeeded'] = {['succeeded'] = true},
+  ['failed'] = {['failed'] = true, ['timed-out'] = true, ['lost'] = true},
+  ['finished'] = {['succeeded'] = true, ['failed'] = true, ['timed-out'] = true, ['lost'] = true},
+}
+
+-- One downstream run after the run end `entry` ("Chains" in chronod/store/base.py): `link` is a
+-- stored link (set_chains.lua), `run_id` the chained run id (records.chained_run_id).
+local function start_chained(link, run_id, entry, now, keep)
+  local job = link.job
+  if redis.call('HGET', P .. 'job:' .. job, 'paused') == '1'
+      or redis.call('EXISTS', P .. 'run:' .. run_id) == 1 then
+    return
+  end
+  local run = {
+    run_id = run_id, job = job, slot = entry.slot, manual = '0', queue = link.queue,
+    digest = link.digest, epoch = fmt(link.epoch), max_attempts = fmt(link.max_attempts),
+    created_at = fmt(now), not_before = fmt(now),
+  }
+  local active = redis.call('ZCARD', P .. 'live:' .. job) > 0
+  if active and link.overlap == 'skip' then
+    run.attempt = '0'
+    push_history(job, history_entry(run, 'skipped', now, {error = overlap_reason(job)}), keep)
+    return
+  end
+  run.state = (active and link.overlap == 'queue') and 'waiting' or 'queued'
+  create_run(run, now)
+end
+
+-- The downstream runs the run end `entry` (a history entry) starts, decided in the script that
+-- records the end, so that no process can die between the two.
+local function follow_chains(entry, now, keep)
+  if type(entry.job) ~= 'string' or type(entry.run_id) ~= 'string' then
+    return  -- a malformed run's end (quarantined): it starts nothing
+  end
+  local text = redis.call('HGET', P .. 'chains', entry.job)
+  if not text then
+    return
+  end
+  local suffix = string.sub(entry.run_id, #entry.job + 2)
+  for _, link in ipairs(cjson.decode(text)) do
+    local wanted = CHAIN_OUTCOMES[link.when]
+    if wanted and wanted[entry.state] then
+      start_chained(link, link.job .. '@' .. suffix .. '~after~' .. entry.job, entry, now, keep)
+    end
+  end
+end
+
 -- A run ends with a terminal `outcome`: history entry, the job's outcome fields, out of the live
--- set, the job's oldest waiting run released, and its event appended (append_event).
+-- set, the job's oldest waiting run released, its event appended (append_event), and the runs
+-- its chains start (follow_chains).
 local function end_run(run, outcome, now, keep, extra)
   local entry = history_entry(run, outcome, now, extra)
   push_history(run.job, entry, keep)
@@ -317,6 +378,7 @@ local function end_run(run, outcome, now, keep, extra)
   redis.call('ZREM', P .. 'live:' .. run.job, run.run_id)
   redis.call('ZREM', P .. 'leases', run.run_id)
   release_waiting(run.job, now)
+  follow_chains(entry, now, keep)
 end
 
 -- A run created before the store's latest rollback: it may have run (or be running) in the window
@@ -333,6 +395,24 @@ local function requeue(run, not_before, now)
   redis.call('ZREM', P .. 'leases', run.run_id)
   run.not_before = not_before
   make_ready(run, now)
+end
+
+-- Replace the hash at `key` with the fields of the JSON object `text` (string values), in
+-- batches (unpack takes a bounded number of arguments): the leader's replace-all writes.
+local function replace_hash(key, text)
+  redis.call('DEL', key)
+  local flat = {}
+  for field, value in pairs(cjson.decode(text)) do
+    flat[#flat + 1] = field
+    flat[#flat + 1] = value
+    if #flat >= 1000 then
+      redis.call('HSET', key, unpack(flat))
+      flat = {}
+    end
+  end
+  if #flat > 0 then
+    redis.call('HSET', key, unpack(flat))
+  end
 end
 
 -- The lease at `key` as a 'fenced' reply: {'fenced', epoch, node} of the lease the store holds

@@ -85,16 +85,6 @@ local function progress(job_key, slot, next_due, ran)
   end
 end
 
--- Why a slot is skipped for overlap (chronod.store.base.overlap_reason): the job's newest live run.
-local function overlap_reason(job)
-  local run_id = redis.call('ZRANGE', P .. 'live:' .. job, -1, -1)[1]
-  local state = run_id and redis.call('HGET', P .. 'run:' .. run_id, 'state')
-  if not state then
-    return 'overlap = skip'
-  end
-  return 'previous run ' .. run_id .. ' still ' .. state .. ' (overlap = skip)'
-end
-
 -- Decide the item whose fields start at items[i + 1]; returns its status.
 local function decide(i)
   local job, slot = items[i + 1], items[i + 3]

@@ -6,7 +6,8 @@
 --          (run_id, job, slot, manual, queue, digest, epoch, attempt, max_attempts, worker:
 --          strings); ARGV[4] outcome; ARGV[5] JSON object of the extra history fields
 --          (exit_code, output, error: strings, present only when set); ARGV[6] history
--- Also     history:<job>, job:<job>, jobs, and the outbox keys (append_event in _common.lua)
+-- Also     history:<job>, job:<job>, jobs, the outbox keys (append_event in _common.lua), and
+--          chains and the keys of the runs it starts (follow_chains in _common.lua)
 -- Returns  1: recorded (by this run or before) | 0: no record, or another executor's.
 -- Twice:   the first run set ended = 1, so a repeat finds it, answers 1 and writes nothing.
 
@@ -26,4 +27,5 @@ local outcome = ARGV[4]
 local entry = history_entry(run, outcome, now, cjson.decode(ARGV[5]))
 push_history(run.job, entry, tonumber(ARGV[6]))
 record_outcome(run.job, entry, now)
+follow_chains(entry, now, tonumber(ARGV[6]))
 return 1

@@ -6,7 +6,7 @@
 -- ARGV[5]  JSON object of the attempt's extra history fields (exit_code, output, error: strings,
 --          present only when set); ARGV[6] retry_at (µs, '' for none); ARGV[7] history
 -- Also     job:<job>, history:<job>, live, live:<job>, leases, waiting:<job>, queued:<q>,
---          delayed:<q>, q:<q>, queues
+--          delayed:<q>, q:<q>, queues; chains and the keys of the runs it starts (follow_chains)
 -- Returns  'accepted' | 'retry' | 'stale' (token not the running attempt's: nothing written).
 -- Twice:   the first run stored its answer and a digest of its result (outcome and ARGV[5])
 --          under the token, so a repeat with the same result gets the same answer ('accepted' or

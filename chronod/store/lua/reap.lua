@@ -3,9 +3,9 @@
 -- KEYS[1]  leases zset (run id by attempt-lease expiry, µs)
 -- ARGV[1]  key prefix; ARGV[2] history; ARGV[3] at most this many runs per call
 -- Also     run:<id>, token:<token>, job:<job>, history:<job>, live, live:<job>, waiting:<job>,
---          queued:<q>, q:<q>, queues
+--          queued:<q>, q:<q>, queues; chains and the keys of the runs it starts (follow_chains)
 -- Returns  the run ids reaped. Attempts left: queued again, ready now. None left: ends 'lost'
---          (history, last outcome, waiting successor released). A suspect run (created before
+--          (history, last outcome, waiting successor released, chains followed). A suspect run (created before
 --          the store's latest rollback) ends 'uncertain' instead: its attempt may have run in the
 --          lost window. The token is deleted either way, so the old worker's heartbeat and finish
 --          are refused.

@@ -11,17 +11,5 @@ local now = now_us()
 if not lease_ok(KEYS[1], ARGV[2], ARGV[3], now) then
   return fenced_reply(KEYS[1])
 end
-redis.call('DEL', KEYS[2])
-local flat = {}
-for job, kinds in pairs(cjson.decode(ARGV[4])) do
-  flat[#flat + 1] = job
-  flat[#flat + 1] = kinds
-  if #flat >= 1000 then
-    redis.call('HSET', KEYS[2], unpack(flat))
-    flat = {}
-  end
-end
-if #flat > 0 then
-  redis.call('HSET', KEYS[2], unpack(flat))
-end
+replace_hash(KEYS[2], ARGV[4])
 return {'ok'}

@@ -36,12 +36,15 @@ _TO_RETIRE = f"""SELECT name FROM jobs WHERE fingerprint != '' AND name NOT IN {
     ORDER BY name"""
 _RETIRE_JOB = "UPDATE jobs SET fingerprint = '' WHERE name = %s"
 # The jobs named in the first list, each with whether it has a live run, looked up only for those
-# in the second.
-_BATCH_JOBS = """WITH wanted AS (SELECT %s::jsonb AS names, %s::jsonb AS watched)
-    SELECT name, fingerprint, watermark, last_slot, next_due, paused, missed,
-        CASE WHEN wanted.watched ? jobs.name
+# in the second. Each list becomes a set of rows joined by the primary key: `jsonb ? name` in a
+# WHERE clause tested every row of `jobs` against the whole array (a 2,000-slot batch took 1.7 s
+# among 100,000 jobs instead of 9 ms, so a tick of 100,000 slots took 77 s: bench_tick).
+_BATCH_JOBS = """WITH names AS (SELECT jsonb_array_elements_text(%s::jsonb) AS name),
+        watched AS (SELECT jsonb_array_elements_text(%s::jsonb) AS name)
+    SELECT jobs.name, fingerprint, watermark, last_slot, next_due, paused, missed,
+        CASE WHEN jobs.name IN (SELECT name FROM watched)
             THEN EXISTS (SELECT 1 FROM runs WHERE runs.job = jobs.name) ELSE false END AS active
-    FROM jobs, wanted WHERE wanted.names ? jobs.name"""
+    FROM jobs WHERE jobs.name IN (SELECT name FROM names)"""
 _BATCH_JOB_STATES = f"SELECT {JOB_COLUMNS} FROM jobs WHERE name IN {_NAMES_IN}"
 _ACTIVE_RUNS = "SELECT count(*) AS n FROM runs WHERE job = %s"
 _NEWEST_LIVE_RUN = "SELECT run_id, state FROM runs WHERE job = %s ORDER BY seq DESC LIMIT 1"

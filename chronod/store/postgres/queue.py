@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from chronod.store._common import MalformedRecord
 from chronod.store.postgres.connection import Tx
 from chronod.store.postgres.rows import INSERT_HISTORY, RUN_COLUMNS, TRIM_HISTORY
+from chronod.store.sqlite.chains import Chains, chain_sql
 from chronod.store.sqlite.outbox import POSTGRES_OUTBOX
 from chronod.store.sqlite.queue import Queue, QueueSQL, QueueTx
 from chronod.store.sqlite.rows import READ, Row
@@ -134,4 +135,12 @@ POSTGRES_QUEUE = PostgresQueue(
         trim_history=TRIM_HISTORY,
     ),
     POSTGRES_OUTBOX,
+    Chains(
+        chain_sql(
+            "%s",
+            insert_run=_INSERT_RUN,
+            insert_history=INSERT_HISTORY,
+            trim_history=TRIM_HISTORY,
+        )
+    ),
 )

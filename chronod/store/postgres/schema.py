@@ -22,6 +22,8 @@ stores decode rows alike (:mod:`chronod.store.sqlite.rows`); ``seq`` columns are
     as in SQLite's schema 4 and 5. A version 1 database gains them in place when opened.
 ``finishes`` (version 3)
     Each finish's answer for a day, for a client's retry (SQLite's schema 6).
+``chains`` (version 4)
+    Which jobs run after which (:mod:`chronod.store.sqlite.chains`; SQLite's schema 7).
 
 A read-only open (``create=False``) never creates the schema: a missing one is
 :class:`~chronod.errors.StoreMissing`.
@@ -33,7 +35,7 @@ from typing import Any
 
 from chronod.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 OUTBOX_SCHEMA = 2  # the version that added event_kinds, outbox, deliveries and external
 
 # Index i upgrades a schema from version i to i + 1 (version 0: nothing there yet). Every
@@ -181,6 +183,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at BIGINT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS finishes_expiry ON finishes (expires_at)",
+    ),
+    (  # version 4: chains (SQLite's schema 7)
+        """CREATE TABLE IF NOT EXISTS chains (
+            upstream TEXT PRIMARY KEY,
+            links TEXT NOT NULL
+        )""",
     ),
 )
 _HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL AS present"

@@ -18,6 +18,7 @@ from chronod.instants import from_micros
 from chronod.store._common import SEEN_WINDOW, micros
 from chronod.store.base import (
     AttemptResult,
+    ChainLink,
     ChannelDelivery,
     Claim,
     DispatchResult,
@@ -274,6 +275,13 @@ class PostgresStore(PostgresConnection, Store):
         return self._transact(lambda tx: EXTERNAL.end(tx, run, result))
 
     # -- outbox ------------------------------------------------------------------------------------
+
+    def set_chains(self, lease: Lease, links: Sequence[ChainLink]) -> None:
+        def body(tx: Tx) -> None:
+            lead.fence(tx, lease)
+            work.chains.set_links(tx, links, lease.epoch)
+
+        self._transact(body)
 
     def set_event_kinds(self, lease: Lease, kinds: Mapping[str, frozenset[str]]) -> None:
         def body(tx: Tx) -> None:

@@ -1,6 +1,7 @@
 """The Redis store's outbox ("Outbox" in :mod:`chronod.store.base`): the events end_run
 (_common.lua) appends with the run end that caused them, read and settled by the delivering
-process through their own scripts (events_due, settle_event, outbox_stats, set_event_kinds).
+process through their own scripts (events_due, settle_event, outbox_stats, set_event_kinds);
+and the chains' links (set_chains), which end_run and end_external follow ("Chains").
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ from typing import Any
 
 from chronod.instants import from_micros, to_micros
 from chronod.store._common import refusal
-from chronod.store.base import ChannelDelivery, Fenced, Lease, OutboxEvent, OutboxStats
+from chronod.store.base import (
+    ChainLink,
+    ChannelDelivery,
+    Fenced,
+    Lease,
+    OutboxEvent,
+    OutboxStats,
+)
 from chronod.store.redis.codec import READ, as_int
 from chronod.store.redis.scripts import ScriptRunner
+from chronod.store.sqlite.chains import links_by_upstream
 
 
 class OutboxScripts(ScriptRunner):
@@ -28,6 +37,19 @@ class OutboxScripts(ScriptRunner):
             lease.token,
             lease.epoch,
             json.dumps(wanted, separators=(",", ":")),
+            strict=True,
+        )
+        if reply[0] == "fenced":
+            epoch, node = (reply[1], reply[2]) if len(reply) >= 3 else (None, None)
+            raise Fenced(refusal(lease, (as_int(epoch) if epoch else None, node)))
+
+    def set_chains(self, lease: Lease, links: Sequence[ChainLink]) -> None:
+        reply = self._call(
+            "set_chains",
+            [self._keys.lease, self._keys.chains],
+            lease.token,
+            lease.epoch,
+            json.dumps(links_by_upstream(links, lease.epoch), separators=(",", ":")),
             strict=True,
         )
         if reply[0] == "fenced":

@@ -54,6 +54,7 @@ SCRIPTS = (
     "seen",
     "publish",
     "set_event_kinds",
+    "set_chains",
     "events_due",
     "settle_event",
     "outbox_stats",

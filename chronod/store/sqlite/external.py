@@ -66,7 +66,9 @@ class External:
             "started_at": started,
             "worker": run.executor,
         }
-        self.queue.end_history(tx, run.job, result_entry(record, result, tx.now))
+        entry = result_entry(record, result, tx.now)
+        self.queue.end_history(tx, run.job, entry)
+        self.queue.chains.follow(tx, entry)  # the followers, in the same transaction
         return True
 
 

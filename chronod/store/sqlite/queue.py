@@ -37,6 +37,7 @@ from chronod.store.base import (
     RunRecord,
     RunState,
 )
+from chronod.store.sqlite.chains import Chains, chain_sql
 from chronod.store.sqlite.outbox import SQLITE_OUTBOX, Outbox, SQLTx
 from chronod.store.sqlite.rows import (
     INSERT_HISTORY,
@@ -184,10 +185,11 @@ SQLITE_SQL = QueueSQL(
 @dataclass(frozen=True)
 class Queue:
     """The queue's rules over the statements ``sql``; run ends and claims append their events to
-    ``outbox`` in the same transaction."""
+    ``outbox``, and run ends decide the runs of their ``chains``, in the same transaction."""
 
     sql: QueueSQL
     outbox: Outbox
+    chains: Chains
 
     def enqueue_manual(
         self, tx: QueueTx, job: str, queue: str, digest: str, overlap: Overlap, max_attempts: int
@@ -345,10 +347,13 @@ class Queue:
         return reaped
 
     def _end_run(self, tx: QueueTx, run: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
-        """Terminal outcome: history, job outcome fields, leave the live set, release a waiter."""
+        """Terminal outcome: history, job outcome fields, leave the live set, release a waiter,
+        start the followers."""
         self.end_history(tx, run["job"], entry)
         tx.conn.execute(self.sql.delete_run, (run["seq"],))
         tx.conn.execute(self.sql.promote_waiting, (run["job"],))
+        # Last, as on Redis: a job that follows itself no longer sees this run as active.
+        self.chains.follow(tx, entry)  # the downstream runs, in the end's transaction ("Chains")
 
     def end_history(self, tx: QueueTx, job: str, entry: Mapping[str, Any]) -> None:
         """A run's end in the job's history and outcome fields (trimmed to ``history`` entries)."""
@@ -417,7 +422,15 @@ def _claim_of(run: Mapping[str, Any]) -> Claim:
 
 
 # The SQLite store's queue, and its methods as this module's functions.
-SQLITE_QUEUE = Queue(SQLITE_SQL, SQLITE_OUTBOX)
+SQLITE_CHAINS = Chains(
+    chain_sql(
+        "?",
+        insert_run=_INSERT_RUN,
+        insert_history=INSERT_HISTORY,
+        trim_history=TRIM_HISTORY,
+    )
+)
+SQLITE_QUEUE = Queue(SQLITE_SQL, SQLITE_OUTBOX, SQLITE_CHAINS)
 enqueue_manual = SQLITE_QUEUE.enqueue_manual
 repeated_claim = SQLITE_QUEUE.repeated_claim
 claim_oldest = SQLITE_QUEUE.claim_oldest

@@ -43,6 +43,9 @@ created_at, not_before, attempts, done)`` (schema 4)
     The answer each finish got and a digest of its result, for a day, so that a client's retry
     gets the same answer even after the history entry was trimmed (as Redis's ``token:`` hash);
     expired rows are deleted by every finish.
+``chains(upstream PK, links)`` (schema 7)
+    Which jobs run after which (:meth:`SQLiteStore.set_chains`, ``sqlite/chains.py``): a JSON
+    array of links per upstream job, read by every run end.
 
 Opened with ``create=False`` (commands that must not create state), the database file must exist
 and is used at the schema version it has: nothing is created or migrated, and the tables of later
@@ -56,10 +59,11 @@ from pathlib import Path
 
 from chronod.errors import StoreCorrupt, StoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 PRESENCE_SCHEMA = 2  # the version that added the presence table
 OUTBOX_SCHEMA = 4  # the version that added event_kinds and outbox (sqlite/outbox.py)
 EXTERNAL_SCHEMA = 5  # the version that added the external table
+CHAINS_SCHEMA = 7  # the version that added the chains table (sqlite/chains.py)
 
 CHRONOD_TABLES = frozenset({"counters", "lease", "jobs", "guards", "runs", "history", "workers"})
 _TABLE_NAMES = r"""SELECT name FROM sqlite_master
@@ -219,6 +223,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at INTEGER NOT NULL
         ) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS finishes_expiry ON finishes (expires_at)",
+    ),
+    (
+        """CREATE TABLE IF NOT EXISTS chains (
+            upstream TEXT PRIMARY KEY,
+            links TEXT NOT NULL
+        ) WITHOUT ROWID""",
     ),
 )
 

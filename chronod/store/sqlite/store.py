@@ -18,6 +18,7 @@ from chronod.instants import from_micros, to_micros
 from chronod.store._common import SEEN_WINDOW, micros
 from chronod.store.base import (
     AttemptResult,
+    ChainLink,
     ChannelDelivery,
     Claim,
     DispatchResult,
@@ -310,6 +311,11 @@ class SQLiteStore(SQLiteConnection, Store):
             ]
 
     # -- outbox ------------------------------------------------------------------------------------
+
+    def set_chains(self, lease: Lease, links: Sequence[ChainLink]) -> None:
+        with self._write() as tx:
+            lead.fence(tx, lease)
+            work.SQLITE_CHAINS.set_links(tx, links, lease.epoch)
 
     def set_event_kinds(self, lease: Lease, kinds: Mapping[str, frozenset[str]]) -> None:
         with self._write() as tx:

@@ -317,7 +317,7 @@
         { "data-job": job.job, "data-next": job.next_fire, "data-paused": job.paused, class: next.has(job.job) ? "next-up" : null },
         el("td", {}, el("a", { href: `/jobs/${encodeURIComponent(job.job)}`, text: job.job }),
           job.description ? el("div", { class: "sub", text: job.description }) : null),
-        el("td", {}, job.schedule || "(retired)", job.timezone ? el("span", { class: "muted", text: `, ${job.timezone}` }) : null),
+        el("td", {}, ...scheduleNodes(job), job.timezone ? el("span", { class: "muted", text: `, ${job.timezone}` }) : null),
         nextCell(job, now, seconds, next.has(job.job)),
         lastCell(job, now),
         rateCell(job.stats),
@@ -379,11 +379,24 @@
     );
   }
 
+  // A job with 'after' links to the jobs it follows: "after extract (succeeded)".
+  function scheduleNodes(job) {
+    if (!job.after || !job.after.length) return [job.schedule || "(retired)"];
+    const nodes = ["after "];
+    job.after.forEach((name, i) => {
+      if (i) nodes.push(", ");
+      nodes.push(el("a", { class: "after-link", href: `/jobs/${encodeURIComponent(name)}`, text: name }));
+    });
+    nodes.push(` (${job.when})`);
+    return nodes;
+  }
+
   function stateBadge(job) {
     if (job.retired) return badge("retired", "manual");
     if (job.paused) return badge("paused");
     if (job.active) return badge(`${job.active} active`, "active");
-    return el("span", { class: "muted", text: job.loaded ? "scheduled" : "not loaded yet" });
+    const idle = job.after && job.after.length ? "follows" : "scheduled";
+    return el("span", { class: "muted", text: job.loaded ? idle : "not loaded yet" });
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -578,7 +591,7 @@
   // job page
 
   function renderJob(job) {
-    $("job-schedule").textContent = job.schedule ? `${job.schedule}, ${job.timezone}` : "retired: no longer in the config";
+    $("job-schedule").replaceChildren(...(job.schedule ? [...scheduleNodes(job), `, ${job.timezone}`] : ["retired: no longer in the config"]));
     const parts = [];
     if (job.description) parts.push(job.description);
     if (job.stats && job.stats.success_rate !== null) {
