@@ -131,11 +131,15 @@ def cpu_by_role(scheduler: int, pool: int, redis_server: int) -> dict[str, float
     """CPU seconds so far of each process role of the chronod side."""
     from tests.procs import child_pids
 
-    workers = [cpu_of(pid) for pid in child_pids(pool)]
+    children = child_pids(pool)
+    workers = [cpu_of(pid) for pid in children]
+    # Each worker's fork server, which reaps the runs (an idle spare is not counted yet).
+    servers = [cpu_of(server) for worker in children for server in child_pids(worker)]
     return {
         "scheduler": cpu_of(scheduler)[0],
         "worker processes": sum(own for own, _ in workers),
-        "run processes": sum(reaped for _, reaped in workers),
+        "fork servers": sum(own for own, _ in servers),
+        "run processes": sum(reaped for _, reaped in (*workers, *servers)),
         "pool supervisor": cpu_of(pool)[0],
         "redis-server": cpu_of(redis_server)[0],
     }

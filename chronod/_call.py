@@ -53,12 +53,36 @@ def exit_code_for(exc: SystemExit) -> int:
     return 1
 
 
-def enter(env: Mapping[str, str]) -> None:
-    """Take the run's environment, and fresh standard streams on descriptors 0-2."""
+def enter(env: Mapping[str, str], *, streams: bool = True) -> None:
+    """Take the run's environment, and (unless :func:`rehearse` made them) fresh standard streams
+    on descriptors 0-2."""
     _apply_environment(env)
     # PYTHONPATH is read at interpreter start-up; a forked run applies the job's value itself.
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:0] = [p for p in extra if p not in sys.path]
+    if streams:
+        _open_streams()
+
+
+def rehearse(env: Mapping[str, str]) -> None:
+    """In a spare, before its request: what :func:`enter` does that does not depend on the run.
+
+    Each is work the first touch makes expensive in a fresh fork (every page written is copied
+    from the server's), done here so that the run's own :func:`enter` finds it done: the standard
+    streams, made over a pipe as the run's capture pipe will be (so they behave alike: not
+    seekable, the same buffer), which the spare then puts on 1 and 2 in its place; and the
+    environment set to ``env``, the previous run's, whose names a next run mostly shares (so
+    :func:`enter` changes a few values rather than adding and removing names)."""
+    _apply_environment(env)
+    read, write = os.pipe()
+    os.dup2(write, 1)
+    os.dup2(write, 2)
+    os.close(read)
+    os.close(write)
+    _open_streams()
+
+
+def _open_streams() -> None:
     # The fork server's sys.stdout/stderr write to the worker's log. Both line-buffered, so that
     # the merged capture keeps prints and tracebacks in order.
     sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115

@@ -5,8 +5,9 @@ Why
     with it (``PR_SET_PDEATHSIG``). Forking the worker itself for that (a ~40 MB interpreter with a
     store client and a logging set-up) costs each run milliseconds of page-table copying and
     clean-up, and ``subprocess``'s ``preexec_fn`` forces it off ``vfork``. This process imports the
-    standard library only (plus :mod:`chronod._proc` and :mod:`chronod._call`, which do too), holds
-    no connection and runs no thread, so forking it is cheap and safe, whatever the worker holds.
+    standard library only (plus :mod:`chronod._proc`, :mod:`chronod._call`, :mod:`chronod._frames`
+    and :mod:`chronod._runchild`, which do too), holds no connection and runs no thread, so
+    forking it is cheap and safe, whatever the worker holds.
 
 Processes
     ``worker child ─(fork+exec)→ fork server ─(fork)→ run ─(exec, for a command)→ the program``.
@@ -16,34 +17,40 @@ Processes
     server: a worker that dies takes its server and so its run down with it. The server ignores
     SIGINT, SIGTERM, SIGHUP and SIGQUIT (a terminal's Ctrl-C reaches the whole process group): it
     follows its worker, which handles them. Each run starts in its own session with the signal
-    dispositions and mask a freshly started program expects.
+    dispositions and mask a freshly started program expects (:mod:`chronod._runchild`).
 
-Protocol (frames: a 4-byte big-endian length, then a JSON object)
+Protocol (frames of :mod:`chronod._frames`: a 4-byte big-endian length, then a JSON object)
     worker → server
         First ``{"sys_path": [...], "mask": [...]}`` (the worker's module search path, which call
-        targets resolve against, and the signal mask runs start with). Then one request per run:
-        ``{"argv": [...], "env": {...}, "cwd": ...}`` for a command, ``{"call": "module:function",
-        "args": [...], "kwargs": {...}, "env": {...}, "cwd": ..., "cache": bool}`` for a call, with
-        the run's output pipe (and, for a call, its report pipe) attached (``SCM_RIGHTS``).
+        targets resolve against, and the signal mask runs start with). Then, for each run, either
+        ``{"spare": true, "cache": MODULE}`` with one end of a new socketpair attached: fork the
+        next run's process now, ahead of need, after importing ``MODULE`` if given (see below);
+        the worker sends that run's request straight to it (the spare channel in
+        :mod:`chronod._runchild`). Or, when the worker has no live spare, the request itself:
+        ``{"argv": [...], "env": {...}, "cwd": ...}`` for a command, ``{"call":
+        "module:function", "args": [...], "kwargs": {...}, "env": {...}, "cwd": ..., "cache":
+        bool}`` for a call, with the run's output pipe (and, for a call, its report pipe)
+        attached (``SCM_RIGHTS``).
     server → worker
-        ``{"started": PID}`` once the run is in its own session (so the worker may signal its
-        group, whose id is PID) and has exec'd its program, or is about to import its call target;
-        ``{"failed": "..."}`` if it could not be started (no such program, bad ``cwd``); later
-        ``{"exited": PID, "status": STATUS}`` (a wait status) when the server has reaped it;
-        ``{"retiring": MODULE}`` (see below).
+        ``{"started": PID}`` once a requested run is in its own session (so the worker may signal
+        its group, whose id is PID) and has exec'd its program, or is about to import its call
+        target; ``{"failed": "..."}`` if it could not be started (no such program, bad ``cwd``);
+        ``{"exited": PID, "status": STATUS}`` (a wait status) when the server has reaped a run or
+        a spare; ``{"retiring": MODULE}`` (see below).
 
 Call modules
     With ``cache`` (the worker asks for it when the job sets neither ``env`` nor ``cwd``, so an
-    import here sees what the run's own import would see), the server also imports the call's module
-    itself, right after starting the first run that needs it: later runs are forked with it already
-    imported. As with Celery's prefork pool, module-level code then runs once per fork server, not
-    once per run, with the worker's environment: it must not start threads (a fork copies only the
-    forking thread) and must not read per-run state such as ``CHRONOD_RUN_ID`` (read it in the
-    function). A server that finds itself running a thread after such an import says
-    ``{"retiring": MODULE}`` and exits once its runs are over; the worker starts a new one and never
-    asks it to cache that module again. Import output is discarded (the first run's own import
-    printed it into its output); an import that fails is not retried here (the runs import the
-    module themselves and report what goes wrong).
+    import here sees what the run's own import would see), the server also imports the call's
+    module itself, right after starting the first run that needs it (before it forks the next
+    spare): later runs are forked with it already imported. As with Celery's prefork pool,
+    module-level code then runs once per fork server, not once per run, with the worker's
+    environment: it must not start threads (a fork copies only the forking thread) and must not
+    read per-run state such as ``CHRONOD_RUN_ID`` (read it in the function). A server that finds
+    itself running a thread after such an import says ``{"retiring": MODULE}``, forks no more
+    spares and exits once its runs are over; the worker starts a new one and never asks it to
+    cache that module again. Import output is discarded (the first run's own import printed it into
+    its output); an import that fails is not retried here (the runs import the module themselves
+    and report what goes wrong).
 
 The client side, :class:`ForkServer`, lives here too (one module for one protocol); it imports
 ``subprocess`` only when it starts a server, so the server itself never does.
@@ -52,19 +59,19 @@ The client side, :class:`ForkServer`, lives here too (one module for one protoco
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import io
-import json
 import os
 import signal
 import socket
-import struct
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from chronod import _call
+from chronod import _frames, _runchild
+from chronod._frames import Frames, ProtocolError, encode
 from chronod._proc import (
     FORK_BLOCKED,
     die_with_parent,
@@ -76,9 +83,6 @@ from chronod._proc import (
 if TYPE_CHECKING:
     import subprocess
 
-FRAME = struct.Struct(">I")
-MAX_FDS = 2  # attached to a request: the output pipe, and a call's report pipe
-MAX_FRAME = 1 << 28  # bytes; a longer frame is a protocol error, not a request
 START_TIMEOUT = 30.0  # seconds the worker waits for "started"/"failed" before giving up on a server
 CLOSE_TIMEOUT = 5.0  # seconds a closing server gets to leave before it is killed
 
@@ -93,19 +97,6 @@ EXIT_NAMES = {
     EXIT_THREADED: "retired: a cached call module started a thread",
     EXIT_PROTOCOL: "protocol error",
 }
-# Exit code of a run that could not be started (its reason goes to the worker as "failed").
-EXIT_NOT_STARTED = 127
-# What the server changes from a new program's defaults, restored in every run.
-SERVER_IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-# Python ignores these at start-up; a program exec'd by a run gets the default back, as
-# subprocess's ``restore_signals`` does.
-PYTHON_IGNORED = tuple(
-    getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
-)
-
-
-class ProtocolError(Exception):
-    """A frame that is not what the protocol says."""
 
 
 class ServerLost(Exception):
@@ -114,35 +105,6 @@ class ServerLost(Exception):
 
 class StartFailed(OSError):
     """A run could not be started; ``str()`` says why."""
-
-
-def encode(message: Mapping[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
-    return FRAME.pack(len(body)) + body
-
-
-class Frames:
-    """Splits a byte stream into decoded messages."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buffer += data
-        messages: list[dict[str, Any]] = []
-        while len(self._buffer) >= FRAME.size:
-            (size,) = FRAME.unpack_from(self._buffer)
-            if size > MAX_FRAME:
-                raise ProtocolError(f"a frame of {size} bytes")
-            if len(self._buffer) < FRAME.size + size:
-                break
-            body = bytes(self._buffer[FRAME.size : FRAME.size + size])
-            del self._buffer[: FRAME.size + size]
-            message = json.loads(body)
-            if not isinstance(message, dict):
-                raise ProtocolError("a frame that is not a JSON object")
-            messages.append(message)
-        return messages
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,7 +117,7 @@ def main(argv: Sequence[str]) -> int:
     die_with_parent(signal.SIGKILL)
     if os.getppid() != worker:
         return EXIT_ORPHANED
-    for sig in SERVER_IGNORED:
+    for sig in _runchild.SERVER_IGNORED:
         signal.signal(sig, signal.SIG_IGN)
     server = _Server(socket.socket(fileno=fd))
     try:
@@ -172,10 +134,14 @@ class _Server:
         self.sock = sock
         self.pid = os.getpid()
         self.mask: frozenset[int] = frozenset()
+        self.devnull = os.open(os.devnull, os.O_RDONLY)
+        self.setting = _runchild.Setting(self.pid, self.mask, self.devnull)
         self.running: set[int] = set()
         self.cached: set[str] = set()  # modules whose import was tried here
         self.retiring = False
-        self.devnull = os.open(os.devnull, os.O_RDONLY)
+        self.spare: tuple[int, socket.socket] | None = (
+            None  # the next run's process, and its channel
+        )
         self.wake_r, self.wake_w = os.pipe()
         set_nonblocking(self.wake_r)
         set_nonblocking(self.wake_w)
@@ -189,11 +155,14 @@ class _Server:
             os.close(fd)
         sys.path[:] = [str(p) for p in settings.get("sys_path", sys.path)]
         self.mask = frozenset(int(s) for s in settings.get("mask", ()))
+        self.setting = _runchild.Setting(self.pid, self.mask, self.devnull)
         # SIGCHLD: a Python handler, so that the C-level handler writes to the wake-up pipe.
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, _nothing)
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask - {signal.SIGCHLD})
         while not (self.retiring and not self.running):
+            if not self.running:
+                self._fork_spare()
             ready = wait_readable([self.sock.fileno(), self.wake_r], 60.0)
             if self.wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
@@ -210,61 +179,91 @@ class _Server:
 
     def _receive(self) -> tuple[dict[str, Any], list[int]] | None:
         """One frame and the descriptors attached to it; None at end-of-file. Blocks."""
-        header = b""
-        fds: list[int] = []
-        while len(header) < FRAME.size:
-            data, got, flags, _ = socket.recv_fds(self.sock, FRAME.size - len(header), MAX_FDS)
-            fds += got
-            if flags & socket.MSG_CTRUNC or not data:
-                for fd in fds:
-                    os.close(fd)
-                if not data and not header:
-                    return None
-                raise ProtocolError("a truncated frame or too many descriptors")
-            header += data
-        (size,) = FRAME.unpack(header)
-        if size > MAX_FRAME:
-            raise ProtocolError(f"a frame of {size} bytes")
-        body = bytearray()
-        while len(body) < size:
-            chunk = self.sock.recv(size - len(body))
-            if not chunk:
-                raise ProtocolError("end-of-file inside a frame")
-            body += chunk
-        message = json.loads(body)
-        if not isinstance(message, dict):
-            raise ProtocolError("a frame that is not a JSON object")
-        return message, fds
+        return _frames.receive(self.sock)
 
     def _send(self, message: Mapping[str, Any]) -> None:
-        self.sock.sendall(encode(message))
+        _frames.send(self.sock, message)
 
     # -- runs -------------------------------------------------------------------------------------
 
     def _start(self, request: dict[str, Any], fds: list[int]) -> None:
+        """Start the run in the spare, or fork it now if no spare took it; then, with the run
+        going, import its call module (if asked). The next spare follows once it has ended."""
+        started = self._hand_to_spare(request, fds)
+        if started is None:
+            started = self._fork_run(request, fds)
+        # What the next spare rehearses: the next run is most likely this job's again.
+        call_env = request.get("env") if "call" in request else None
+        self.setting.last_call_env = call_env if isinstance(call_env, dict) else None
+        for fd in fds:
+            os.close(fd)
+        pid, error = started
+        if error is not None:
+            if pid > 0:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)  # it has exited, or is about to
+            self._send({"failed": error})
+        else:
+            self.running.add(pid)
+            self._send({"started": pid})
+            if request.get("cache") and isinstance(request.get("call"), str):
+                self._cache(request["call"].partition(":")[0])
+
+    def _hand_to_spare(
+        self, request: dict[str, Any], fds: list[int]
+    ) -> tuple[int, str | None] | None:
+        """(pid, why it cannot start or None) once the spare took the request and started the run;
+        None when there is no spare or it died before it took the request (it is reaped as a
+        stranger: no "exited" for it). The caller keeps ``fds``: a run forked now needs them."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        pid, channel = spare
+        with channel:
+            try:
+                _frames.send(channel, request, fds)
+                answer = _read_to_end(channel.fileno())
+            except OSError:
+                return None
+        if not answer.startswith(_runchild.TAKEN):
+            return None
+        reason = answer[len(_runchild.TAKEN) :]
+        return pid, (reason.decode("utf-8", errors="replace") if reason else None)
+
+    def _fork_run(self, request: dict[str, Any], fds: list[int]) -> tuple[int, str | None]:
+        """Fork the run now: (pid, why it cannot start or None)."""
         err_r, err_w = os.pipe()  # close-on-exec: end-of-file once the run has exec'd
         try:
-            pid = os.fork()
+            pid = _fork()
         except OSError as exc:
-            for fd in (err_r, err_w, *fds):
-                os.close(fd)
-            self._send({"failed": f"fork: {exc}"})
-            return
+            os.close(err_r)
+            os.close(err_w)
+            return -1, f"fork: {exc}"
         if pid == 0:
-            _run(self, request, fds, err_w)
-        for fd in (err_w, *fds):
-            os.close(fd)
+            _runchild.run(self.setting, request, fds, err_w)
+        os.close(err_w)
         error = _read_to_end(err_r)
         os.close(err_r)
-        if error:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)  # it has exited, or is about to
-            self._send({"failed": error.decode("utf-8", errors="replace")})
+        return pid, (error.decode("utf-8", errors="replace") if error else None)
+
+    def _fork_spare(self) -> None:
+        """Fork the next run's process ahead of need (:mod:`chronod._runchild`), between runs:
+        while the worker records a result and claims the next run, not while a run goes on (the
+        run's end would wait for the fork). Never from a server that is retiring: forking it is no
+        longer safe."""
+        if self.spare is not None or self.retiring:
             return
-        self.running.add(pid)
-        self._send({"started": pid})
-        if request.get("cache") and isinstance(request.get("call"), str):
-            self._cache(request["call"].partition(":")[0])
+        ours, theirs = socket.socketpair()
+        try:
+            pid = _fork()
+        except OSError:  # no spare: the next run is forked when it comes
+            ours.close()
+            theirs.close()
+            return
+        if pid == 0:
+            _runchild.spare(self.setting, theirs.fileno())
+        theirs.close()
+        self.spare = (pid, ours)
 
     def _reap(self) -> None:
         while True:
@@ -294,6 +293,20 @@ class _Server:
             self._send({"retiring": module})
 
 
+def _fork() -> int:
+    """``os.fork()``, with the server's objects frozen in the child (:func:`gc.freeze`): a
+    collection in a run never walks them, so their pages are never written to, never copied (and
+    they are not garbage there). The server goes on collecting its own."""
+    gc.freeze()
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:
+            gc.unfreeze()
+    return pid
+
+
 def _nothing(_sig: int, _frame: object) -> None:
     pass
 
@@ -312,80 +325,6 @@ def _threads() -> int:
     except OSError:
         threading = sys.modules.get("threading")
         return int(threading.active_count()) if threading is not None else 1
-
-
-# --------------------------------------------------------------------------------------------------
-# One run, in the process just forked from the server: never returns
-
-
-def _run(server: _Server, request: dict[str, Any], fds: list[int], err_w: int) -> NoReturn:
-    try:
-        err_w = _detach(server, request, fds, err_w)
-        argv = request.get("argv")
-        if argv is not None:
-            os.execvpe(argv[0], argv, request["env"])  # PATH from the run's environment
-        _call.enter(request["env"])
-    except BaseException as exc:  # whatever it is: reported to the worker as "cannot start"
-        with contextlib.suppress(OSError):
-            os.write(err_w, str(exc if isinstance(exc, OSError) else repr(exc)).encode())
-        os._exit(EXIT_NOT_STARTED)
-    os.close(err_w)  # started: from here on, what goes wrong is the call's own failure
-    os._exit(_call.run(request["call"], request.get("args", ()), request.get("kwargs", {})))
-
-
-def _detach(server: _Server, request: dict[str, Any], fds: list[int], err_w: int) -> int:
-    """Leave the server's session, signals and descriptors; returns the error pipe's descriptor."""
-    os.setsid()
-    # The run must not outlive its server (and so its worker) unsupervised.
-    die_with_parent(signal.SIGKILL)
-    if os.getppid() != server.pid:
-        os._exit(_call.EXIT_ORPHANED)
-    is_call = "argv" not in request
-    _reset_signals(is_call=is_call)
-    signal.pthread_sigmask(signal.SIG_SETMASK, server.mask)
-    os.dup2(server.devnull, 0)
-    os.dup2(fds[0], 1)
-    os.dup2(fds[0], 2)
-    keep = {err_w}
-    if is_call:
-        if err_w == _call.REPORT_FD:
-            err_w = os.dup(err_w)  # above 3: 0-3 are all taken
-            keep = {err_w}
-        os.dup2(fds[1], _call.REPORT_FD)
-        keep.add(_call.REPORT_FD)
-    _close_all_but(keep)
-    cwd = request.get("cwd")
-    if cwd is not None:
-        os.chdir(cwd)
-    return err_w
-
-
-def _reset_signals(*, is_call: bool) -> None:
-    for sig in (*SERVER_IGNORED, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    if is_call:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a Python program's default
-    else:
-        for sig in PYTHON_IGNORED:
-            signal.signal(sig, signal.SIG_DFL)
-
-
-def _close_all_but(keep: Iterable[int]) -> None:
-    """Close every descriptor from 3 up except ``keep`` (``closerange`` is one system call)."""
-    low = 3
-    for fd in sorted(keep):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, _max_fd())
-
-
-def _max_fd() -> int:
-    try:
-        return int(os.sysconf("SC_OPEN_MAX"))
-    except (ValueError, OSError):
-        return 1024
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The fork server (chronod._forkserver): call-module caching, retirement, replacement, refusals.
+"""The fork server (chronod._forkserver): call-module caching, retirement, replacement, refusals,
+the next run's process forked ahead of need (a spare, chronod._runchild).
 
 Each test counts how often a call module's top-level code ran by having it append a line to a file
 at import: that is what a user would notice (a module-level side effect running once per server
@@ -26,6 +27,7 @@ from chronod.config import JobConfig, parse_config
 from chronod.runner import Ending, RunInfo, run_attempt
 from chronod.store.base import Outcome
 from chronod.tz import UTC
+from tests.procs import child_pids, pid_alive, wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG, /proc")
 
@@ -210,3 +212,56 @@ def test_runs_start_with_default_signal_dispositions(server: ForkServer) -> None
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE):
         assert not ignored & (1 << (sig - 1)), signal.Signals(sig).name
         assert not blocked & (1 << (sig - 1)), signal.Signals(sig).name
+
+
+def idle_children(server: ForkServer) -> set[int]:
+    """The fork server's live children: between runs, only the next run's process (a spare)."""
+    assert server.pid is not None
+    return {pid for pid in child_pids(server.pid) if pid_alive(pid)}
+
+
+def test_the_next_run_is_forked_ahead_of_need_and_gets_exactly_its_own_environment(
+    lib: Lib, server: ForkServer
+) -> None:
+    # The fork is off the run's path: while the worker is between runs, the server already holds
+    # the next run's process, and the next run starts in it (its pid is the spare's).
+    name = lib.module(
+        """
+        import json, os, subprocess
+        def show():
+            seen = {k: os.environ.get(k) for k in ("FS_FIRST", "CHRONOD_RUN_ID")}
+            inherited = subprocess.run(["env"], capture_output=True, text=True).stdout
+            print(json.dumps([os.getpid(), seen, sorted(inherited.splitlines())]))
+        """
+    )
+    show = replace(BASE, command=None, call=f"{name}:show")
+    first = run_attempt(replace(show, env={"FS_FIRST": "1"}), INFO, None, server)
+    assert first.outcome is Outcome.SUCCEEDED, first.output
+    # A spare after a call rehearses that call's environment; the next run sees only its own.
+    for run_id, job in (("t@2026-11-27T14:31:00Z", show), ("t@2026-11-27T14:32:00Z", BASE)):
+        spare = wait_until(lambda: idle_children(server), timeout=10, what="a spare")
+        info = replace(INFO, run_id=run_id)
+        report = run_attempt(job, info, None, server)
+        assert report.outcome is Outcome.SUCCEEDED, report.output
+        assert {report.pid} == spare
+        if job.call is not None:
+            pid, seen, inherited = json.loads(report.output)
+            assert pid == report.pid
+            assert seen == {"FS_FIRST": None, "CHRONOD_RUN_ID": run_id}
+            assert f"CHRONOD_RUN_ID={run_id}" in inherited
+            assert not [line for line in inherited if line.startswith("FS_FIRST=")]
+
+
+def test_a_run_whose_spare_died_is_forked_when_asked_for(lib: Lib, server: ForkServer) -> None:
+    name = lib.module()
+    succeed(call(name), server)
+    (spare,) = wait_until(lambda: idle_children(server), timeout=10, what="a spare")
+    os.kill(spare, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(spare), timeout=10, what="the spare's end")
+    pid = server.pid
+    report = run_attempt(call(name), INFO, None, server)
+    assert report.outcome is Outcome.SUCCEEDED, report.output
+    assert "worked (1,)" in report.output
+    assert report.pid != spare
+    assert server.pid == pid  # the same server forked it; and a spare follows again
+    wait_until(lambda: idle_children(server), timeout=10, what="a new spare")
