@@ -1,0 +1,107 @@
+"""The daemon plans a crowded instant ahead of time, in parts, even behind many small wakes.
+
+A real :class:`~chronod.daemon.Daemon` on a SQLite store, driven step by step with a manual clock
+(each step's sleep is taken by advancing the clock): 300 jobs due at one instant, and 200 jobs due
+one millisecond apart just before it — the shape of ``bench_scale --case spread`` (20,000 crons at
+second 0 behind intervals due every millisecond), scaled down.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from chronod import daemon as daemon_module
+from chronod.clock import ManualClock
+from chronod.config.loader import parse_config
+from chronod.daemon import PREPARE_MIN, Daemon, DaemonStores
+from chronod.instants import format_utc
+from chronod.store.sqlite import SQLiteStore
+from chronod.tz import UTC
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+CROWD_AT = T0 + timedelta(minutes=1)
+CROWD, SMALL = 300, 200
+
+
+def config_text() -> str:
+    def entry(name: str, anchor: datetime) -> list[str]:
+        body = f'every = "1m"\nanchor = "{format_utc(anchor)}"\ncommand = "true"'
+        return [f"[jobs.{name}]", body, 'overlap = "allow"', ""]
+
+    lines = ["[chronod]", 'store = "sqlite:state.db"', "[defaults]", 'timezone = "UTC"', ""]
+    for i in range(CROWD):
+        lines += entry(f"c{i:03d}", T0)
+    for i in range(SMALL):
+        # One every millisecond in the 200 ms before the crowded instant.
+        lines += entry(f"s{i:03d}", CROWD_AT - timedelta(milliseconds=SMALL - i))
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, ManualClock]]:
+    path = tmp_path / "schedules.toml"
+    text = config_text()
+    path.write_text(text)
+    config = parse_config(text.encode(), path)
+    clock = ManualClock(CROWD_AT - timedelta(seconds=30))
+    stores = DaemonStores(*(SQLiteStore(tmp_path / "state.db", clock=clock) for _ in range(4)))
+    built = Daemon(config=config, stores=stores, clock=clock)
+    yield built, clock
+    for store in (stores.main, stores.keeper, stores.sampler, stores.courier):
+        store.close()
+
+
+def drive(daemon: Daemon, clock: ManualClock, until: datetime) -> dict[str, datetime]:
+    """Step the daemon until store time ``until``; returns, per crowded job, the clock time at
+    which its plan was first seen prepared."""
+    prepared_at: dict[str, datetime] = {}
+    steps, renew_at = 0, clock.monotonic()
+    while clock.now() < until:
+        if clock.monotonic() >= renew_at:  # the lease keeper's thread, in line
+            renew_at = clock.monotonic() + daemon.keeper.step()
+            assert daemon.keeper.current() is not None
+        sleep = daemon.step()
+        for name in daemon.scheduler._prepared:
+            if name.startswith("c"):
+                prepared_at.setdefault(name, clock.now())
+        # A step that planned only a part asks to come back at once: time still passes.
+        clock.advance(max(sleep, 1e-4))
+        steps += 1
+        assert steps < 100_000, "the daemon never got to the crowded instant"
+    return prepared_at
+
+
+def test_a_crowded_instant_behind_small_wakes_is_planned_ahead_in_parts(
+    daemon: tuple[Daemon, ManualClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built, clock = daemon
+    monkeypatch.setattr(daemon_module, "PREPARE_CHUNK", 100)
+    parts: list[int] = []
+    prepare = built.scheduler.prepare
+
+    def counted(at: datetime, limit: int | None = None) -> int:
+        planned = prepare(at, limit)
+        if at == CROWD_AT:
+            parts.append(planned)
+        return planned
+
+    monkeypatch.setattr(built.scheduler, "prepare", counted)
+    prepared_at = drive(built, clock, CROWD_AT + timedelta(seconds=1))
+    # Every crowded job was planned well ahead: not at its tick, nor at the last small wake
+    # (1 ms before), which is when planning only the next wake would have got to it.
+    assert len(prepared_at) == CROWD
+    assert max(prepared_at.values()) <= CROWD_AT - timedelta(seconds=PREPARE_MIN / 2)
+    # In parts of PREPARE_CHUNK (the small jobs due before it are part of the first).
+    assert parts[:3] == [100, 100, 100], parts
+    # Each slot once, the small ones (due while the parts were planned) on time.
+    runs = built.store.live_runs()
+    assert Counter(run.job for run in runs) == {
+        **{f"c{i:03d}": 1 for i in range(CROWD)},
+        **{f"s{i:03d}": 1 for i in range(SMALL)},
+    }
+    assert all(run.slot == CROWD_AT for run in runs if run.job.startswith("c"))
