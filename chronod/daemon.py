@@ -312,8 +312,9 @@ class Daemon:
         at once, within PREPARE_MAX), which may lie behind many small wakes — 20,000 crons at
         second 0 behind intervals due every millisecond would otherwise be planned in the last
         millisecond, i.e. at their tick. Planning starts twice the expected planning time ahead
-        of a target; a crowded instant is planned PREPARE_CHUNK jobs per pass, so a tick due
-        meanwhile waits for one part at most. Returns the time to sleep (``until_wake`` at most).
+        of a target; a crowded instant behind smaller ones is planned PREPARE_CHUNK jobs per pass,
+        so a tick due meanwhile waits for one part at most. Returns the time to sleep
+        (``until_wake`` at most).
         """
         started = self.clock.monotonic()
         sleep = until_wake
@@ -322,8 +323,11 @@ class Daemon:
             ahead = until_wake + (crowded - wake).total_seconds() - self._lead(crowded)
             if ahead > 0:
                 sleep = min(sleep, ahead)
-            elif self._planned(crowded, PREPARE_CHUNK) == PREPARE_CHUNK:
-                return 0.0  # more of it to plan, after the ticks due meanwhile
+            else:
+                # In parts only when ticks are due before it (each part walks the heap again).
+                limit = None if crowded == wake else PREPARE_CHUNK
+                if self._planned(crowded, limit) == limit:
+                    return 0.0  # more of it to plan, after the ticks due meanwhile
         prepared = self.scheduler.prepared_until
         if prepared is None or prepared < wake:
             lead = self._lead(wake)

@@ -1,4 +1,4 @@
-"""The daemon plans a crowded instant ahead of time, in parts, even behind many small wakes.
+"""The daemon plans a crowded instant ahead of time: in parts behind many small wakes, else at once.
 
 A real :class:`~chronod.daemon.Daemon` on a SQLite store, driven step by step with a manual clock
 (each step's sleep is taken by advancing the clock): 300 jobs due at one instant, and 200 jobs due
@@ -28,7 +28,7 @@ CROWD_AT = T0 + timedelta(minutes=1)
 CROWD, SMALL = 300, 200
 
 
-def config_text() -> str:
+def config_text(small: int = SMALL) -> str:
     def entry(name: str, anchor: datetime) -> list[str]:
         body = f'every = "1m"\nanchor = "{format_utc(anchor)}"\ncommand = "true"'
         return [f"[jobs.{name}]", body, 'overlap = "allow"', ""]
@@ -36,16 +36,16 @@ def config_text() -> str:
     lines = ["[chronod]", 'store = "sqlite:state.db"', "[defaults]", 'timezone = "UTC"', ""]
     for i in range(CROWD):
         lines += entry(f"c{i:03d}", T0)
-    for i in range(SMALL):
+    for i in range(small):
         # One every millisecond in the 200 ms before the crowded instant.
-        lines += entry(f"s{i:03d}", CROWD_AT - timedelta(milliseconds=SMALL - i))
+        lines += entry(f"s{i:03d}", CROWD_AT - timedelta(milliseconds=small - i))
     return "\n".join(lines)
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, ManualClock]]:
+@pytest.fixture(params=[SMALL], ids=["behind-small-wakes"])
+def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Daemon, ManualClock]]:
     path = tmp_path / "schedules.toml"
-    text = config_text()
+    text = config_text(request.param)
     path.write_text(text)
     config = parse_config(text.encode(), path)
     clock = ManualClock(CROWD_AT - timedelta(seconds=30))
@@ -76,13 +76,10 @@ def drive(daemon: Daemon, clock: ManualClock, until: datetime) -> dict[str, date
     return prepared_at
 
 
-def test_a_crowded_instant_behind_small_wakes_is_planned_ahead_in_parts(
-    daemon: tuple[Daemon, ManualClock], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    built, clock = daemon
-    monkeypatch.setattr(daemon_module, "PREPARE_CHUNK", 100)
+def planned_parts(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of jobs each Scheduler.prepare call for the crowded instant planned."""
     parts: list[int] = []
-    prepare = built.scheduler.prepare
+    prepare = daemon.scheduler.prepare
 
     def counted(at: datetime, limit: int | None = None) -> int:
         planned = prepare(at, limit)
@@ -90,7 +87,16 @@ def test_a_crowded_instant_behind_small_wakes_is_planned_ahead_in_parts(
             parts.append(planned)
         return planned
 
-    monkeypatch.setattr(built.scheduler, "prepare", counted)
+    monkeypatch.setattr(daemon.scheduler, "prepare", counted)
+    monkeypatch.setattr(daemon_module, "PREPARE_CHUNK", 100)
+    return parts
+
+
+def test_a_crowded_instant_behind_small_wakes_is_planned_ahead_in_parts(
+    daemon: tuple[Daemon, ManualClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built, clock = daemon
+    parts = planned_parts(built, monkeypatch)
     prepared_at = drive(built, clock, CROWD_AT + timedelta(seconds=1))
     # Every crowded job was planned well ahead: not at its tick, nor at the last small wake
     # (1 ms before), which is when planning only the next wake would have got to it.
@@ -105,3 +111,17 @@ def test_a_crowded_instant_behind_small_wakes_is_planned_ahead_in_parts(
         **{f"s{i:03d}": 1 for i in range(SMALL)},
     }
     assert all(run.slot == CROWD_AT for run in runs if run.job.startswith("c"))
+
+
+@pytest.mark.parametrize("daemon", [0], ids=["alone"], indirect=True)
+def test_a_crowded_instant_with_nothing_due_before_it_is_planned_at_once(
+    daemon: tuple[Daemon, ManualClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built, clock = daemon
+    parts = planned_parts(built, monkeypatch)
+    prepared_at = drive(built, clock, CROWD_AT + timedelta(seconds=1))
+    assert len(prepared_at) == CROWD
+    assert max(prepared_at.values()) <= CROWD_AT - timedelta(seconds=PREPARE_MIN / 2)
+    # No tick is due before it, so nothing is gained by parts (each walks the heap again).
+    assert parts[0] == CROWD, parts
+    assert len(built.store.live_runs()) == CROWD
