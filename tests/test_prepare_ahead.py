@@ -20,6 +20,7 @@ from chronod.clock import ManualClock
 from chronod.config.loader import parse_config
 from chronod.daemon import PREPARE_MIN, Daemon, DaemonStores
 from chronod.instants import format_utc
+from chronod.store.base import RunRecord
 from chronod.store.sqlite import SQLiteStore
 from chronod.tz import UTC
 
@@ -56,12 +57,13 @@ def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Dae
         store.close()
 
 
-def drive(daemon: Daemon, clock: ManualClock, until: datetime) -> dict[str, datetime]:
-    """Step the daemon until store time ``until``; returns, per crowded job, the clock time at
-    which its plan was first seen prepared."""
+def drive_past_crowd(daemon: Daemon, clock: ManualClock) -> list[RunRecord]:
+    """Step the daemon until a second after the crowded instant; check that every crowded job
+    was planned well ahead — not at its tick, nor at the last small wake (1 ms before), which is
+    when planning only the next wake got to it — and return the live runs."""
     prepared_at: dict[str, datetime] = {}
     steps, renew_at = 0, clock.monotonic()
-    while clock.now() < until:
+    while clock.now() < CROWD_AT + timedelta(seconds=1):
         if clock.monotonic() >= renew_at:  # the lease keeper's thread, in line
             renew_at = clock.monotonic() + daemon.keeper.step()
             assert daemon.keeper.current() is not None
@@ -73,7 +75,9 @@ def drive(daemon: Daemon, clock: ManualClock, until: datetime) -> dict[str, date
         clock.advance(max(sleep, 1e-4))
         steps += 1
         assert steps < 100_000, "the daemon never got to the crowded instant"
-    return prepared_at
+    assert len(prepared_at) == CROWD
+    assert max(prepared_at.values()) <= CROWD_AT - timedelta(seconds=PREPARE_MIN / 2)
+    return daemon.store.live_runs()
 
 
 def planned_parts(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -97,19 +101,16 @@ def test_a_crowded_instant_behind_small_wakes_is_planned_ahead_in_parts(
 ) -> None:
     built, clock = daemon
     parts = planned_parts(built, monkeypatch)
-    prepared_at = drive(built, clock, CROWD_AT + timedelta(seconds=1))
-    # Every crowded job was planned well ahead: not at its tick, nor at the last small wake
-    # (1 ms before), which is when planning only the next wake would have got to it.
-    assert len(prepared_at) == CROWD
-    assert max(prepared_at.values()) <= CROWD_AT - timedelta(seconds=PREPARE_MIN / 2)
+    runs = drive_past_crowd(built, clock)
     # In parts of PREPARE_CHUNK (the small jobs due before it are part of the first).
     assert parts[:3] == [100, 100, 100], parts
-    # Each slot once, the small ones (due while the parts were planned) on time.
-    runs = built.store.live_runs()
+    # Each slot once; the small ones, due while the parts were planned, each at its next step.
     assert Counter(run.job for run in runs) == {
         **{f"c{i:03d}": 1 for i in range(CROWD)},
         **{f"s{i:03d}": 1 for i in range(SMALL)},
     }
+    late = [run.created_at - run.slot for run in runs if run.job.startswith("s")]
+    assert max(late) < timedelta(milliseconds=1)
     assert all(run.slot == CROWD_AT for run in runs if run.job.startswith("c"))
 
 
@@ -119,9 +120,7 @@ def test_a_crowded_instant_with_nothing_due_before_it_is_planned_at_once(
 ) -> None:
     built, clock = daemon
     parts = planned_parts(built, monkeypatch)
-    prepared_at = drive(built, clock, CROWD_AT + timedelta(seconds=1))
-    assert len(prepared_at) == CROWD
-    assert max(prepared_at.values()) <= CROWD_AT - timedelta(seconds=PREPARE_MIN / 2)
+    runs = drive_past_crowd(built, clock)
     # No tick is due before it, so nothing is gained by parts (each walks the heap again).
     assert parts[0] == CROWD, parts
-    assert len(built.store.live_runs()) == CROWD
+    assert len(runs) == CROWD
