@@ -33,7 +33,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 
 from chronod._proc import Waker, only_caught
@@ -61,6 +61,7 @@ PREPARE_MIN = 0.02
 PREPARE_MAX = 10.0
 PREPARE_PER_JOB = 50e-6
 PREPARE_SAMPLE = 100  # jobs planned at once before their time is trusted as a per-job cost
+PREPARE_CHUNK = 2000  # jobs of a crowded instant planned per pass (~20-30 ms)
 BACKOFF = (0.5, 1.0, 2.0, 5.0)
 # Dispatch decisions that write to the store (the others change nothing).
 _WRITES = frozenset(
@@ -147,7 +148,6 @@ class Daemon:
         self._failures = 0
         self._store_errors = Episode(clock.monotonic)  # only the first of a run gets a line
         self._per_job = PREPARE_PER_JOB  # seconds to plan one job, as last measured
-        self._due_at: tuple[datetime, int] | None = None  # (wake, jobs due then), counted once
 
     @property
     def config(self) -> Config:
@@ -258,7 +258,6 @@ class Daemon:
             if self._loaded_epoch != lease.epoch:
                 self.scheduler.load(lease, self.config.jobs)
                 self._loaded_epoch = lease.epoch
-                self._due_at = None
                 event(
                     log,
                     logging.INFO,
@@ -303,28 +302,52 @@ class Daemon:
         spent = self.clock.monotonic() - read_at
         until_wake = MAX_SLEEP if wake is None else (wake - now).total_seconds() - spent
         if wake is not None:
-            until_wake = self._prepare(wake, until_wake)
+            until_wake = self._prepare(now, wake, until_wake)
         return max(0.0, min(until_wake, MAX_SLEEP, self.keeper.seconds_left()))
 
-    def _prepare(self, wake: datetime, until_wake: float) -> float:
-        """Plan the slots due at ``wake`` shortly before it, so the tick at ``wake`` only sends.
+    def _prepare(self, now: datetime, wake: datetime, until_wake: float) -> float:
+        """Plan what is due soon shortly before it, so the ticks then only check and send.
 
-        Returns the time to sleep: until ``wake`` once prepared, else until it is time to prepare.
+        Two targets: the next wake, and the first crowded instant ahead (CROWD or more jobs due
+        at once, within PREPARE_MAX), which may lie behind many small wakes — 20,000 crons at
+        second 0 behind intervals due every millisecond would otherwise be planned in the last
+        millisecond, i.e. at their tick. Planning starts twice the expected planning time ahead
+        of a target; a crowded instant behind smaller ones is planned PREPARE_CHUNK jobs per pass,
+        so a tick due meanwhile waits for one part at most. Returns the time to sleep
+        (``until_wake`` at most).
         """
-        prepared = self.scheduler.prepared_until
-        if prepared is not None and prepared >= wake:
-            return until_wake
-        if self._due_at is None or self._due_at[0] != wake:
-            self._due_at = (wake, self.scheduler.count_due(wake))
-        lead = min(max(2 * self._per_job * self._due_at[1], PREPARE_MIN), PREPARE_MAX)
-        if until_wake > lead:
-            return until_wake - lead
         started = self.clock.monotonic()
-        planned = self.scheduler.prepare(wake)
-        spent = self.clock.monotonic() - started
+        sleep = until_wake
+        crowded = self.scheduler.crowded(now + timedelta(seconds=PREPARE_MAX))
+        if crowded is not None:
+            ahead = until_wake + (crowded - wake).total_seconds() - self._lead(crowded)
+            if ahead > 0:
+                sleep = min(sleep, ahead)
+            else:
+                # In parts only when ticks are due before it (each part walks the heap again).
+                limit = None if crowded == wake else PREPARE_CHUNK
+                if self._planned(crowded, limit) == limit:
+                    return 0.0  # more of it to plan, after the ticks due meanwhile
+        prepared = self.scheduler.prepared_until
+        if prepared is None or prepared < wake:
+            lead = self._lead(wake)
+            if until_wake > lead:
+                sleep = min(sleep, until_wake - lead)
+            else:
+                self._planned(wake, None)
+        return sleep - (self.clock.monotonic() - started)
+
+    def _lead(self, at: datetime) -> float:
+        """How long ahead of ``at`` to plan the jobs due then (seconds)."""
+        return min(max(2 * self._per_job * self.scheduler.due_at(at), PREPARE_MIN), PREPARE_MAX)
+
+    def _planned(self, at: datetime, limit: int | None) -> int:
+        """Scheduler.prepare, timed: a large enough part updates the per-job planning time."""
+        started = self.clock.monotonic()
+        planned = self.scheduler.prepare(at, limit)
         if planned >= PREPARE_SAMPLE:
-            self._per_job = spent / planned
-        return until_wake - spent
+            self._per_job = (self.clock.monotonic() - started) / planned
+        return planned
 
     def _backoff(self, exc: Exception) -> float:
         delay = BACKOFF[min(self._failures, len(BACKOFF) - 1)]

@@ -75,6 +75,10 @@ DISPATCH_BATCH = 2000
 # Jobs per store.advance_many call (missed slots, after an outage): on SQLite one transaction,
 # each job up to MISSED_ENTRIES history rows.
 ADVANCE_BATCH = 500
+# Jobs due at one instant from which the daemon plans them ahead of time, in parts
+# (chronod.daemon): fewer are planned at the tick itself or just before it, which costs a few
+# milliseconds at most.
+CROWD = 100
 # A tick that decides at most this many slots (or records missed slots of at most this many jobs)
 # logs one line per slot (job); a larger one logs one summary line and the per-slot lines at DEBUG.
 # Formatting and writing a line costs 50-80 µs: one per slot would make a tick of 100,000 slots
@@ -193,9 +197,14 @@ class DueHeap:
     top; so rescheduling costs O(log n) and nothing is ever searched.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, crowd: int = CROWD) -> None:
         self._heap: list[tuple[datetime, str]] = []  # ties by name, as the entries compare
         self._live: dict[str, tuple[datetime, str]] = {}  # job -> its live entry
+        # Live entries per instant, and the instants with at least ``crowd`` of them: what the
+        # daemon plans ahead of time (a walk of the heap would cost O(due) at every step).
+        self._crowd = crowd
+        self._count: dict[datetime, int] = {}
+        self._crowded: set[datetime] = set()
 
     def __len__(self) -> int:
         """How many jobs will be due (superseded entries do not count)."""
@@ -204,6 +213,28 @@ class DueHeap:
     def clear(self) -> None:
         self._heap = []
         self._live = {}
+        self._count = {}
+        self._crowded = set()
+
+    def count_at(self, at: datetime) -> int:
+        """How many jobs are due at exactly ``at``."""
+        return self._count.get(at, 0)
+
+    def crowded(self, after: datetime | None, until: datetime) -> datetime | None:
+        """The earliest instant in (after, until] at which at least ``crowd`` jobs are due."""
+        found = [at for at in self._crowded if at <= until and (after is None or at > after)]
+        return min(found, default=None)
+
+    def _counted(self, at: datetime, step: int) -> None:
+        count = self._count.get(at, 0) + step
+        if count:
+            self._count[at] = count
+        else:
+            del self._count[at]
+        if count >= self._crowd:
+            self._crowded.add(at)
+        else:
+            self._crowded.discard(at)
 
     def due_at(self, name: str) -> datetime | None:
         live = self._live.get(name)
@@ -211,11 +242,14 @@ class DueHeap:
 
     def push(self, name: str, at: datetime | None) -> None:
         """Job ``name`` is next due at ``at`` (None: never again)."""
+        old = self._live.pop(name, None)
+        if old is not None:
+            self._counted(old[0], -1)
         if at is None:
-            self._live.pop(name, None)
             return
         entry = (at, name)
         self._live[name] = entry
+        self._counted(at, 1)
         heapq.heappush(self._heap, entry)
 
     def head(self) -> datetime | None:
@@ -239,6 +273,7 @@ class DueHeap:
                 return
             heappop(heap)
             del live[name]
+            self._counted(at, -1)
             yield name, at
 
     def due_by(self, at: datetime) -> Iterator[tuple[str, datetime]]:
@@ -334,31 +369,40 @@ class Scheduler:
         """Store instant at which the next job is due (None: nothing will ever be due)."""
         return self._due.head()
 
-    def prepare(self, at: datetime) -> int:
-        """Plan now, ahead of time, every job due at or before store instant ``at``.
+    def prepare(self, at: datetime, limit: int | None = None) -> int:
+        """Plan now, ahead of time, the jobs due at or before store instant ``at``, each as of
+        the instant it is due; at most ``limit`` of them (None: all). Returns how many it planned.
 
-        The daemon calls this just before the next due instant, so that the tick at that instant
-        only checks and sends (planning many jobs takes milliseconds per thousand). A prepared plan
-        is used only if it is exactly what planning at the tick's ``now`` would give
-        (:meth:`_Prepared.valid_at`); otherwise the job is planned again. Returns how many jobs
-        were planned.
+        The daemon calls this shortly before those instants, so that the tick at each of them only
+        checks and sends (planning many jobs takes milliseconds per thousand); ``limit`` lets it
+        plan a crowded instant in parts between the ticks due meanwhile. A prepared plan is used
+        only if it is exactly what planning at the tick's ``now`` would give
+        (:meth:`_Prepared.valid_at`); otherwise the job is planned again. Only once every job due
+        by ``at`` is planned does :attr:`prepared_until` reach ``at``.
         """
         count = 0
         plans = Plans()
-        for name, _ in self._due.due_by(at):
+        for name, due in self._due.due_by(at):
             if name not in self._prepared:
+                if count == limit:
+                    return count
                 job = self.jobs[name]
                 watermark = self._watermark.get(name)
-                plan = plans.plan(job, watermark, at)
-                self._prepared[name] = _Prepared(at, watermark, plan, self._items(job, plan))
+                plan = plans.plan(job, watermark, due)
+                self._prepared[name] = _Prepared(due, watermark, plan, self._items(job, plan))
                 count += 1
         if self.prepared_until is None or at > self.prepared_until:
             self.prepared_until = at
         return count
 
-    def count_due(self, at: datetime) -> int:
-        """How many jobs are due at or before ``at`` (what :meth:`prepare` would plan)."""
-        return sum(1 for _ in self._due.due_by(at))
+    def due_at(self, at: datetime) -> int:
+        """How many jobs are due at exactly store instant ``at``."""
+        return self._due.count_at(at)
+
+    def crowded(self, until: datetime) -> datetime | None:
+        """The earliest instant after :attr:`prepared_until` and at or before ``until`` at which
+        at least CROWD jobs are due (None: none)."""
+        return self._due.crowded(self.prepared_until, until)
 
     def tick(
         self, lease: Lease, now: datetime, between: Callable[[], object] = lambda: None

@@ -4,6 +4,7 @@ of a tick, and plans prepared ahead of the due instant (``Scheduler.prepare``)."
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -386,7 +387,7 @@ def test_the_due_heap_holds_each_job_once_at_its_latest_instant(
     pushes: list[tuple[str, int | None]], now_s: int
 ) -> None:
     """Rescheduling leaves superseded entries in the heap; none of them is ever seen."""
-    heap = DueHeap()
+    heap = DueHeap(crowd=2)
     latest: dict[str, datetime] = {}
     for name, offset in pushes:
         at = None if offset is None else T0 + timedelta(seconds=offset)
@@ -398,6 +399,12 @@ def test_the_due_heap_holds_each_job_once_at_its_latest_instant(
     now = T0 + timedelta(seconds=now_s)
     due = {name: at for name, at in latest.items() if at <= now}
     assert len(heap) == len(latest)
+    counts = Counter(latest.values())
+    for instant in {*counts, T0}:
+        assert heap.count_at(instant) == counts[instant]
+    crowded = sorted(at for at, n in counts.items() if n >= 2)
+    assert heap.crowded(None, now) == next((at for at in crowded if at <= now), None)
+    assert heap.crowded(now, now + MINUTE) == next((at for at in crowded if at > now), None)
     assert heap.head() == min(latest.values(), default=None)
     assert sorted(heap.due_by(now)) == sorted(due.items())
     popped = list(heap.pop_due(now))
@@ -405,3 +412,6 @@ def test_the_due_heap_holds_each_job_once_at_its_latest_instant(
     assert {name: heap.due_at(name) for name in latest} == {
         name: None if name in due else at for name, at in latest.items()
     }
+    # Popped entries no longer count.
+    left = Counter(at for at in latest.values() if at > now)
+    assert all(heap.count_at(at) == left[at] for at in counts)
